@@ -1,0 +1,115 @@
+"""``raysign sweep <name>``: run a sweep from ``tune_configs/`` with Ray Tune.
+
+Trials are sized from the CPUs and GPUs the cluster has (``trial_resources`` of the sweep
+module), at most as many run at once as fit, and the results table (CSV) and the best
+configuration (JSON) land in ``runs/sweeps/<name>/<timestamp>/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import ray
+from ray import tune
+
+import tune_configs
+from actors.cluster import connect
+from raysign.results import RunDir
+
+REQUIRED = ("DESCRIPTION", "METRIC", "MODE", "param_space", "trainable", "trial_resources")
+
+
+def available_sweeps() -> list[str]:
+    return sorted(m.name for m in pkgutil.iter_modules(tune_configs.__path__))
+
+
+def load_sweep(name: str) -> ModuleType:
+    """The sweep module ``tune_configs.<name>``, checked to define the sweep protocol."""
+    if name not in available_sweeps():
+        raise ValueError(f"sweep={name!r} is not one of {available_sweeps()}")
+    module = importlib.import_module(f"tune_configs.{name}")
+    missing = [attr for attr in REQUIRED if not hasattr(module, attr)]
+    if missing:
+        raise TypeError(f"tune_configs/{name}.py lacks {missing}")
+    return module
+
+
+def _concurrency(resources: Any, cpus: float, gpus: float) -> int:
+    if isinstance(resources, tune.PlacementGroupFactory):
+        need = resources.required_resources
+    else:
+        need = {"CPU": resources.get("cpu", resources.get("CPU", 1)),
+                "GPU": resources.get("gpu", resources.get("GPU", 0))}
+    fits = [int(cpus // need["CPU"])] if need.get("CPU") else []
+    if need.get("GPU"):
+        fits.append(int(gpus // need["GPU"]))
+    return max(1, min(fits) if fits else 1)
+
+
+def run_sweep(name: str, *, num_samples: int | None = None, quick: bool = False,
+              results_root: str | Path = "runs", address: str | None = None,
+              num_cpus: int | None = None) -> dict[str, Any]:
+    """Run sweep ``name``; returns ``{"best_config", "best_result", "run_dir"}``."""
+    module = load_sweep(name)
+    connect(address, num_cpus)
+    cluster = ray.cluster_resources()
+    cpus, gpus = cluster.get("CPU", 1.0), cluster.get("GPU", 0.0)
+    resources = module.trial_resources(cpus, gpus)
+    run_dir = RunDir.create(Path(results_root).resolve() / "sweeps", name)
+    scheduler = module.scheduler() if hasattr(module, "scheduler") else None
+    tuner = tune.Tuner(
+        tune.with_resources(module.trainable, resources),
+        param_space=module.param_space(quick),
+        tune_config=tune.TuneConfig(
+            metric=module.METRIC,
+            mode=module.MODE,
+            num_samples=num_samples or getattr(module, "NUM_SAMPLES", 1),
+            max_concurrent_trials=_concurrency(resources, cpus, gpus),
+            scheduler=scheduler,
+        ),
+        run_config=tune.RunConfig(name=name, storage_path=str(run_dir.path / "tune"),
+                                  verbose=1),
+    )
+    results = tuner.fit()
+    errors = [str(r.error) for r in results if r.error]
+    table = results.get_dataframe()
+    table.to_csv(run_dir.file("results.csv"), index=False)
+    best = results.get_best_result(metric=module.METRIC, mode=module.MODE)
+    summary = {
+        "sweep": name,
+        "metric": module.METRIC,
+        "mode": module.MODE,
+        "best_config": best.config,
+        "best_result": {k: v for k, v in best.metrics.items() if isinstance(v, (int, float, str))},
+        "num_trials": len(table),
+        "errors": errors,
+    }
+    run_dir.write_json("best.json", summary)
+    print(f"[raysign sweep] {name}: best {module.METRIC}={best.metrics.get(module.METRIC)} "
+          f"with {best.config}")
+    print(f"[raysign sweep] results: {run_dir.path}")
+    summary["run_dir"] = str(run_dir.path)
+    return summary
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", choices=available_sweeps(), help="sweep in tune_configs/")
+    parser.add_argument("--num-samples", type=int, default=None,
+                        help="samples of the search space (default: the sweep's NUM_SAMPLES)")
+    parser.add_argument("--quick", action="store_true", help="a small search space")
+    parser.add_argument("--results-dir", default="runs", help="root folder for results")
+    parser.add_argument("--address", default=None, help="Ray cluster (default: $RAY_ADDRESS "
+                        "or a new local instance)")
+    parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local instance")
+
+
+def run(args: argparse.Namespace) -> int:
+    summary = run_sweep(args.name, num_samples=args.num_samples, quick=args.quick,
+                        results_root=args.results_dir, address=args.address,
+                        num_cpus=args.num_cpus)
+    return 1 if summary["errors"] else 0

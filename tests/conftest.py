@@ -1,0 +1,29 @@
+"""Shared fixtures: one local Ray for the whole session, and the real data folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from raysign.data import default_data_dir
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    path = default_data_dir()
+    if not path.is_dir():
+        raise FileNotFoundError(f"the shared data folder {path} is missing (set $RAYSIGN_DATA)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray instance with 2 CPUs for every test that needs it; shut down at the end
+    so no Ray process outlives the test session."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()

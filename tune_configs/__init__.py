@@ -1,0 +1,14 @@
+"""One Ray Tune sweep per file. ``raysign sweep <name>`` runs ``tune_configs/<name>.py``.
+
+A sweep module defines:
+
+- ``DESCRIPTION``: one line.
+- ``METRIC`` and ``MODE``: what the trials report and whether to maximise or minimise it.
+- ``param_space(quick: bool) -> dict``: the search space (``quick`` gives a small one for
+  tests and laptops).
+- ``trainable(config: dict) -> None``: one trial; reports with ``ray.tune.report``.
+- ``trial_resources(cpus: float, gpus: float) -> dict | PlacementGroupFactory``: what one trial
+  reserves, given the resources of the cluster. A trial that starts actors must reserve them
+  with a ``PlacementGroupFactory`` or Tune deadlocks on a small machine.
+- optionally ``NUM_SAMPLES`` (default 1) and ``scheduler() -> TrialScheduler``.
+"""
