@@ -1,0 +1,137 @@
+"""Specification of raysign.signs against plain numpy references."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from raysign import signs
+
+
+def reference_signs(x: np.ndarray) -> np.ndarray:
+    """+1 for x >= 0 (zero included), -1 otherwise, as int64."""
+    return np.where(x < 0, -1, 1).astype(np.int64)
+
+
+def reference_majority(sign_rows: np.ndarray) -> np.ndarray:
+    """sign(sum of signs) with sign(0) = +1 (the documented tie rule)."""
+    return np.where(sign_rows.sum(0) < 0, -1, 1)
+
+
+def reference_pack(x: np.ndarray) -> np.ndarray:
+    bits = np.packbits((x < 0).astype(np.uint8), bitorder="little")
+    return np.concatenate([bits, np.zeros(signs.packed_nbytes(x.size) - bits.size, np.uint8)])
+
+
+lengths = st.integers(min_value=1, max_value=700)
+
+
+@settings(max_examples=60, deadline=None)
+@given(d=lengths, seed=st.integers(0, 2**31 - 1),
+       dtype=st.sampled_from([torch.float32, torch.float16, torch.bfloat16]))
+def test_pack_matches_numpy_packbits_and_round_trips(d, seed, dtype):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(d).astype(np.float32)
+    x[rng.random(d) < 0.1] = 0.0  # exact zeros count as +1
+    x[rng.random(d) < 0.05] = -0.0
+    t = torch.from_numpy(x).to(dtype)
+    packed = signs.pack_signs(t)
+    assert packed.dtype == torch.uint8 and packed.numel() == signs.packed_nbytes(d)
+    np.testing.assert_array_equal(packed.numpy(), reference_pack(t.float().numpy()))
+    unpacked = signs.unpack_signs(packed, d, dtype=dtype)
+    assert unpacked.dtype == dtype
+    np.testing.assert_array_equal(unpacked.float().numpy(), reference_signs(t.float().numpy()))
+
+
+def test_pack_crosses_block_boundaries(monkeypatch):
+    monkeypatch.setattr(signs, "_BLOCK", 128)
+    x = torch.randn(1000)
+    packed = signs.pack_signs(x.reshape(10, 100))
+    np.testing.assert_array_equal(packed.numpy(), reference_pack(x.numpy()))
+    np.testing.assert_array_equal(signs.unpack_signs(packed, 1000, scale=0.5).numpy(),
+                                  0.5 * reference_signs(x.numpy()))
+
+
+@pytest.mark.parametrize("m", range(1, 34))
+def test_majority_vote_matches_reference_for_all_worker_counts(m):
+    rng = np.random.default_rng(m)
+    for d in (1, 63, 64, 65, 1000, 4099):
+        x = rng.standard_normal((m, d)).astype(np.float32)
+        # Correlated rows so that every count (and ties for even m) occurs.
+        x += rng.standard_normal(d).astype(np.float32) * rng.uniform(0, 2)
+        packed = torch.stack([signs.pack_signs(torch.from_numpy(row)) for row in x])
+        voted = signs.majority_vote(packed)
+        expected = reference_majority(reference_signs(x))
+        np.testing.assert_array_equal(signs.unpack_signs(voted, d).numpy(), expected)
+        # Padding bits of the last word stay +1 (zero).
+        np.testing.assert_array_equal(voted.numpy()[(d + 7) // 8:], 0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(m=st.integers(1, 33), n_words=st.integers(1, 40), seed=st.integers(0, 2**31 - 1))
+def test_majority_vote_on_random_words_with_small_blocks(m, n_words, seed):
+    rng = np.random.default_rng(seed)
+    raw = rng.integers(0, 256, size=(m, 8 * n_words), dtype=np.uint8)
+    old = signs._VOTE_BLOCK_WORDS
+    signs._VOTE_BLOCK_WORDS = 3
+    try:
+        voted = signs.majority_vote(torch.from_numpy(raw)).numpy()
+    finally:
+        signs._VOTE_BLOCK_WORDS = old
+    bits = np.unpackbits(raw, axis=1, bitorder="little").astype(np.int64)
+    expected = (bits.sum(0) > m // 2).astype(np.uint8)
+    np.testing.assert_array_equal(np.unpackbits(voted, bitorder="little"), expected)
+
+
+def test_even_tie_goes_to_plus_one():
+    plus = signs.pack_signs(torch.ones(10))
+    minus = signs.pack_signs(-torch.ones(10))
+    voted = signs.majority_vote([plus, minus, plus, minus])
+    assert torch.equal(signs.unpack_signs(voted, 10), torch.ones(10))
+
+
+def test_majority_vote_rejects_malformed_input():
+    with pytest.raises(ValueError, match="whole 64-bit words"):
+        signs.majority_vote(torch.zeros(3, 12, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="uint8"):
+        signs.majority_vote(torch.zeros(3, 16, dtype=torch.int32))
+    with pytest.raises(ValueError, match="bytes"):
+        signs.unpack_signs(torch.zeros(8, dtype=torch.uint8), 100)
+
+
+@pytest.mark.parametrize("d,shards", [(1, 1), (64, 1), (1000, 3), (4099, 7), (640, 10)])
+def test_shard_bounds_tile_the_vector_on_word_boundaries(d, shards):
+    bounds = signs.shard_bounds(d, shards)
+    assert bounds[0][0] == 0 and bounds[-1][1] == d
+    assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
+    assert all(start % 64 == 0 for start, _ in bounds)
+    x = torch.randn(d)
+    whole = signs.pack_signs(x)
+    parts = torch.cat([signs.pack_signs(x[a:b]) for a, b in bounds])
+    assert torch.equal(whole, parts)
+
+
+def test_gradient_density_closed_forms():
+    d = 1000
+    assert signs.gradient_density(torch.full((d,), -3.0)) == pytest.approx(1.0)
+    one_hot = torch.zeros(d)
+    one_hot[7] = 5.0
+    assert signs.gradient_density(one_hot) == pytest.approx(1 / d)
+    # Gaussian vector: E|x|^2 / E x^2 = 2 / pi.
+    g = torch.randn(200_000, generator=torch.Generator().manual_seed(0))
+    assert signs.gradient_density(g) == pytest.approx(2 / math.pi, rel=0.01)
+
+
+def test_signal_to_noise_matches_numpy():
+    rng = np.random.default_rng(0)
+    samples = rng.normal(loc=[0.0, 1.0, -2.0], scale=[1.0, 0.5, 4.0], size=(50_000, 3))
+    snr = signs.signal_to_noise(torch.from_numpy(samples))
+    ref = np.abs(samples.mean(0)) / samples.std(0, ddof=1)
+    np.testing.assert_allclose(snr.numpy(), ref, rtol=1e-5)
+    np.testing.assert_allclose(snr.numpy(), [0.0, 2.0, 0.5], atol=0.02)
+    assert signs.fraction_above_critical_snr(snr) == pytest.approx(1 / 3)
