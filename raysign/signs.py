@@ -120,18 +120,19 @@ def unpack_signs(
     return out
 
 
-def _as_words(packed: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
-    if isinstance(packed, torch.Tensor):
-        stacked = packed
-    else:
-        if len(packed) == 0:
-            raise ValueError("majority_vote needs at least one packed tensor")
-        stacked = torch.stack(list(packed))
-    if stacked.dim() != 2 or stacked.dtype != torch.uint8:
-        raise ValueError(f"expected uint8 [M, nbytes], got {stacked.dtype} {tuple(stacked.shape)}")
-    if stacked.shape[1] % WORD_BYTES:
-        raise ValueError(f"packed length {stacked.shape[1]} is not whole 64-bit words")
-    return stacked.contiguous().view(torch.int64)
+def _as_word_rows(packed: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """The M inputs as M int64 word views (no copy of contiguous inputs)."""
+    rows = list(packed.unbind(0)) if isinstance(packed, torch.Tensor) else list(packed)
+    if not rows:
+        raise ValueError("majority_vote needs at least one packed tensor")
+    nbytes = rows[0].numel()
+    for row in rows:
+        if row.dim() != 1 or row.dtype != torch.uint8 or row.numel() != nbytes:
+            raise ValueError(f"expected M uint8 vectors of {nbytes} bytes, got {row.dtype} "
+                             f"{tuple(row.shape)}")
+    if nbytes % WORD_BYTES:
+        raise ValueError(f"packed length {nbytes} is not whole 64-bit words")
+    return [row.contiguous().view(torch.int64) for row in rows]
 
 
 def majority_vote(packed: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
@@ -141,18 +142,19 @@ def majority_vote(packed: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor
     Returns uint8 [nbytes]: bit set iff more than ``M // 2`` inputs have it set (the tie rule
     of the module docstring).
     """
-    words = _as_words(packed)
-    m, n_words = words.shape
+    words = _as_word_rows(packed)
+    m, n_words = len(words), words[0].numel()
     threshold = m // 2
     n_planes = max(1, m.bit_length())
-    result = torch.empty(n_words, dtype=torch.int64, device=words.device)
+    device = words[0].device
+    result = torch.empty(n_words, dtype=torch.int64, device=device)
     block = min(_VOTE_BLOCK_WORDS, max(n_words, 1))
-    planes = [torch.empty(block, dtype=torch.int64, device=words.device) for _ in range(n_planes)]
+    planes = [torch.empty(block, dtype=torch.int64, device=device) for _ in range(n_planes)]
     carry = torch.empty_like(planes[0])
     spare = torch.empty_like(planes[0])
     for start in range(0, n_words, block):
         stop = min(start + block, n_words)
-        rows = words[:, start:stop]
+        rows = [word[start:stop] for word in words]
         w = stop - start
         count = [p[:w] for p in planes]
         count[0].copy_(rows[0])

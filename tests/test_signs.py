@@ -108,7 +108,7 @@ def test_majority_vote_rejects_malformed_input():
 def test_shard_bounds_tile_the_vector_on_word_boundaries(d, shards):
     bounds = signs.shard_bounds(d, shards)
     assert bounds[0][0] == 0 and bounds[-1][1] == d
-    assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
+    assert all(a[1] == b[0] for a, b in zip(bounds[:-1], bounds[1:], strict=True))
     assert all(start % 64 == 0 for start, _ in bounds)
     x = torch.randn(d)
     whole = signs.pack_signs(x)

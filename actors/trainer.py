@@ -1,0 +1,278 @@
+"""The driver of distributed signSGD: placement, synchronous rounds, replica checks, results.
+
+One round (see ``raysign.signsgd`` for the algorithm and ``raysign.wire`` for the messages)::
+
+    worker i: compute(step) -> S messages (one per vote shard) + stats     [ObjectRefs]
+    vote s:   vote(step, msg_1s, ..., msg_Ms) -> result message + stats     [ObjectRefs]
+    worker i: apply(step, result_1, ..., result_S) -> stats
+
+The driver only passes ObjectRefs between actors; payloads go from worker to vote actor to
+worker through Ray's object store, never through the driver. It fetches the small stats dicts
+to time the round's five stages:
+
+- compress: sign + pack on the worker (the slowest worker);
+- gather: from the last worker's message being ready to the last vote actor starting;
+- vote: validation + majority vote (the slowest shard);
+- broadcast: from the last vote result being ready to the last worker starting to apply it;
+- decompress: unpack + update on the worker (the slowest worker).
+
+Every ``checksum_every`` steps and at the end, the driver compares a digest of every honest
+replica's parameters; a replica that diverges is reported and re-synced from rank 0.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import ray
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from actors.byzantine import ByzantineWorker
+from actors.cluster import worker_resources
+from actors.vote import VoteActor
+from actors.worker import SignWorker
+from raysign import wire
+from raysign.config import to_dict
+from raysign.data import load_images
+from raysign.models import build_model, num_parameters
+from raysign.results import RunDir
+from raysign.signs import shard_bounds
+from raysign.signsgd import TrainConfig
+
+STAGES = ("compress", "gather", "vote", "broadcast", "decompress")
+VOTE_CPUS = 0.1
+
+
+@dataclass
+class RunSummary:
+    """What a finished run reports (also written to ``summary.json``)."""
+
+    test_accuracy: float
+    steps: int
+    num_parameters: int
+    bytes_sent_per_worker_per_step: float
+    fp32_bytes_per_step: float
+    compression_ratio: float
+    stage_seconds: dict[str, float]
+    replicas_identical: bool
+    resyncs: int
+    rejected_payloads: int
+    wall_seconds: float
+    run_dir: str
+    accuracy_curve: list[tuple[int, float]] = field(default_factory=list)
+
+
+def round_stage_times(worker_stats: list[dict], vote_stats: list[dict],
+                      apply_stats: list[dict]) -> dict[str, float]:
+    """The five-stage split of one round from the actors' timestamps (seconds)."""
+    compress_end = max(s["t_compress_end"] for s in worker_stats)
+    vote_start = max(s["t_vote_start"] for s in vote_stats)
+    vote_end = max(s["t_vote_end"] for s in vote_stats)
+    apply_start = max(s["t_apply_start"] for s in apply_stats)
+    return {
+        "compute": max(s["t_grad"] - s["t_start"] for s in worker_stats),
+        "compress": max(s["t_compress_end"] - s["t_grad"] for s in worker_stats),
+        "gather": max(0.0, vote_start - compress_end),
+        "vote": max(s["t_vote_end"] - s["t_vote_start"] for s in vote_stats),
+        "broadcast": max(0.0, apply_start - vote_end),
+        "decompress": max(s["t_apply_end"] - s["t_apply_start"] for s in apply_stats),
+    }
+
+
+class SignSGDTrainer:
+    """Runs one ``TrainConfig`` on the connected Ray cluster."""
+
+    def __init__(self, config: TrainConfig, run_dir: RunDir | None = None,
+                 progress: bool = True):
+        self.config = config
+        self.run_dir = run_dir or RunDir.create(config.results_dir, config.name)
+        self.progress = progress
+        self.workers: list[Any] = []
+        self.votes: list[Any] = []
+        self.byzantine = set(config.byzantine_ranks())
+        self.honest = [r for r in range(config.num_workers) if r not in self.byzantine]
+
+    # ----------------------------------------------------------------------------- placement
+    def start(self) -> None:
+        cfg = self.config
+        train, test = load_images(cfg.dataset, cfg.data_dir)
+        if cfg.train_subset:
+            train = type(train)(train.images[: cfg.train_subset], train.labels[: cfg.train_subset])
+        if cfg.test_subset:
+            test = type(test)(test.images[: cfg.test_subset], test.labels[: cfg.test_subset])
+        self.shard_size = len(train) // cfg.num_workers
+        self.d = num_parameters(build_model(cfg.model))
+        self.bounds = shard_bounds(self.d, cfg.vote_shards)
+        kind = wire.KIND_SIGNS if cfg.aggregator == "vote" else wire.KIND_FP32
+        # The data sets go into the object store once; every worker reads them zero-copy.
+        images, labels = ray.put(train.images), ray.put(train.labels)
+        self.test_refs = (ray.put(test.images), ray.put(test.labels))
+        res = worker_resources(cfg.num_workers, reserve_cpus=VOTE_CPUS * cfg.vote_shards)
+        spread = _spread_strategy(cfg.num_workers, res.options(), cfg.vote_shards)
+        for rank in range(cfg.num_workers):
+            cls = ByzantineWorker if rank in self.byzantine else SignWorker
+            actor = ray.remote(cls).options(
+                name=None, scheduling_strategy=spread(rank), **res.options())
+            self.workers.append(actor.remote(cfg, rank, images, labels, self.bounds))
+        for shard, (start, stop) in enumerate(self.bounds):
+            vote = ray.remote(VoteActor).options(num_cpus=VOTE_CPUS,
+                                                 scheduling_strategy=spread(shard))
+            self.votes.append(vote.remote(shard, start, stop, kind))
+        sizes = ray.get([w.num_parameters.remote() for w in self.workers])
+        if set(sizes) != {self.d}:
+            raise RuntimeError(f"workers disagree on the parameter count: {sizes}")
+
+    # ---------------------------------------------------------------------------- one round
+    def round(self, step: int, with_density: bool = False) -> dict[str, Any]:
+        m, s = self.config.num_workers, self.config.vote_shards
+        outs = [w.compute.options(num_returns=s + 1).remote(step, with_density)
+                for w in self.workers]
+        voted = [self.votes[j].vote.options(num_returns=2).remote(
+            step, *[outs[i][j] for i in range(m)]) for j in range(s)]
+        applied = [w.apply.remote(step, *[v[0] for v in voted]) for w in self.workers]
+        worker_stats = ray.get([o[s] for o in outs])
+        vote_stats = ray.get([v[1] for v in voted])
+        apply_stats = ray.get(applied)
+        honest_stats = [st for st in worker_stats if st["rank"] not in self.byzantine]
+        record = {
+            "step": step,
+            "epoch": honest_stats[0]["epoch"],
+            "loss": float(np.mean([st["loss"] for st in honest_stats])),
+            "bytes_sent_per_worker": float(np.mean([st["bytes_sent"] for st in worker_stats])),
+            "bytes_received_per_worker": float(
+                np.mean([st["bytes_received"] for st in apply_stats])),
+            "rejected": sum(len(v["rejected"]) for v in vote_stats),
+            **round_stage_times(worker_stats, vote_stats, apply_stats),
+        }
+        if with_density:
+            record["density"] = worker_stats[self.honest[0]]["density"]
+        return record
+
+    def test_accuracy(self) -> float:
+        return ray.get(self.workers[self.honest[0]].accuracy.remote(*self.test_refs))
+
+    def check_replicas(self) -> tuple[bool, int]:
+        """Compare honest replicas' parameter digests; re-sync divergent ones from the first
+        honest replica. Returns (all identical before re-sync, number re-synced)."""
+        digests = ray.get([self.workers[r].checksum.remote() for r in self.honest])
+        reference = digests[0]
+        divergent = [r for r, dg in zip(self.honest, digests, strict=True) if dg != reference]
+        if divergent:
+            print(f"[raysign] replicas {divergent} diverged from rank {self.honest[0]}; re-syncing")
+            flat = self.workers[self.honest[0]].parameters.remote()
+            ray.get([self.workers[r].load_parameters.remote(flat) for r in divergent])
+        return not divergent, len(divergent)
+
+    # ------------------------------------------------------------------------------ the run
+    def total_steps(self) -> int:
+        if self.config.max_steps:
+            return self.config.max_steps
+        per_epoch = max(1, self.shard_size // self.config.batch_size)
+        return max(1, math.ceil(self.config.epochs * per_epoch))
+
+    def run(self) -> RunSummary:
+        from tqdm.auto import tqdm
+
+        cfg = self.config
+        started = time.time()
+        if not self.workers:
+            self.start()
+        self.run_dir.write_json("config.json", {**to_dict(cfg), "num_parameters": self.d})
+        total = self.total_steps()
+        per_epoch = max(1, self.shard_size // cfg.batch_size)
+        eval_every = cfg.eval_every or per_epoch
+        curve: list[tuple[int, float]] = []
+        records: list[dict[str, Any]] = []
+        identical, resyncs = True, 0
+        bar = tqdm(range(1, total + 1), desc=f"{cfg.name} ({cfg.aggregator})",
+                   disable=not self.progress, unit="step")
+        for step in bar:
+            record = self.round(step, with_density=(step % eval_every == 0 or step == 1))
+            if step % cfg.checksum_every == 0 or step == total:
+                ok, n = self.check_replicas()
+                identical &= ok
+                resyncs += n
+                record["replicas_identical"] = ok
+            if step % eval_every == 0 or step == total:
+                acc = self.test_accuracy()
+                record["test_accuracy"] = acc
+                curve.append((step, acc))
+                bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{acc:.4f}")
+            records.append(record)
+            self.run_dir.log(record)
+        bar.close()
+        summary = self._summarise(records, curve, identical, resyncs, time.time() - started)
+        self.run_dir.write_json("summary.json", summary.__dict__)
+        write_figures(self.run_dir, records, curve, title=f"{cfg.name}: {cfg.aggregator}, "
+                      f"{cfg.num_workers} workers, {cfg.num_byzantine} Byzantine")
+        return summary
+
+    def _summarise(self, records, curve, identical, resyncs, wall) -> RunSummary:
+        # The first rounds include actor warm-up; time the rest.
+        steady = records[min(2, len(records) - 1):]
+        stages = {k: float(np.mean([r[k] for r in steady])) for k in ("compute", *STAGES)}
+        sent = float(np.mean([r["bytes_sent_per_worker"] for r in records]))
+        fp32 = 4.0 * self.d
+        return RunSummary(
+            test_accuracy=curve[-1][1], steps=len(records), num_parameters=self.d,
+            bytes_sent_per_worker_per_step=sent, fp32_bytes_per_step=fp32,
+            compression_ratio=fp32 / sent, stage_seconds=stages,
+            replicas_identical=identical, resyncs=resyncs,
+            rejected_payloads=sum(r["rejected"] for r in records), wall_seconds=wall,
+            run_dir=str(self.run_dir.path), accuracy_curve=curve)
+
+    def shutdown(self) -> None:
+        for actor in self.workers + self.votes:
+            ray.kill(actor)
+        self.workers, self.votes = [], []
+
+
+def _spread_strategy(num_workers: int, worker_options: dict[str, float], num_shards: int):
+    """Scheduling for rank / shard ``i``: spread over nodes when the cluster has several (a
+    placement group with one bundle per worker, STRATEGY SPREAD), default otherwise."""
+    if len(ray.nodes()) <= 1:
+        return lambda i: "DEFAULT"
+    bundle = {"CPU": worker_options["num_cpus"] + VOTE_CPUS}
+    if worker_options["num_gpus"]:
+        bundle["GPU"] = worker_options["num_gpus"]
+    group = ray.util.placement_group([dict(bundle) for _ in range(num_workers)],
+                                     strategy="SPREAD")
+    ray.get(group.ready())
+    return lambda i: PlacementGroupSchedulingStrategy(
+        placement_group=group, placement_group_bundle_index=i % num_workers)
+
+
+def write_figures(run_dir: RunDir, records: list[dict], curve: list[tuple[int, float]],
+                  title: str) -> None:
+    """accuracy.png (test accuracy against steps) and time_split.png (the five stages)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    if curve:
+        steps, acc = zip(*curve, strict=True)
+        ax.plot(steps, acc, marker="o")
+    ax.set(xlabel="step", ylabel="test accuracy", title=title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(run_dir.file("accuracy.png"), dpi=120)
+    plt.close(fig)
+
+    steady = records[min(2, len(records) - 1):]
+    means = [1e3 * float(np.mean([r[k] for r in steady])) for k in STAGES]
+    fig, ax = plt.subplots(figsize=(4, 5))
+    bottom = 0.0
+    for stage, ms in zip(STAGES, means, strict=True):
+        ax.bar(["per step"], [ms], bottom=bottom, label=f"{stage} ({ms:.1f} ms)")
+        bottom += ms
+    ax.set(ylabel="milliseconds per step", title="communication time split")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(run_dir.file("time_split.png"), dpi=120)
+    plt.close(fig)

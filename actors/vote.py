@@ -1,0 +1,88 @@
+"""``VoteActor``: validates the workers' messages for its parameter slice and aggregates them.
+
+One vote actor owns one contiguous slice ``[start, stop)`` of the parameters (S actors for S
+vote shards). Each round (Algorithm 1 of Bernstein et al., ICLR 2019, server side):
+
+1. read every worker's message for this shard and validate it (``raysign.wire.read_message``:
+   type, kind, step, shard, length; fp32 bodies must be finite); a bad payload or a worker
+   that abstains (non-finite gradient) is counted and logged, never crashes the round;
+2. majority vote of the valid packed signs on the packed words (``raysign.signs``), or the
+   fp32 mean for the ``mean`` aggregator;
+3. return one message with the result, which every worker fetches.
+
+If no payload is valid the result message is flagged as an abstention and workers skip the
+update of this slice for the round.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from typing import Any
+
+import numpy as np
+import torch
+
+from raysign import wire
+from raysign.signs import majority_vote
+
+log = logging.getLogger(__name__)
+
+
+def _read_only_tensor(array: np.ndarray) -> torch.Tensor:
+    """A tensor view of an object-store array (read-only; the vote never writes to it)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(array)
+
+
+class VoteActor:
+    def __init__(self, shard: int, start: int, stop: int, kind: int):
+        self.shard, self.start, self.stop, self.kind = shard, start, stop, kind
+        self.length = stop - start
+        self.rejected_total = 0
+
+    def vote(self, step: int, *payloads: Any) -> tuple[np.ndarray, dict[str, Any]]:
+        t_start = time.time()
+        valid, rejected = [], []
+        # Step 1: validate.
+        for index, payload in enumerate(payloads):
+            try:
+                header, body = wire.read_message(payload, kind=self.kind, step=step,
+                                                 shard=self.shard, length=self.length)
+            except wire.MessageError as err:
+                rejected.append({"worker": index, "reason": str(err)})
+                continue
+            if header.abstains:
+                rejected.append({"worker": index, "reason": "abstained (non-finite gradient)"})
+                continue
+            if self.kind == wire.KIND_FP32:
+                values = body.view(np.float32)
+                if not np.isfinite(values).all():
+                    rejected.append({"worker": index, "reason": "non-finite fp32 values"})
+                    continue
+                valid.append(values)
+            else:
+                valid.append(_read_only_tensor(body).view(torch.int64))
+        if rejected:
+            self.rejected_total += len(rejected)
+            log.warning("vote shard %d step %d: rejected %s", self.shard, step, rejected)
+        # Step 2: aggregate.
+        flags = 0 if valid else wire.FLAG_ABSTAIN
+        out = wire.new_message(self.kind, sender=wire.VOTE_SENDER, step=step, shard=self.shard,
+                               length=self.length, flags=flags)
+        body = wire.body(out)
+        if valid and self.kind == wire.KIND_SIGNS:
+            rows = [row.view(torch.uint8) for row in valid]
+            body[:] = majority_vote(rows).numpy()
+        elif valid:
+            total = valid[0].copy()
+            for values in valid[1:]:
+                total += values
+            body.view(np.float32)[:] = total / np.float32(len(valid))
+        elif body.size:
+            body[:] = 0
+        t_end = time.time()
+        return out, {"shard": self.shard, "t_vote_start": t_start, "t_vote_end": t_end,
+                     "num_valid": len(valid), "rejected": rejected}

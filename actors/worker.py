@@ -1,0 +1,112 @@
+"""``SignWorker``: one data-parallel worker of distributed signSGD, as a Ray actor.
+
+Each round it computes its gradient and momentum (``raysign.signsgd.Replica``), packs
+``sign(m)`` at one bit per parameter into one message per vote shard, and returns those
+messages as separate Ray objects, so each vote actor fetches only its own slice. Then it
+receives the S voted messages, validates them, unpacks and applies the update. Timestamps of
+each phase come back with the stats for the driver's compress / gather / vote / broadcast /
+decompress split.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import ray
+import torch
+
+from raysign import wire
+from raysign.data import shard_indices
+from raysign.signs import gradient_density, pack_signs
+from raysign.signsgd import Replica, TrainConfig
+
+
+def _device() -> str:
+    return "cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu"
+
+
+class SignWorker:
+    """Model replica plus its own disjoint data shard (rank ``rank`` of ``num_workers``)."""
+
+    byzantine = False
+
+    def __init__(self, config: TrainConfig, rank: int, images: np.ndarray, labels: np.ndarray,
+                 bounds: list[tuple[int, int]]):
+        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
+        torch.set_num_threads(max(1, int(cpus)))
+        shard = shard_indices(len(labels), config.num_workers, config.seed)[rank]
+        self.config = config
+        self.rank = rank
+        self.bounds = bounds
+        self.kind = wire.KIND_SIGNS if config.aggregator == "vote" else wire.KIND_FP32
+        self.replica = Replica(config, rank, images[shard], labels[shard], _device(),
+                               byzantine=self.byzantine)
+
+    def num_parameters(self) -> int:
+        return self.replica.d
+
+    def compute(self, step: int, with_density: bool = False) -> tuple[Any, ...]:
+        """Gradient, momentum, sign and pack; returns S messages and a stats dict."""
+        t_start = time.time()
+        grad, loss = self.replica.gradient()
+        t_grad = time.time()
+        message = self.replica.message(grad)
+        flags = 0 if bool(torch.isfinite(message).all()) else wire.FLAG_ABSTAIN
+        out = []
+        for shard, (start, stop) in enumerate(self.bounds):
+            msg = wire.new_message(self.kind, sender=self.rank, step=step, shard=shard,
+                                   length=stop - start, flags=flags)
+            body = wire.body(msg)
+            if self.kind == wire.KIND_SIGNS:
+                packed = pack_signs(message[start:stop])
+                body[:] = packed.cpu().numpy()
+            else:
+                body.view(np.float32)[:] = message[start:stop].detach().cpu().numpy()
+            out.append(msg)
+        t_end = time.time()
+        stats = {
+            "rank": self.rank,
+            "loss": loss,
+            "t_start": t_start,
+            "t_grad": t_grad,
+            "t_compress_end": t_end,
+            "bytes_sent": sum(m.nbytes for m in out),
+            "abstained": bool(flags),
+            "epoch": self.replica.epoch,
+        }
+        if with_density:
+            stats["density"] = gradient_density(grad)
+        return (*out, stats)
+
+    def apply(self, step: int, *voted: np.ndarray) -> dict[str, Any]:
+        """Validate the S voted messages and apply the update to the replica."""
+        t_start = time.time()
+        skipped = []
+        for shard, (start, stop) in enumerate(self.bounds):
+            header, body = wire.read_message(voted[shard], kind=self.kind, step=step,
+                                             shard=shard, length=stop - start)
+            if header.abstains:
+                skipped.append(shard)
+                continue
+            if self.kind == wire.KIND_SIGNS:
+                self.replica.apply_signs(torch.from_numpy(body.copy()), start, stop)
+            else:
+                self.replica.apply_mean(torch.from_numpy(body.view(np.float32).copy()),
+                                        start, stop)
+        return {"rank": self.rank, "t_apply_start": t_start, "t_apply_end": time.time(),
+                "bytes_received": sum(v.nbytes for v in voted), "skipped_shards": skipped}
+
+    def accuracy(self, images: np.ndarray, labels: np.ndarray) -> float:
+        return self.replica.accuracy(images, labels)
+
+    def checksum(self) -> str:
+        return self.replica.checksum()
+
+    def parameters(self) -> np.ndarray:
+        return self.replica.flat.detach().cpu().numpy().copy()
+
+    def load_parameters(self, flat: np.ndarray) -> str:
+        self.replica.load_flat(torch.from_numpy(flat.copy()))
+        return self.replica.checksum()

@@ -1,0 +1,200 @@
+"""Distributed signSGD with majority vote: the configuration and one worker's computation.
+
+Algorithm 1 of Bernstein, Zhao, Azizzadenesheli, Anandkumar, "signSGD with majority vote is
+communication efficient and fault tolerant" (ICLR 2019), for worker i of M:
+
+1. compute a stochastic gradient g_i on the worker's own mini-batch;
+2. update momentum ``m_i <- beta m_i + (1 - beta) g_i`` (beta = 0: signSGD);
+3. send ``sign(m_i)`` (packed, 1 bit per parameter) to the vote;
+4. receive ``V = sign(sum_i sign(m_i))`` and apply ``x <- x - lr (V + lambda x)``.
+
+The ``mean`` aggregator replaces 3-4 by sending fp32 ``m_i`` and applying
+``x <- x - lr (mean_i m_i + lambda x)``: parameter-server SGD with momentum, the baseline of
+the paper. ``Replica`` is steps 1, 2 and 4 for one worker, with no Ray in sight; the actors in
+``actors/`` move its messages around.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from raysign.attacks import ATTACKS, make_attack
+from raysign.config import check_choice, check_path_exists, check_range
+from raysign.data import LOADERS, default_data_dir
+from raysign.models import MODELS, build_model
+from raysign.optim import momentum
+from raysign.signs import unpack_signs
+
+AGGREGATORS = ("vote", "mean")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One distributed signSGD run. Every field is validated on construction."""
+
+    dataset: str = "fashion-mnist"
+    data_dir: str = ""
+    model: str = "cnn"
+    num_workers: int = 7
+    aggregator: str = "vote"
+    vote_shards: int = 1
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    batch_size: int = 32
+    epochs: float = 2.0
+    max_steps: int = 0
+    num_byzantine: int = 0
+    attack: str = "negate"
+    attack_scale: float = 10.0
+    seed: int = 0
+    eval_every: int = 0
+    checksum_every: int = 25
+    train_subset: int = 0
+    test_subset: int = 0
+    results_dir: str = "runs"
+    name: str = "signsgd"
+
+    def __post_init__(self) -> None:
+        check_choice("dataset", self.dataset, LOADERS)
+        if not self.data_dir:
+            object.__setattr__(self, "data_dir", str(default_data_dir()))
+        check_path_exists("data_dir", self.data_dir,
+                          "the folder with mnist/ and fashion-mnist/, see shared/data/README.md")
+        check_choice("model", self.model, MODELS)
+        check_range("num_workers", self.num_workers, 1, 1024)
+        check_choice("aggregator", self.aggregator, AGGREGATORS)
+        check_range("vote_shards", self.vote_shards, 1, 1024)
+        check_range("lr", self.lr, 0, None, low_open=True)
+        check_range("momentum", self.momentum, 0, 1, high_open=True)
+        check_range("weight_decay", self.weight_decay, 0, None)
+        check_range("batch_size", self.batch_size, 1, None)
+        check_range("epochs", self.epochs, 0, None, low_open=True)
+        check_range("max_steps", self.max_steps, 0, None)
+        # Majority vote tolerates any fraction of adversaries below one half.
+        check_range("num_byzantine", self.num_byzantine, 0, self.num_workers / 2, high_open=True)
+        check_choice("attack", self.attack, ATTACKS)
+        check_range("attack_scale", self.attack_scale, 0, None, low_open=True)
+        check_range("eval_every", self.eval_every, 0, None)
+        check_range("checksum_every", self.checksum_every, 1, None)
+        check_range("train_subset", self.train_subset, 0, None)
+        check_range("test_subset", self.test_subset, 0, None)
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir)
+
+    def byzantine_ranks(self) -> list[int]:
+        """The last ``num_byzantine`` ranks are the adversaries."""
+        return list(range(self.num_workers - self.num_byzantine, self.num_workers))
+
+
+class Replica:
+    """One worker's model replica, data shard, momentum and (optionally) attack.
+
+    All replicas of a run are built from the same seed, so they start bit-identical and stay
+    so as long as they apply the same updates in the same order.
+    """
+
+    def __init__(self, config: TrainConfig, rank: int, images: np.ndarray, labels: np.ndarray,
+                 device: str | torch.device = "cpu", byzantine: bool = False):
+        self.config = config
+        self.rank = rank
+        self.device = torch.device(device)
+        torch.manual_seed(config.seed)
+        self.model: nn.Module = build_model(config.model).to(self.device)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        # One flat buffer holds every parameter; the parameters are views into it.
+        self.flat = torch.cat([p.detach().reshape(-1) for p in self.params]).contiguous()
+        offset = 0
+        for p in self.params:
+            p.data = self.flat[offset : offset + p.numel()].view_as(p)
+            offset += p.numel()
+        self.d = self.flat.numel()
+        self._momentum = momentum(config.momentum)
+        self.momentum_state = self._momentum.init(self.flat)
+        self.images = torch.as_tensor(np.ascontiguousarray(images))
+        self.labels = torch.as_tensor(np.ascontiguousarray(labels))
+        self.batch_rng = np.random.default_rng([config.seed, rank])
+        self.attack = make_attack(config.attack, config.attack_scale) if byzantine else None
+        self.attack_generator = torch.Generator().manual_seed(config.seed * 7919 + rank)
+        self.epoch = 0
+        self._order = self.batch_rng.permutation(len(self.labels))
+        self._cursor = 0
+        self.loss_fn = nn.CrossEntropyLoss()
+
+    def _next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._cursor + self.config.batch_size > len(self._order):
+            self.epoch += 1
+            self._order = self.batch_rng.permutation(len(self.labels))
+            self._cursor = 0
+        idx = torch.from_numpy(self._order[self._cursor : self._cursor + self.config.batch_size])
+        self._cursor += self.config.batch_size
+        return self.images[idx].to(self.device), self.labels[idx].to(self.device)
+
+    def gradient(self) -> tuple[torch.Tensor, float]:
+        """Steps 1: the flat stochastic gradient [d] on the next mini-batch, and its loss."""
+        self.model.train()
+        x, y = self._next_batch()
+        for p in self.params:
+            p.grad = None
+        loss = self.loss_fn(self.model(x), y)
+        loss.backward()
+        grad = torch.cat([p.grad.reshape(-1) for p in self.params])
+        return grad, float(loss.detach())
+
+    def message(self, grad: torch.Tensor) -> torch.Tensor:
+        """Step 2 (and the attack, for a Byzantine replica): the fp32 vector to compress."""
+        m, self.momentum_state = self._momentum.update(grad, self.momentum_state)
+        if self.attack is not None:
+            return self.attack(m, self.attack_generator)
+        return m
+
+    @torch.no_grad()
+    def apply_signs(self, packed: torch.Tensor, start: int = 0, stop: int | None = None) -> None:
+        """Step 4 on the slice [start, stop): ``x <- x - lr (V + lambda x)``, V from packed."""
+        stop = self.d if stop is None else stop
+        part = self.flat[start:stop]
+        if self.config.weight_decay:
+            part.mul_(1.0 - self.config.lr * self.config.weight_decay)
+        step = unpack_signs(packed.to(self.device), stop - start, scale=self.config.lr,
+                            dtype=self.flat.dtype)
+        part.sub_(step)
+
+    @torch.no_grad()
+    def apply_mean(self, mean: torch.Tensor, start: int = 0, stop: int | None = None) -> None:
+        """The mean aggregator's step 4 on [start, stop): ``x <- x - lr (mean + lambda x)``."""
+        stop = self.d if stop is None else stop
+        part = self.flat[start:stop]
+        if self.config.weight_decay:
+            part.mul_(1.0 - self.config.lr * self.config.weight_decay)
+        part.sub_(mean.to(self.device), alpha=self.config.lr)
+
+    @torch.no_grad()
+    def accuracy(self, images: np.ndarray, labels: np.ndarray, batch: int = 1000) -> float:
+        """Top-1 accuracy on (images, labels)."""
+        self.model.eval()
+        correct = 0
+        for start in range(0, len(labels), batch):
+            x = torch.from_numpy(np.array(images[start : start + batch]))
+            y = torch.from_numpy(np.array(labels[start : start + batch]))
+            correct += int((self.model(x.to(self.device)).argmax(1).cpu() == y).sum())
+        return correct / len(labels)
+
+    def checksum(self) -> str:
+        """A digest of the parameters' exact bytes."""
+        return hashlib.blake2b(self.flat.detach().cpu().numpy().tobytes(),
+                               digest_size=16).hexdigest()
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"flat": self.flat.detach().cpu().clone()}
+
+    def load_flat(self, flat: torch.Tensor) -> None:
+        with torch.no_grad():
+            self.flat.copy_(flat.to(self.device))

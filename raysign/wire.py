@@ -1,0 +1,103 @@
+"""The message format between workers and vote actors: a 32-byte header and a body.
+
+One message is one contiguous uint8 numpy array (so Ray moves it zero-copy through the object
+store)::
+
+    offset  size  field
+    0       4     magic b"RSGN"
+    4       1     version (1)
+    5       1     kind: 0 = packed signs (1 bit per parameter), 1 = fp32 values
+    6       2     flags: bit 0 = abstain (the sender had a non-finite gradient)
+    8       4     sender (worker rank, or 0xFFFFFFFF for a vote actor)
+    12      4     step
+    16      4     shard index
+    20      4     reserved (0)
+    24      8     length d: parameters in the shard
+    32      ...   body: ``packed_nbytes(d)`` bytes of signs, or ``4 d`` bytes of fp32
+
+So a packed message costs ``packed_nbytes(d) + 32 <= ceil(d / 8) + 39`` bytes, against
+``4 d + 32`` for fp32: 31.9x fewer for d >= 1M. ``read_message`` is the validation every vote
+actor runs before it counts a payload.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+from raysign.signs import packed_nbytes
+
+MAGIC = b"RSGN"
+VERSION = 1
+HEADER_BYTES = 32
+KIND_SIGNS = 0
+KIND_FP32 = 1
+FLAG_ABSTAIN = 1
+VOTE_SENDER = 0xFFFFFFFF
+_LAYOUT = struct.Struct("<4sBBHIIIIQ")
+
+
+class MessageError(ValueError):
+    """A payload that must not be counted: wrong type, size, kind, step or shard."""
+
+
+@dataclass(frozen=True)
+class Header:
+    kind: int
+    flags: int
+    sender: int
+    step: int
+    shard: int
+    length: int
+
+    @property
+    def abstains(self) -> bool:
+        return bool(self.flags & FLAG_ABSTAIN)
+
+
+def body_nbytes(kind: int, length: int) -> int:
+    if kind == KIND_SIGNS:
+        return packed_nbytes(length)
+    if kind == KIND_FP32:
+        return 4 * length
+    raise MessageError(f"kind={kind} is not {KIND_SIGNS} (signs) or {KIND_FP32} (fp32)")
+
+
+def new_message(kind: int, *, sender: int, step: int, shard: int, length: int,
+                flags: int = 0) -> np.ndarray:
+    """An empty message (header filled in, body uninitialised) to write the body into."""
+    message = np.empty(HEADER_BYTES + body_nbytes(kind, length), dtype=np.uint8)
+    _LAYOUT.pack_into(message, 0, MAGIC, VERSION, kind, flags, sender, step, shard, 0, length)
+    return message
+
+
+def body(message: np.ndarray) -> np.ndarray:
+    """The body of a message as uint8 (a view)."""
+    return message[HEADER_BYTES:]
+
+
+def read_message(message: object, *, kind: int, step: int, shard: int,
+                 length: int) -> tuple[Header, np.ndarray]:
+    """Validate ``message`` against what the receiver expects; return its header and body.
+
+    Raises ``MessageError`` naming the first field that does not match."""
+    if not isinstance(message, np.ndarray) or message.dtype != np.uint8 or message.ndim != 1:
+        what = getattr(message, "dtype", type(message).__name__)
+        raise MessageError(f"payload must be a 1-D uint8 array, got {what}")
+    if message.size < HEADER_BYTES:
+        raise MessageError(f"payload of {message.size} bytes is shorter than the header")
+    magic, version, got_kind, flags, sender, got_step, got_shard, _, got_length = (
+        _LAYOUT.unpack_from(message, 0))
+    if magic != MAGIC or version != VERSION:
+        raise MessageError(f"bad magic/version {magic!r}/{version}")
+    expected = {"kind": kind, "step": step, "shard": shard, "length": length}
+    got = {"kind": got_kind, "step": got_step, "shard": got_shard, "length": got_length}
+    for field, value in expected.items():
+        if got[field] != value:
+            raise MessageError(f"{field}={got[field]} but expected {value}")
+    need = HEADER_BYTES + body_nbytes(kind, length)
+    if message.size != need:
+        raise MessageError(f"payload has {message.size} bytes, expected {need}")
+    return Header(got_kind, flags, sender, got_step, got_shard, got_length), body(message)
