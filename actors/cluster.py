@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 
@@ -41,5 +42,6 @@ def worker_resources(num_workers: int, cpus: float | None = None, gpus: float | 
     gpus = cluster.get("GPU", 0.0) if gpus is None else gpus
     if gpus >= num_workers:
         return ActorResources(num_cpus=1.0 if cpus >= 2 * num_workers else 0.01, num_gpus=1.0)
-    share = max((cpus - reserve_cpus) / num_workers, 0.01)
-    return ActorResources(num_cpus=round(min(share, 1.0), 3), num_gpus=0.0)
+    # Round down so that M shares plus the reserve never exceed the cluster's CPUs.
+    share = math.floor(1000 * (cpus - reserve_cpus) / num_workers) / 1000
+    return ActorResources(num_cpus=max(min(share, 1.0), 0.001), num_gpus=0.0)
