@@ -1,0 +1,236 @@
+"""Training and evaluation of the forecasters (Yu et al., arXiv:1711.00073, sec. 4).
+
+``ForecastConfig`` is the one configuration type of this capability (CLI, scripts and Ray Tune
+build it). ``fit`` trains with Adam, gradient-norm clipping, teacher forcing or scheduled
+sampling (Bengio et al. 2015; the teacher probability decays linearly to 0 over the first half
+of the epochs) and early stopping on the free-running validation RMSE, restoring the best
+weights. ``rmse_per_horizon`` is the error of the free-running forecast at every step ahead.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from raysign.config import check_choice, check_range, to_dict
+from raysign.data import default_data_dir
+from raysign.forecast.datasets import DATASETS, ForecastData, Windows, etth1, synthetic
+from raysign.forecast.models import (
+    MODELS,
+    RECURRENT,
+    build_model,
+    count_parameters,
+    matched_baseline,
+)
+
+TEACHER = ("scheduled", "forcing", "free")
+
+
+@dataclass(frozen=True)
+class ForecastConfig:
+    """One forecasting run: data, model, optimisation."""
+
+    dataset: str = "lorenz"
+    model: str = "ttlstm"
+    data_dir: str = ""
+    input_len: int = 24
+    horizon: int = 48
+    hidden_size: int = 16
+    lags: int = 3
+    order: int = 3
+    rank: int = 4
+    match_params: bool = True
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 3e-3
+    clip: float = 1.0
+    patience: int = 6
+    teacher: str = "scheduled"
+    num_sequences: int = 1200
+    stride: int = 1
+    max_train_windows: int = 0
+    seed: int = 0
+    results_dir: str = "runs"
+    name: str = "forecast"
+
+    def __post_init__(self) -> None:
+        check_choice("dataset", self.dataset, DATASETS)
+        check_choice("model", self.model, MODELS)
+        check_choice("teacher", self.teacher, TEACHER)
+        check_range("input_len", self.input_len, 2, 10_000)
+        check_range("horizon", self.horizon, 1, 10_000)
+        check_range("hidden_size", self.hidden_size, 1, 4096)
+        check_range("lags", self.lags, 1, 64)
+        check_range("order", self.order, 1, 8)
+        check_range("rank", self.rank, 1, 1024)
+        check_range("epochs", self.epochs, 0, 100_000)
+        check_range("batch_size", self.batch_size, 1, 1_000_000)
+        check_range("lr", self.lr, 0.0, 10.0, low_open=True)
+        check_range("clip", self.clip, 0.0, None, low_open=True)
+        check_range("patience", self.patience, 1, 100_000)
+        check_range("num_sequences", self.num_sequences, 10, 10_000_000)
+        check_range("stride", self.stride, 1, 100_000)
+        check_range("max_train_windows", self.max_train_windows, 0, None)
+
+    def etth1_path(self) -> Path:
+        root = Path(self.data_dir) if self.data_dir else default_data_dir()
+        return root / "forecast" / "ETTh1.csv"
+
+
+def load_data(config: ForecastConfig) -> ForecastData:
+    if config.dataset == "etth1":
+        return etth1(config.etth1_path(), config.input_len, config.horizon, stride=config.stride)
+    return synthetic(config.dataset, config.input_len, config.horizon,
+                     num_sequences=config.num_sequences, seed=config.seed)
+
+
+def make_model(config: ForecastConfig, dim: int) -> nn.Module:
+    """The configured forecaster; LSTM / MLSTM get the hidden size whose parameter count is
+    closest to the TT-LSTM of this config when ``match_params`` is set."""
+    kwargs = dict(hidden_size=config.hidden_size, lags=config.lags, order=config.order,
+                  rank=config.rank, input_len=config.input_len, horizon=config.horizon)
+    if config.match_params and config.model in ("lstm", "mlstm"):
+        target = count_parameters(build_model("ttlstm", dim, **kwargs))
+        return matched_baseline(config.model, dim, target, lags=config.lags)
+    return build_model(config.model, dim, **kwargs)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, windows: Windows, horizon: int, batch_size: int = 512,
+            device: str = "cpu") -> torch.Tensor:
+    """Free-running forecasts [N, horizon, d] (on CPU)."""
+    model.eval()
+    out = [model(windows.inputs[i:i + batch_size].to(device), horizon).cpu()
+           for i in range(0, len(windows), batch_size)]
+    return torch.cat(out)
+
+
+def rmse_per_horizon(model: nn.Module, windows: Windows, horizon: int,
+                     device: str = "cpu") -> np.ndarray:
+    """RMSE at each step ahead [horizon], over windows and channels (normalised units)."""
+    err = predict(model, windows, horizon, device=device) - windows.targets[:, :horizon]
+    return err.pow(2).mean(dim=(0, 2)).sqrt().numpy()
+
+
+def overall_rmse(per_horizon: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(per_horizon ** 2)))
+
+
+def teacher_probability(config: ForecastConfig, epoch: int) -> float:
+    if config.teacher == "forcing":
+        return 1.0
+    if config.teacher == "free":
+        return 0.0
+    return max(0.0, 1.0 - 2.0 * epoch / max(1, config.epochs))
+
+
+@dataclass
+class FitResult:
+    best_val_rmse: float
+    epochs_run: int
+    seconds_per_epoch: float
+    history: list[dict[str, float]]
+
+
+def fit(model: nn.Module, data: ForecastData, config: ForecastConfig, *,
+        device: str = "cpu", on_epoch: Callable[[dict[str, float]], None] | None = None,
+        progress: bool = False) -> FitResult:
+    """Train ``model`` in place; returns the history and keeps the best validation weights."""
+    horizon = config.horizon
+    if count_parameters(model) == 0 or config.epochs == 0:
+        val = overall_rmse(rmse_per_horizon(model, data.val, horizon, device))
+        return FitResult(val, 0, 0.0, [])
+    generator = torch.Generator().manual_seed(config.seed)
+    inputs, targets = data.train.inputs, data.train.targets
+    if config.max_train_windows and len(inputs) > config.max_train_windows:
+        keep = torch.randperm(len(inputs), generator=generator)[:config.max_train_windows]
+        inputs, targets = inputs[keep], targets[keep]
+    optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
+    best, best_state, stale, history, seconds = float("inf"), None, 0, [], []
+    epochs = range(config.epochs)
+    if progress:
+        from tqdm import tqdm
+
+        epochs = tqdm(epochs, desc=f"{config.model} {config.dataset}", leave=False)
+    for epoch in epochs:
+        model.train()
+        start = time.perf_counter()
+        teacher = teacher_probability(config, epoch)
+        order = torch.randperm(len(inputs), generator=generator)
+        total, count = 0.0, 0
+        for i in range(0, len(order), config.batch_size):
+            idx = order[i:i + config.batch_size]
+            x, y = inputs[idx].to(device), targets[idx].to(device)
+            pred = model(x, horizon, target=y, teacher_prob=teacher)
+            loss = nn.functional.mse_loss(pred, y)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), config.clip)
+            optimiser.step()
+            total, count = total + loss.item() * len(idx), count + len(idx)
+        seconds.append(time.perf_counter() - start)
+        val = overall_rmse(rmse_per_horizon(model, data.val, horizon, device))
+        record = {"epoch": epoch + 1, "train_mse": total / count, "val_rmse": val,
+                  "teacher_prob": teacher, "epoch_seconds": seconds[-1]}
+        history.append(record)
+        if on_epoch is not None:
+            on_epoch(record)
+        # Validation is always free-running; patience only counts once training is too
+        # (teacher probability 0), so scheduled sampling is not cut short.
+        if val < best:
+            best, best_state, stale = val, copy.deepcopy(model.state_dict()), 0
+        else:
+            stale += 1
+            if stale >= config.patience and teacher == 0.0:
+                break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return FitResult(best, len(history), float(np.mean(seconds)), history)
+
+
+def run_forecast(config: ForecastConfig, *, progress: bool = False,
+                 on_epoch: Callable[[dict[str, float]], None] | None = None,
+                 write: bool = True) -> dict[str, Any]:
+    """Train and test one model; writes ``runs/<name>/<timestamp>/`` (config.json,
+    metrics.jsonl, rmse_per_horizon.csv) when ``write``. Returns the summary."""
+    from raysign.results import RunDir
+
+    torch.manual_seed(config.seed)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    data = load_data(config)
+    model = make_model(config, data.dim).to(device)
+    run_dir = RunDir.create(config.results_dir, config.name) if write else None
+    if run_dir is not None:
+        run_dir.write_json("config.json", to_dict(config))
+
+    def log(record: dict[str, float]) -> None:
+        if run_dir is not None:
+            run_dir.log(record)
+        if on_epoch is not None:
+            on_epoch(record)
+
+    result = fit(model, data, config, device=device, on_epoch=log, progress=progress)
+    per_h = rmse_per_horizon(model, data.test, config.horizon, device)
+    summary: dict[str, Any] = {
+        "dataset": config.dataset, "model": config.model, "seed": config.seed,
+        "parameters": count_parameters(model),
+        "hidden_size": getattr(getattr(model, "cell", None), "hidden_size", None),
+        "test_rmse": overall_rmse(per_h), "test_rmse_last": float(per_h[-1]),
+        "test_rmse_per_horizon": per_h.tolist(), "best_val_rmse": result.best_val_rmse,
+        "epochs_run": result.epochs_run, "seconds_per_epoch": result.seconds_per_epoch,
+        "recurrent": config.model in RECURRENT,
+    }
+    if run_dir is not None:
+        run_dir.write_csv("rmse_per_horizon.csv", (
+            {"step": k + 1, "rmse": float(v)} for k, v in enumerate(per_h)))
+        run_dir.write_json("summary.json", summary)
+        summary["run_dir"] = str(run_dir.path)
+    return summary
