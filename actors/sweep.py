@@ -39,7 +39,11 @@ def load_sweep(name: str) -> ModuleType:
     return module
 
 
-def _concurrency(resources: Any, cpus: float, gpus: float) -> int:
+def _concurrency(module: ModuleType, resources: Any, cpus: float, gpus: float) -> int:
+    if hasattr(module, "max_concurrent_trials"):
+        return module.max_concurrent_trials(cpus, gpus)
+    if callable(resources):
+        return 1
     if isinstance(resources, tune.PlacementGroupFactory):
         need = resources.required_resources
     else:
@@ -69,7 +73,7 @@ def run_sweep(name: str, *, num_samples: int | None = None, quick: bool = False,
             metric=module.METRIC,
             mode=module.MODE,
             num_samples=num_samples or getattr(module, "NUM_SAMPLES", 1),
-            max_concurrent_trials=_concurrency(resources, cpus, gpus),
+            max_concurrent_trials=_concurrency(module, resources, cpus, gpus),
             scheduler=scheduler,
         ),
         run_config=tune.RunConfig(name=name, storage_path=str(run_dir.path / "tune"),

@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -32,7 +33,7 @@ import ray
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from actors.byzantine import ByzantineWorker
-from actors.cluster import worker_resources
+from actors.cluster import ActorResources, worker_resources
 from actors.vote import VoteActor
 from actors.worker import SignWorker
 from raysign import wire
@@ -87,8 +88,9 @@ class SignSGDTrainer:
     """Runs one ``TrainConfig`` on the connected Ray cluster."""
 
     def __init__(self, config: TrainConfig, run_dir: RunDir | None = None,
-                 progress: bool = True):
+                 progress: bool = True, worker_options: ActorResources | None = None):
         self.config = config
+        self.worker_options = worker_options
         self.run_dir = run_dir or RunDir.create(config.results_dir, config.name)
         self.progress = progress
         self.workers: list[Any] = []
@@ -111,7 +113,8 @@ class SignSGDTrainer:
         # The data sets go into the object store once; every worker reads them zero-copy.
         images, labels = ray.put(train.images), ray.put(train.labels)
         self.test_refs = (ray.put(test.images), ray.put(test.labels))
-        res = worker_resources(cfg.num_workers, reserve_cpus=VOTE_CPUS * cfg.vote_shards)
+        res = self.worker_options or worker_resources(cfg.num_workers,
+                                                      reserve_cpus=VOTE_CPUS * cfg.vote_shards)
         spread = _spread_strategy(cfg.num_workers, res.options(), cfg.vote_shards)
         for rank in range(cfg.num_workers):
             cls = ByzantineWorker if rank in self.byzantine else SignWorker
@@ -174,7 +177,9 @@ class SignSGDTrainer:
         per_epoch = max(1, self.shard_size // self.config.batch_size)
         return max(1, math.ceil(self.config.epochs * per_epoch))
 
-    def run(self) -> RunSummary:
+    def run(self, on_record: Callable[[dict[str, Any]], None] | None = None) -> RunSummary:
+        """Train for ``total_steps()``; ``on_record`` sees every step's metrics (Ray Tune
+        reports through it)."""
         from tqdm.auto import tqdm
 
         cfg = self.config
@@ -204,6 +209,8 @@ class SignSGDTrainer:
                 bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{acc:.4f}")
             records.append(record)
             self.run_dir.log(record)
+            if on_record is not None:
+                on_record(record)
         bar.close()
         summary = self._summarise(records, curve, identical, resyncs, time.time() - started)
         self.run_dir.write_json("summary.json", summary.__dict__)
@@ -234,6 +241,9 @@ class SignSGDTrainer:
 def _spread_strategy(num_workers: int, worker_options: dict[str, float], num_shards: int):
     """Scheduling for rank / shard ``i``: spread over nodes when the cluster has several (a
     placement group with one bundle per worker, STRATEGY SPREAD), default otherwise."""
+    current = ray.util.get_current_placement_group()
+    if current is not None:  # e.g. a Tune trial: its actors go into the trial's bundles
+        return lambda i: PlacementGroupSchedulingStrategy(placement_group=current)
     if len(ray.nodes()) <= 1:
         return lambda i: "DEFAULT"
     bundle = {"CPU": worker_options["num_cpus"] + VOTE_CPUS}

@@ -10,5 +10,8 @@ A sweep module defines:
 - ``trial_resources(cpus: float, gpus: float) -> dict | PlacementGroupFactory``: what one trial
   reserves, given the resources of the cluster. A trial that starts actors must reserve them
   with a ``PlacementGroupFactory`` or Tune deadlocks on a small machine.
-- optionally ``NUM_SAMPLES`` (default 1) and ``scheduler() -> TrialScheduler``.
+  It may also be a function of the trial's config returning either (Tune's
+  ``with_resources`` accepts both), e.g. when the number of actors is swept.
+- optionally ``NUM_SAMPLES`` (default 1), ``scheduler() -> TrialScheduler`` and
+  ``max_concurrent_trials(cpus, gpus) -> int`` (default: as many trials as fit).
 """
