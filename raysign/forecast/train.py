@@ -187,9 +187,9 @@ def fit(model: nn.Module, data: ForecastData, config: ForecastConfig, *,
         # (teacher probability 0), so scheduled sampling is not cut short.
         if val < best:
             best, best_state, stale = val, copy.deepcopy(model.state_dict()), 0
-        else:
+        elif teacher == 0.0:
             stale += 1
-            if stale >= config.patience and teacher == 0.0:
+            if stale >= config.patience:
                 break
     if best_state is not None:
         model.load_state_dict(best_state)
@@ -198,11 +198,14 @@ def fit(model: nn.Module, data: ForecastData, config: ForecastConfig, *,
 
 def run_forecast(config: ForecastConfig, *, progress: bool = False,
                  on_epoch: Callable[[dict[str, float]], None] | None = None,
-                 write: bool = True) -> dict[str, Any]:
-    """Train and test one model; writes ``runs/<name>/<timestamp>/`` (config.json,
+                 write: bool = True, threads: int | None = None) -> dict[str, Any]:
+    """Train and test one model (``threads``: torch threads, e.g. 1 on a shared machine);
+    writes ``runs/<name>/<timestamp>/`` (config.json,
     metrics.jsonl, rmse_per_horizon.csv) when ``write``. Returns the summary."""
     from raysign.results import RunDir
 
+    if threads is not None:
+        torch.set_num_threads(threads)
     torch.manual_seed(config.seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     data = load_data(config)
@@ -219,6 +222,8 @@ def run_forecast(config: ForecastConfig, *, progress: bool = False,
 
     result = fit(model, data, config, device=device, on_epoch=log, progress=progress)
     per_h = rmse_per_horizon(model, data.test, config.horizon, device)
+    examples = Windows(data.test.inputs[:3], data.test.targets[:3])
+    forecast = predict(model, examples, config.horizon, device=device)
     summary: dict[str, Any] = {
         "dataset": config.dataset, "model": config.model, "seed": config.seed,
         "parameters": count_parameters(model),
@@ -227,6 +232,10 @@ def run_forecast(config: ForecastConfig, *, progress: bool = False,
         "test_rmse_per_horizon": per_h.tolist(), "best_val_rmse": result.best_val_rmse,
         "epochs_run": result.epochs_run, "seconds_per_epoch": result.seconds_per_epoch,
         "recurrent": config.model in RECURRENT,
+        # First channel of three test windows, for figures of example rollouts.
+        "rollout": {"history": examples.inputs[:, :, 0].tolist(),
+                    "truth": examples.targets[:, :, 0].tolist(),
+                    "forecast": forecast[:, :, 0].tolist()},
     }
     if run_dir is not None:
         run_dir.write_csv("rmse_per_horizon.csv", (

@@ -1,0 +1,135 @@
+"""``raysign forecast``: train and compare forecasters, one Ray task per (model, seed).
+
+    raysign forecast --dataset lorenz --models ttlstm,lstm,mlstm,dlinear,persistence --seeds 3
+
+Each (model, seed) run is a Ray task with one CPU (one GPU when the cluster has them), so the
+comparison spreads over a cluster; LSTM and MLSTM get the hidden size matching the TT-LSTM's
+parameter count. Results land in ``runs/<name>/<timestamp>/``: ``config.json``,
+``metrics.jsonl`` (one record per run), ``rmse_per_horizon.csv`` (model, seed, step, rmse),
+``summary.csv`` (mean and spread per model), ``rmse_vs_horizon.png`` and ``rollouts.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from typing import Any
+
+from raysign.config import ConfigError, check_choice, to_dict
+from raysign.forecast.models import MODELS
+from raysign.forecast.train import ForecastConfig
+
+_HELP = {
+    "dataset": "genz, lorenz or etth1",
+    "model": "model of a single run (use --models for a comparison)",
+    "data_dir": "folder holding forecast/ETTh1.csv (default: ../shared/data)",
+    "input_len": "burn-in window length (encoder steps)",
+    "horizon": "forecast horizon (decoder steps)",
+    "hidden_size": "hidden units H of the TT cell",
+    "lags": "lagged hidden states L in the TT state",
+    "order": "polynomial order p of the TT transition",
+    "rank": "tensor-train rank r",
+    "match_params": "give LSTM/MLSTM the TT-LSTM's parameter count (1) or --hidden-size (0)",
+    "epochs": "maximum epochs",
+    "batch_size": "mini-batch size",
+    "lr": "Adam learning rate",
+    "clip": "gradient-norm clipping threshold",
+    "patience": "early stopping: epochs without validation improvement",
+    "teacher": "scheduled (sampling), forcing or free",
+    "num_sequences": "synthetic sequences (Genz / Lorenz)",
+    "stride": "ETTh1: stride between windows",
+    "max_train_windows": "use at most N training windows (0 = all)",
+    "seed": "first seed",
+    "results_dir": "root folder for results",
+    "name": "run name (runs/<name>/<timestamp>/)",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    for f in dataclasses.fields(ForecastConfig):
+        flag = "--" + f.name.replace("_", "-")
+        kind = int if isinstance(f.default, bool) else type(f.default)
+        parser.add_argument(flag, type=kind, default=f.default,
+                            help=f"{_HELP[f.name]} (default: {f.default!r})")
+    parser.add_argument("--models", default="ttlstm,lstm,mlstm,dlinear,persistence",
+                        help=f"comma-separated models out of {list(MODELS)}")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds per model")
+    parser.add_argument("--eval-horizons", default="",
+                        help="comma-separated steps ahead to tabulate (default: every 8th)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    parser.add_argument("--address", default=None,
+                        help="Ray cluster address (default: $RAY_ADDRESS or a local instance)")
+    parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local instance")
+
+
+def config_from_args(args: argparse.Namespace) -> ForecastConfig:
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(ForecastConfig)}
+    values["match_params"] = bool(values["match_params"])
+    return ForecastConfig(**values)
+
+
+def compare(base: ForecastConfig, models: list[str], seeds: int, *, threads: int = 1,
+            address: str | None = None, num_cpus: int | None = None) -> dict[str, Any]:
+    """Run every (model, seed) as a Ray task; write tables and figures; return the summary."""
+    import ray
+    from tqdm import tqdm
+
+    from actors.cluster import connect
+    from raysign.forecast.report import summarise, write_figures
+    from raysign.results import RunDir
+
+    for name in models:
+        check_choice("models", name, MODELS)
+    connect(address, num_cpus)
+    gpus = ray.cluster_resources().get("GPU", 0.0)
+    task = ray.remote(num_cpus=1, num_gpus=1 if gpus >= 1 else 0)(_one_run)
+    run_dir = RunDir.create(base.results_dir, base.name)
+    run_dir.write_json("config.json", {**to_dict(base), "models": models, "seeds": seeds})
+    configs = [dataclasses.replace(base, model=m, seed=base.seed + k)
+               for m in models for k in range(seeds)]
+    pending = {task.remote(c, threads): c for c in configs}
+    results = []
+    with tqdm(total=len(pending), desc="forecast runs") as bar:
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            result = ray.get(done[0])
+            pending.pop(done[0])
+            run_dir.log({k: v for k, v in result.items() if k != "rollout"})
+            results.append(result)
+            bar.update(1)
+    table = summarise(results)
+    run_dir.write_csv("rmse_per_horizon.csv", (
+        {"model": r["model"], "seed": r["seed"], "step": k + 1, "rmse": v}
+        for r in results for k, v in enumerate(r["test_rmse_per_horizon"])))
+    run_dir.write_csv("summary.csv", table)
+    write_figures(results, run_dir.path, title=f"{base.dataset}")
+    return {"run_dir": str(run_dir.path), "table": table, "results": results}
+
+
+def _one_run(config: ForecastConfig, threads: int) -> dict[str, Any]:
+    from raysign.forecast.train import run_forecast
+
+    return run_forecast(config, write=False, threads=threads)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        config = config_from_args(args)
+        models = [m.strip() for m in args.models.split(",") if m.strip()]
+        for name in models:
+            check_choice("models", name, MODELS)
+    except ConfigError as err:  # fails before Ray starts
+        raise SystemExit(f"raysign forecast: invalid configuration: {err}") from None
+    out = compare(config, models, args.seeds, threads=args.threads, address=args.address,
+                  num_cpus=args.num_cpus)
+    steps = ([int(s) for s in args.eval_horizons.split(",")] if args.eval_horizons
+             else sorted({*range(8, config.horizon + 1, 8), config.horizon}))
+    print(f"{'model':12s} {'params':>8s} {'s/epoch':>8s} "
+          + " ".join(f"{'h=' + str(s):>14s}" for s in steps))
+    for row in out["table"]:
+        cells = " ".join(f"{row[f'rmse_h{s}_mean']:.4f}+-{row[f'rmse_h{s}_std']:.4f}"
+                         for s in steps)
+        print(f"{row['model']:12s} {row['parameters']:8d} {row['seconds_per_epoch']:8.2f} {cells}")
+    print(f"results: {out['run_dir']}")
+    return 0
+

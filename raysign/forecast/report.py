@@ -1,0 +1,91 @@
+"""Tables and figures of forecasting comparisons: RMSE against horizon (mean and spread over
+seeds) and example rollouts, from the summaries that ``train.run_forecast`` returns."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def _by_model(results: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in results:
+        groups[r["model"]].append(r)
+    return dict(groups)
+
+
+def summarise(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per model: parameters, seconds per epoch, overall and per-step RMSE mean and
+    standard deviation over seeds (``rmse_h{k}_mean`` / ``rmse_h{k}_std`` for k = 1..H)."""
+    rows = []
+    for model, runs in _by_model(results).items():
+        curves = np.array([r["test_rmse_per_horizon"] for r in runs])
+        row: dict[str, Any] = {
+            "model": model, "seeds": len(runs), "parameters": int(runs[0]["parameters"]),
+            "hidden_size": runs[0].get("hidden_size"),
+            "seconds_per_epoch": float(np.mean([r["seconds_per_epoch"] for r in runs])),
+            "epochs_run": float(np.mean([r["epochs_run"] for r in runs])),
+            "test_rmse_mean": float(np.mean([r["test_rmse"] for r in runs])),
+            "test_rmse_std": float(np.std([r["test_rmse"] for r in runs])),
+        }
+        for k in range(curves.shape[1]):
+            row[f"rmse_h{k + 1}_mean"] = float(curves[:, k].mean())
+            row[f"rmse_h{k + 1}_std"] = float(curves[:, k].std())
+        rows.append(row)
+    return rows
+
+
+def relative_gain(table: list[dict[str, Any]], model: str, baseline: str, step: int) -> float:
+    """``1 - RMSE(model) / RMSE(baseline)`` at ``step`` ahead (mean over seeds)."""
+    rows = {r["model"]: r for r in table}
+    return 1.0 - rows[model][f"rmse_h{step}_mean"] / rows[baseline][f"rmse_h{step}_mean"]
+
+
+def write_figures(results: list[dict[str, Any]], folder: str | Path, title: str = "") -> None:
+    """``rmse_vs_horizon.png`` (mean with a +-1 std band) and ``rollouts.png`` (first seed of
+    every model on the first test windows, first channel)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder = Path(folder)
+    groups = _by_model(results)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for model, runs in groups.items():
+        curves = np.array([r["test_rmse_per_horizon"] for r in runs])
+        steps = np.arange(1, curves.shape[1] + 1)
+        mean, std = curves.mean(0), curves.std(0)
+        ax.plot(steps, mean, label=f"{model} ({runs[0]['parameters']:,} params)")
+        ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
+    ax.set_xlabel("steps ahead")
+    ax.set_ylabel("test RMSE (normalised)")
+    ax.set_title(f"{title}: RMSE vs horizon, mean +- std over seeds")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(folder / "rmse_vs_horizon.png", dpi=120)
+    plt.close(fig)
+
+    first = next(iter(groups.values()))[0]["rollout"]
+    windows = len(first["truth"])
+    fig, axes = plt.subplots(windows, 1, figsize=(8, 2.4 * windows), squeeze=False)
+    for w in range(windows):
+        ax = axes[w, 0]
+        hist = np.array(first["history"][w])
+        truth = np.array(first["truth"][w])
+        t_hist = np.arange(-len(hist) + 1, 1)
+        t_future = np.arange(1, len(truth) + 1)
+        ax.plot(t_hist, hist, color="black", lw=1)
+        ax.plot(t_future, truth, color="black", lw=1, ls="--", label="truth")
+        for model, runs in groups.items():
+            seed0 = min(runs, key=lambda r: r["seed"])
+            ax.plot(t_future, seed0["rollout"]["forecast"][w], lw=1, label=model)
+        if w == 0:
+            ax.legend(fontsize=7, ncol=4)
+    axes[0, 0].set_title(f"{title}: example rollouts (channel 0)")
+    fig.tight_layout()
+    fig.savefig(folder / "rollouts.png", dpi=120)
+    plt.close(fig)
