@@ -1,0 +1,144 @@
+"""Throughput of pack, unpack and majority vote against two references, in one run.
+
+For d parameters (default 25.6M, ResNet-50 size) and M voters (default 3, 7, 15, 31):
+
+- raysign: ``pack_signs``, ``unpack_signs``, ``majority_vote`` (bit-sliced on packed words);
+- plain reference: ``np.packbits`` / ``np.unpackbits`` to one value per sign, integer sum,
+  sign, ``np.packbits`` again (what one writes without thinking about bits);
+- floor: a copy of the same bytes (``np.copyto``): the fp32 input for pack and unpack, the M
+  packed inputs for the vote - the memory-bandwidth limit.
+
+Each timing is the best of ``--repeats`` runs. Prints a table and writes
+``runs/bench_vote/<timestamp>/bench_vote.csv``; on a machine with CUDA the torch kernels are
+timed on the GPU as well.
+
+    python scripts/bench_vote.py
+    python scripts/bench_vote.py --d 1000000 --voters 7 --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from raysign.results import RunDir  # noqa: E402
+from raysign.signs import majority_vote, pack_signs, packed_nbytes, unpack_signs  # noqa: E402
+
+
+def best_time(fn: Callable[[], object], repeats: int, sync: Callable[[], None] = lambda: None,
+              ) -> float:
+    fn()
+    sync()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        sync()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def reference_pack(x: np.ndarray) -> np.ndarray:
+    return np.packbits(x < 0, bitorder="little")
+
+
+def reference_unpack(packed: np.ndarray, d: int) -> np.ndarray:
+    bits = np.unpackbits(packed, bitorder="little")[:d]
+    return 1.0 - 2.0 * bits.astype(np.float32)
+
+
+def reference_vote(packed: list[np.ndarray], d: int) -> np.ndarray:
+    total = np.zeros(d, dtype=np.int32)
+    for row in packed:
+        total += 1 - 2 * np.unpackbits(row, bitorder="little")[:d].astype(np.int32)
+    return np.packbits(total < 0, bitorder="little")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--d", type=int, default=25_600_000)
+    parser.add_argument("--voters", type=int, nargs="+", default=[3, 7, 15, 31])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--results-dir", default="runs")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    d, reps = args.d, args.repeats
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(d, dtype=np.float32)
+    xt = torch.from_numpy(x)
+    rows = []
+
+    def record(op: str, m: int, seconds: float, ref: float, floor: float, nbytes: int,
+               device: str = "cpu") -> None:
+        rows.append({"op": op, "M": m, "d": d, "device": device, "seconds": seconds,
+                     "GB_per_s": nbytes / seconds / 1e9, "reference_seconds": ref,
+                     "copy_seconds": floor, "speedup_vs_reference": ref / seconds,
+                     "time_vs_copy": seconds / floor})
+        print(f"{op:7s} M={m:<3d} {device:4s} {1e3 * seconds:8.2f} ms  "
+              f"{nbytes / seconds / 1e9:6.2f} GB/s  "
+              f"{ref / seconds:6.1f}x faster than reference  {seconds / floor:5.2f}x copy time")
+
+    # Pack: fp32 in, d/8 bytes out. Floor: copying the fp32 input.
+    out = torch.empty(packed_nbytes(d), dtype=torch.uint8)
+    scratch = np.empty_like(x)
+    t_pack = best_time(lambda: pack_signs(xt, out=out), reps)
+    t_ref = best_time(lambda: reference_pack(x), reps)
+    t_copy = best_time(lambda: np.copyto(scratch, x), reps)
+    record("pack", 1, t_pack, t_ref, t_copy, x.nbytes)
+
+    # Unpack: d/8 bytes in, fp32 out. Floor: copying the fp32 output.
+    packed = pack_signs(xt)
+    values = torch.empty(d)
+    t_unpack = best_time(lambda: unpack_signs(packed, d, out=values), reps)
+    t_ref = best_time(lambda: reference_unpack(packed.numpy(), d), reps)
+    record("unpack", 1, t_unpack, t_ref, t_copy, x.nbytes)
+
+    for m in args.voters:
+        inputs = [torch.from_numpy(rng.integers(0, 256, packed_nbytes(d), dtype=np.uint8))
+                  for _ in range(m)]
+        arrays = [t.numpy() for t in inputs]
+        copies = [np.empty_like(a) for a in arrays]
+
+        def copy_all(arrays=arrays, copies=copies):
+            for src, dst in zip(arrays, copies, strict=True):
+                np.copyto(dst, src)
+
+        t_vote = best_time(lambda inputs=inputs: majority_vote(inputs), reps)
+        t_ref = best_time(lambda arrays=arrays: reference_vote(arrays, d), max(1, reps // 2))
+        t_copy = best_time(copy_all, reps)
+        record("vote", m, t_vote, t_ref, t_copy, sum(a.nbytes for a in arrays))
+
+    if torch.cuda.is_available():
+        sync = torch.cuda.synchronize
+        xg = xt.cuda()
+        t_pack = best_time(lambda: pack_signs(xg), reps, sync)
+        t_copy = best_time(lambda: xg.clone(), reps, sync)
+        record("pack", 1, t_pack, float("nan"), t_copy, x.nbytes, "cuda")
+        pg = pack_signs(xg)
+        t_unpack = best_time(lambda: unpack_signs(pg, d), reps, sync)
+        record("unpack", 1, t_unpack, float("nan"), t_copy, x.nbytes, "cuda")
+        for m in args.voters:
+            inputs = [torch.randint(0, 256, (packed_nbytes(d),), dtype=torch.uint8,
+                                    device="cuda") for _ in range(m)]
+            t_vote = best_time(lambda inputs=inputs: majority_vote(inputs), reps, sync)
+            t_copy = best_time(lambda inputs=inputs: [t.clone() for t in inputs], reps, sync)
+            record("vote", m, t_vote, float("nan"), t_copy, sum(t.numel() for t in inputs),
+                   "cuda")
+
+    run = RunDir.create(args.results_dir, "bench_vote")
+    run.write_csv("bench_vote.csv", rows)
+    print(f"results: {run.file('bench_vote.csv')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
