@@ -303,18 +303,25 @@ def majority_vote(packed: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor
     if device.type == "cpu":
         rows, out = [w.numpy() for w in words], result.numpy()
         block = min(_VOTE_BLOCK_WORDS, max(n_words, 1))
-        scratch = _Scratch(block, lambda n: np.empty(n, dtype=np.int64))
+        _vote_words(rows, out, block, lambda n: np.empty(n, dtype=np.int64))
     else:
-        rows, out, block = words, result, max(n_words, 1)
-        scratch = _Scratch(block, lambda n: torch.empty(n, dtype=torch.int64, device=device))
+        _vote_words(words, result, max(n_words, 1),
+                    lambda n: torch.empty(n, dtype=torch.int64, device=device))
+    return result.view(torch.uint8)
+
+
+def _vote_words(rows: list, out, block: int, make) -> None:
+    """Majority of the word vectors ``rows`` (numpy arrays or torch tensors) into ``out``,
+    ``block`` words at a time, with scratch buffers from ``make(size)``."""
+    scratch = _Scratch(block, make)
+    n_words = len(out)
     for start in range(0, n_words, block):
         stop = min(start + block, n_words)
         planes = _count_planes([r[start:stop] for r in rows], scratch, stop - start)
-        _greater_than(planes, m // 2, out[start:stop], scratch, stop - start)
+        _greater_than(planes, len(rows) // 2, out[start:stop], scratch, stop - start)
         for plane in planes:
             if plane is not None:
                 scratch.give(plane)
-    return result.view(torch.uint8)
 
 
 def shard_bounds(d: int, num_shards: int) -> list[tuple[int, int]]:

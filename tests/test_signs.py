@@ -135,3 +135,19 @@ def test_signal_to_noise_matches_numpy():
     np.testing.assert_allclose(snr.numpy(), ref, rtol=1e-5)
     np.testing.assert_allclose(snr.numpy(), [0.0, 2.0, 0.5], atol=0.02)
     assert signs.fraction_above_critical_snr(snr) == pytest.approx(1 / 3)
+
+
+@pytest.mark.parametrize("m", [2, 3, 7, 8, 31])
+def test_device_path_kernels_match_the_cpu_path(m):
+    """The torch code used on GPUs, run here on CPU tensors, against the numpy path."""
+    rng = np.random.default_rng(m)
+    x = torch.from_numpy(rng.standard_normal((m, 3000)).astype(np.float32))
+    packed = torch.stack([signs.pack_signs(row) for row in x])
+    for row, expected in zip(x, packed, strict=True):
+        out = torch.empty_like(expected)
+        signs._pack_torch(row, out[: (3000 + 7) // 8])
+        assert torch.equal(out[: (3000 + 7) // 8], expected[: (3000 + 7) // 8])
+    words = [row.view(torch.int64) for row in packed]
+    result = torch.empty_like(words[0])
+    signs._vote_words(words, result, 5, lambda n: torch.empty(n, dtype=torch.int64))
+    assert torch.equal(result.view(torch.uint8), signs.majority_vote(packed))
