@@ -1,0 +1,346 @@
+"""A real multi-node Ray cluster on one machine: network namespaces, a bridge, ``tc`` limits.
+
+``up --nodes N --rate 1gbit --delay 0.2ms`` (as root) builds::
+
+    namespace rsbr:  bridge rsbr0 ── rsh0 ── rsh1 ── ... ── rsh{N-1}    (host ends of the veths)
+                                      │       │                │
+    namespace rs0:   rsn0 10.77.0.1   │  rs1: rsn1 10.77.0.2   ...  rs{N-1}: 10.77.0.N
+
+Every node's link is shaped in both directions with a token bucket (``tbf``) at ``--rate``: the
+node-side veth end limits what the node sends, the bridge-side end what it receives, like a
+full-duplex NIC. ``--delay`` adds ``netem`` delay where the kernel has ``sch_netem`` (it is
+skipped with a warning where it does not). Addresses are private (10.77.0.0/24) and live only
+inside the namespaces this script creates: nothing is routed anywhere else, and the root
+namespace is not touched.
+
+Then a Ray head starts in ``rs0`` and one Ray worker node in each other namespace, each on its
+own address, with token authentication on (``RAY_AUTH_MODE=token``) and a fresh token in
+``/tmp/raysign-netns/auth_token`` that every node and driver reads through
+``RAY_AUTH_TOKEN_PATH``. A driver must run inside a namespace to reach those addresses::
+
+    python scripts/netns_cluster.py exec -- python scripts/bench_step.py --attach ...
+
+``down`` stops the Ray processes of each namespace by their ids (``ip netns pids``; never
+``ray stop``, which would kill every Ray process on the machine, since the process ids are
+shared), deletes the namespaces (which deletes the veths and the bridge) and the state folder.
+It works from the state file ``/tmp/raysign-netns/state.json``, written after each step, so it
+also cleans up after a partial ``up``. ``status`` shows what is up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+STATE_DIR = Path("/tmp/raysign-netns")
+STATE_FILE = STATE_DIR / "state.json"
+BRIDGE_NS = "rsbr"
+BRIDGE = "rsbr0"
+SUBNET = "10.77.0"
+RAY_PORT = 6379
+_RATE = re.compile(r"^\d+(\.\d+)?(bit|kbit|mbit|gbit)$")
+_DELAY = re.compile(r"^\d+(\.\d+)?(us|ms|s)$")
+
+
+def node_namespace(i: int) -> str:
+    return f"rs{i}"
+
+
+def node_ip(i: int) -> str:
+    return f"{SUBNET}.{i + 1}"
+
+
+@dataclass
+class ClusterState:
+    """What ``up`` made (so far); ``down`` removes exactly this."""
+
+    nodes: int
+    rate: str
+    delay: str
+    cpus_per_node: float
+    namespaces: list[str] = field(default_factory=list)
+    ray_started: list[str] = field(default_factory=list)
+    delay_applied: bool = False
+    token_path: str = str(STATE_DIR / "auth_token")
+    address: str = f"{SUBNET}.1:{RAY_PORT}"
+
+    def save(self) -> None:
+        STATE_DIR.mkdir(parents=True, exist_ok=True)
+        STATE_FILE.write_text(json.dumps(asdict(self), indent=2))
+
+    @classmethod
+    def load(cls) -> ClusterState | None:
+        if not STATE_FILE.exists():
+            return None
+        return cls(**json.loads(STATE_FILE.read_text()))
+
+    def driver_env(self) -> dict[str, str]:
+        """Environment a driver inside a namespace needs to join this cluster."""
+        return {"RAY_ADDRESS": self.address, "RAY_AUTH_MODE": "token",
+                "RAY_AUTH_TOKEN_PATH": self.token_path}
+
+
+def missing_requirements() -> str | None:
+    """Why this machine cannot build the cluster, or None if it can."""
+    if os.geteuid() != 0:
+        return "needs root (network namespaces and tc)"
+    for tool in ("ip", "tc"):
+        if shutil.which(tool) is None:
+            return f"the `{tool}` command (iproute2) is missing"
+    return None
+
+
+def _run(*cmd: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise RuntimeError(f"`{' '.join(cmd)}` failed ({result.returncode}): "
+                           f"{result.stderr.strip() or result.stdout.strip()}")
+    return result
+
+
+def _ns(ns: str, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
+    return _run("ip", "netns", "exec", ns, *cmd, check=check)
+
+
+def _rate_bytes(rate: str) -> float:
+    value, unit = re.match(r"^(\d+(?:\.\d+)?)(\w+)$", rate).groups()
+    return float(value) * {"bit": 1, "kbit": 1e3, "mbit": 1e6, "gbit": 1e9}[unit] / 8
+
+
+def _shape(ns: str, dev: str, rate: str, delay: str) -> bool:
+    """Limit ``dev``'s egress to ``rate`` (tbf), with netem ``delay`` first if the kernel can.
+    Returns whether the delay was applied."""
+    # A bucket of ~4 ms at the rate (>= 64 KiB) lets TSO segments through without stalls.
+    burst = max(65536, int(_rate_bytes(rate) / 250))
+    tbf = ["tbf", "rate", rate, "burst", str(burst), "latency", "50ms"]
+    if delay and delay != "0ms":
+        netem = _ns(ns, "tc", "qdisc", "add", "dev", dev, "root", "handle", "1:", "netem",
+                    "delay", delay, "limit", "100000", check=False)
+        if netem.returncode == 0:
+            _ns(ns, "tc", "qdisc", "add", "dev", dev, "parent", "1:1", "handle", "10:", *tbf)
+            return True
+    _ns(ns, "tc", "qdisc", "add", "dev", dev, "root", *tbf)
+    return False
+
+
+def _ray_executable() -> str:
+    local = Path(sys.executable).with_name("ray")
+    return str(local) if local.exists() else (shutil.which("ray") or "ray")
+
+
+def _ray_env(state: ClusterState) -> dict[str, str]:
+    return {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": state.token_path,
+            "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+def _start_ray(state: ClusterState, i: int, object_store_bytes: int) -> None:
+    ns = node_namespace(i)
+    # One temp dir per node keeps these sessions apart from other local Ray instances.
+    cmd = ["ip", "netns", "exec", ns, _ray_executable(), "start",
+           "--node-ip-address", node_ip(i), "--num-cpus", str(int(state.cpus_per_node)),
+           "--object-store-memory", str(object_store_bytes),
+           "--temp-dir", str(STATE_DIR / f"n{i}"), "--disable-usage-stats"]
+    if i == 0:
+        cmd += ["--head", "--port", str(RAY_PORT), "--include-dashboard", "false"]
+    else:
+        cmd += ["--address", state.address]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=_ray_env(state))
+    state.ray_started.append(ns)
+    state.save()
+    if result.returncode != 0:
+        raise RuntimeError(f"ray start on {ns} failed:\n{result.stdout[-2000:]}"
+                           f"{result.stderr[-2000:]}")
+
+
+def _wait_for_nodes(state: ClusterState, timeout: float = 90.0) -> None:
+    probe = ("import ray; ray.init(log_to_driver=False); "
+             "print(sum(n['Alive'] for n in ray.nodes()))")
+    deadline = time.time() + timeout
+    alive = "0"
+    while time.time() < deadline:
+        result = subprocess.run(["ip", "netns", "exec", node_namespace(0), sys.executable,
+                                 "-c", probe], capture_output=True, text=True,
+                                env={**_ray_env(state), **state.driver_env()})
+        alive = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else "0"
+        if alive == str(state.nodes):
+            return
+        time.sleep(2.0)
+    raise RuntimeError(f"only {alive} of {state.nodes} Ray nodes alive after {timeout:.0f} s")
+
+
+def up(nodes: int, rate: str = "none", delay: str = "", cpus_per_node: int = 1,
+       object_store_mb: int = 1024) -> ClusterState:
+    """Build the namespaces, links and Ray nodes; on any failure remove what was made."""
+    if not 2 <= nodes <= 32:
+        raise ValueError(f"nodes={nodes} must be in [2, 32]")
+    if rate != "none" and not _RATE.match(rate):
+        raise ValueError(f"rate={rate!r} must look like 1gbit / 100mbit, or be 'none'")
+    if delay and not _DELAY.match(delay):
+        raise ValueError(f"delay={delay!r} must look like 0.2ms / 50us, or be empty")
+    if cpus_per_node < 1:
+        raise ValueError(f"cpus_per_node={cpus_per_node} must be >= 1")
+    why = missing_requirements()
+    if why:
+        raise RuntimeError(f"cannot build the cluster: {why}")
+    if ClusterState.load() is not None:
+        raise RuntimeError(f"a cluster is already up ({STATE_FILE}); run `down` first")
+    state = ClusterState(nodes=nodes, rate=rate, delay=delay, cpus_per_node=cpus_per_node)
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    state.save()
+    try:
+        _build_network(state)
+        token = Path(state.token_path)
+        token.write_text(secrets.token_hex(32))
+        token.chmod(0o600)
+        for i in range(nodes):
+            _start_ray(state, i, object_store_mb * 2**20)
+        _wait_for_nodes(state)
+    except BaseException:
+        down(quiet=True)
+        raise
+    return state
+
+
+def _build_network(state: ClusterState) -> None:
+    _run("ip", "netns", "add", BRIDGE_NS)
+    state.namespaces.append(BRIDGE_NS)
+    state.save()
+    _run("ip", "-n", BRIDGE_NS, "link", "add", BRIDGE, "type", "bridge")
+    _run("ip", "-n", BRIDGE_NS, "link", "set", BRIDGE, "up")
+    for i in range(state.nodes):
+        ns, host_end, node_end = node_namespace(i), f"rsh{i}", f"rsn{i}"
+        _run("ip", "netns", "add", ns)
+        state.namespaces.append(ns)
+        state.save()
+        _run("ip", "-n", BRIDGE_NS, "link", "add", host_end, "type", "veth",
+             "peer", "name", node_end, "netns", ns)
+        _run("ip", "-n", BRIDGE_NS, "link", "set", host_end, "master", BRIDGE)
+        _run("ip", "-n", BRIDGE_NS, "link", "set", host_end, "up")
+        _run("ip", "-n", ns, "addr", "add", f"{node_ip(i)}/24", "dev", node_end)
+        _run("ip", "-n", ns, "link", "set", node_end, "up")
+        _run("ip", "-n", ns, "link", "set", "lo", "up")
+        if state.rate != "none":
+            sent = _shape(ns, node_end, state.rate, state.delay)
+            received = _shape(BRIDGE_NS, host_end, state.rate, state.delay)
+            state.delay_applied = sent and received
+    if state.delay and state.rate != "none" and not state.delay_applied:
+        print(f"[netns_cluster] warning: this kernel has no sch_netem; --delay {state.delay} "
+              "is NOT applied (rate limits are)", file=sys.stderr)
+    state.save()
+
+
+def _kill_namespace_processes(ns: str, grace: float = 5.0) -> int:
+    """SIGTERM, then SIGKILL, every process in namespace ``ns`` (by id). Returns how many."""
+    def pids() -> list[int]:
+        out = _run("ip", "netns", "pids", ns, check=False).stdout.split()
+        return [int(p) for p in out if p.isdigit() and int(p) != os.getpid()]
+
+    found = pids()
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids():
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.time() + grace
+        while pids() and time.time() < deadline:
+            time.sleep(0.2)
+        if not pids():
+            break
+    return len(found)
+
+
+def down(quiet: bool = False) -> None:
+    """Remove everything the state file says ``up`` made (safe to call twice)."""
+    state = ClusterState.load()
+    namespaces = state.namespaces if state else []
+    existing = set(_run("ip", "netns", "list", check=False).stdout.split())
+    # Node namespaces first (their Ray processes), the bridge namespace last.
+    for ns in sorted(namespaces, key=lambda n: n == BRIDGE_NS):
+        if ns not in existing:
+            continue
+        killed = _kill_namespace_processes(ns)
+        _run("ip", "netns", "del", ns, check=False)
+        if not quiet:
+            print(f"[netns_cluster] {ns}: stopped {killed} processes, namespace deleted")
+    if STATE_DIR.exists():
+        shutil.rmtree(STATE_DIR, ignore_errors=True)
+
+
+def status() -> int:
+    state = ClusterState.load()
+    if state is None:
+        print("no cluster is up")
+        return 1
+    existing = set(_run("ip", "netns", "list", check=False).stdout.split())
+    print(f"nodes={state.nodes} rate={state.rate} delay={state.delay or 'none'} "
+          f"(applied: {state.delay_applied}) address={state.address}")
+    for i in range(state.nodes):
+        ns = node_namespace(i)
+        if ns not in existing:
+            print(f"  {ns}: MISSING")
+            continue
+        pids = _run("ip", "netns", "pids", ns, check=False).stdout.split()
+        qdisc = _ns(ns, "tc", "qdisc", "show", "dev", f"rsn{i}", check=False).stdout.strip()
+        print(f"  {ns}: {node_ip(i)}  {len(pids)} processes  qdisc: {qdisc or '-'}")
+    return 0
+
+
+def exec_in(node: int, command: list[str]) -> int:
+    """Run ``command`` inside node ``node``'s namespace with the driver environment."""
+    state = ClusterState.load()
+    if state is None:
+        raise RuntimeError("no cluster is up; run `up` first")
+    if not 0 <= node < state.nodes:
+        raise ValueError(f"node={node} must be in [0, {state.nodes - 1}]")
+    env = {**os.environ, **state.driver_env()}
+    return subprocess.run(["ip", "netns", "exec", node_namespace(node), *command],
+                          env=env).returncode
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_up = sub.add_parser("up", help="create namespaces, links and Ray nodes")
+    p_up.add_argument("--nodes", type=int, default=4)
+    p_up.add_argument("--rate", default="1gbit", help="per-link rate, e.g. 1gbit, or none")
+    p_up.add_argument("--delay", default="", help="per-link netem delay, e.g. 0.2ms")
+    p_up.add_argument("--cpus-per-node", type=int, default=1)
+    p_up.add_argument("--object-store-mb", type=int, default=1024)
+    sub.add_parser("down", help="stop Ray in the namespaces and delete them")
+    sub.add_parser("status", help="show what is up")
+    p_exec = sub.add_parser("exec", help="run a command (a driver) inside a node's namespace")
+    p_exec.add_argument("--node", type=int, default=0)
+    p_exec.add_argument("cmd", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    if args.command == "up":
+        state = up(args.nodes, args.rate, args.delay, args.cpus_per_node, args.object_store_mb)
+        env = " ".join(f"{k}={v}" for k, v in state.driver_env().items())
+        print(f"RAY_ADDRESS={state.address}\n"
+              f"run a driver inside node 0's namespace:\n"
+              f"  python {sys.argv[0]} exec -- python your_driver.py\n"
+              f"or by hand:\n  ip netns exec rs0 env {env} python your_driver.py")
+        return 0
+    if args.command == "down":
+        down()
+        return 0
+    if args.command == "status":
+        return status()
+    command = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    if not command:
+        parser.error("exec needs a command, e.g. exec -- python driver.py")
+    return exec_in(args.node, command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
