@@ -1,0 +1,220 @@
+"""``raysign crowd``: aggregate real crowd labels, or train on simulated crowd labels.
+
+    raysign crowd aggregate                         # MV, WMV, one-coin, DS on bluebirds/RTE/TEMP
+    raysign crowd train --redundancy 1 --quality 0.2 --methods mv,ds,mbem,oracle --seeds 3
+    raysign crowd budget [--quick]                  # the crowd_budget sweep, table and figure
+    raysign crowd report runs/sweeps/crowd_budget/<timestamp>/results.csv
+
+``train`` runs one Ray task (one CPU, one GPU when the cluster has them) per (method, seed) of
+``raysign.crowd.experiment`` (Khetan, Lipton & Anandkumar, ICLR 2018, sec. 5). Results land in
+``runs/<name>/<timestamp>/``: ``config.json``, ``metrics.jsonl`` (one record per trial),
+``summary.csv`` (mean and standard deviation of test accuracy per method) and
+``test_accuracy.png``; ``aggregate`` writes ``accuracy.csv``; ``budget`` runs
+``tune_configs/crowd_budget.py`` and writes ``budget_table.csv`` and ``accuracy_vs_redundancy.png``
+beside the sweep's ``results.csv`` (``report`` redoes that for an existing sweep).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from raysign.config import ConfigError, check_choice, to_dict
+from raysign.crowd.experiment import METHODS, CrowdConfig
+
+_HELP = {
+    "dataset": "image data set labelled by the simulated crowd",
+    "budget": "total labels B (n = B // r items get r labels each)",
+    "redundancy": "labels per item r",
+    "n_workers": "simulated workers m",
+    "worker_model": "hammer_spammer or classwise_hammer_spammer",
+    "quality": "probability of a hammer (per worker, or per worker and class)",
+    "method": "method of a single trial (use --methods for a comparison)",
+    "rounds": "MBEM rounds T",
+    "model": "classifier: mlp or cnn",
+    "hidden": "hidden units of the classifier",
+    "epochs": "training epochs (best epoch chosen on crowd-labelled validation items)",
+    "batch_size": "mini-batch size",
+    "lr": "Adam learning rate",
+    "val_fraction": "share of the labelled items held out for model selection",
+    "test_size": "evaluate on the first N test images (0 = all)",
+    "seed": "first seed (annotations and training)",
+    "data_dir": "folder holding mnist/ and fashion-mnist/ (default: ../shared/data)",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    modes = parser.add_subparsers(dest="mode", required=True, metavar="MODE")
+    agg = modes.add_parser("aggregate", help="aggregators on the real sets with ground truth")
+    agg.add_argument("--datasets", default="bluebirds,rte,temp", help="comma-separated sets")
+    agg.add_argument("--data-dir", default="", help="folder holding crowd/")
+    agg.add_argument("--results-dir", default="runs", help="root folder for results")
+    budget = modes.add_parser("budget", help="fixed-budget Ray Tune sweep, table and figure")
+    budget.add_argument("--quick", action="store_true", help="a small search space")
+    budget.add_argument("--results-dir", default="runs", help="root folder for results")
+    budget.add_argument("--address", default=None, help="Ray cluster address")
+    budget.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local instance")
+    report = modes.add_parser("report", help="table and figure of a finished budget sweep")
+    report.add_argument("results_csv", help="results.csv written by the crowd_budget sweep")
+    train = modes.add_parser("train", help="train on simulated crowd labels (Ray tasks)")
+    for f in dataclasses.fields(CrowdConfig):
+        train.add_argument("--" + f.name.replace("_", "-"), type=type(f.default),
+                           default=f.default, help=f"{_HELP[f.name]} (default: {f.default!r})")
+    train.add_argument("--methods", default="mv,ds,mbem,oracle",
+                       help=f"comma-separated methods out of {list(METHODS)}")
+    train.add_argument("--seeds", type=int, default=1, help="seeds per method")
+    train.add_argument("--threads", type=int, default=1, help="torch threads per trial")
+    train.add_argument("--results-dir", default="runs", help="root folder for results")
+    train.add_argument("--name", default="crowd", help="run name (runs/<name>/<timestamp>/)")
+    train.add_argument("--address", default=None,
+                       help="Ray cluster address (default: $RAY_ADDRESS or a local instance)")
+    train.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local instance")
+
+
+def aggregate_real_sets(datasets: list[str], data_dir: str | None,
+                        results_dir: str) -> list[dict[str, Any]]:
+    """Accuracy of every aggregator on each real set; written to ``accuracy.csv``."""
+    from raysign.crowd.aggregate import AGGREGATORS
+    from raysign.crowd.annotations import load_crowd
+    from raysign.results import RunDir
+
+    rows = []
+    for name in datasets:
+        dataset = load_crowd(name, data_dir or None)
+        for method, make in AGGREGATORS.items():
+            labels = make().fit_predict(dataset.annotations)
+            rows.append({"dataset": name, "method": method,
+                         "accuracy": dataset.accuracy(labels)})
+    run_dir = RunDir.create(results_dir, "crowd-aggregate")
+    run_dir.write_json("config.json", {"datasets": datasets})
+    run_dir.write_csv("accuracy.csv", rows)
+    print(f"{'dataset':10s} " + " ".join(f"{m:>9s}" for m in AGGREGATORS))
+    for name in datasets:
+        cells = [r["accuracy"] for r in rows if r["dataset"] == name]
+        print(f"{name:10s} " + " ".join(f"{a:9.4f}" for a in cells))
+    print(f"results: {run_dir.path}")
+    return rows
+
+
+def _one_trial(config: CrowdConfig, threads: int) -> dict[str, Any]:
+    import torch
+
+    from raysign.crowd.experiment import run_crowd_trial
+
+    torch.set_num_threads(threads)
+    return run_crowd_trial(config)
+
+
+def summarise(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean and standard deviation of test accuracy per method, in ``METHODS`` order."""
+    import numpy as np
+
+    table = []
+    for method in METHODS:
+        acc = [r["test_accuracy"] for r in results if r["method"] == method]
+        if acc:
+            table.append({"method": method, "trials": len(acc),
+                          "test_accuracy_mean": float(np.mean(acc)),
+                          "test_accuracy_std": float(np.std(acc)),
+                          "label_accuracy_mean": float(np.mean(
+                              [r["label_accuracy"] for r in results if r["method"] == method]))})
+    return table
+
+
+def compare(base: CrowdConfig, methods: list[str], seeds: int, *, threads: int = 1,
+            results_dir: str = "runs", name: str = "crowd", address: str | None = None,
+            num_cpus: int | None = None) -> dict[str, Any]:
+    """Every (method, seed) as a Ray task; tables and a figure in a RunDir."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import ray
+    from tqdm import tqdm
+
+    from actors.cluster import connect
+    from raysign.results import RunDir
+
+    connect(address, num_cpus)
+    gpus = ray.cluster_resources().get("GPU", 0.0)
+    task = ray.remote(num_cpus=1, num_gpus=1 if gpus >= 1 else 0)(_one_trial)
+    run_dir = RunDir.create(results_dir, name)
+    run_dir.write_json("config.json", {**to_dict(base), "methods": methods, "seeds": seeds})
+    configs = [dataclasses.replace(base, method=m, seed=base.seed + k)
+               for m in methods for k in range(seeds)]
+    pending = {task.remote(c, threads): c for c in configs}
+    results = []
+    with tqdm(total=len(pending), desc="crowd trials") as bar:
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            pending.pop(done[0])
+            result = ray.get(done[0])
+            run_dir.log(result)
+            results.append(result)
+            bar.update(1)
+    table = summarise(results)
+    run_dir.write_csv("summary.csv", table)
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.bar([r["method"] for r in table], [r["test_accuracy_mean"] for r in table],
+           yerr=[r["test_accuracy_std"] for r in table], color="tab:blue")
+    low = min(r["test_accuracy_mean"] for r in table)
+    ax.set_ylim(max(0.0, low - 0.1), 1.0)
+    ax.set_ylabel("test accuracy")
+    ax.set_title(f"{base.dataset}, B={base.budget}, r={base.redundancy}, "
+                 f"{base.worker_model} q={base.quality}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(run_dir.file("test_accuracy.png"), dpi=120)
+    plt.close(fig)
+    return {"run_dir": str(run_dir.path), "table": table, "results": results}
+
+
+def budget_report(results_csv: str) -> dict[str, Any]:
+    """``budget_table.csv`` and ``accuracy_vs_redundancy.png`` next to ``results_csv``; prints
+    the best redundancy per (quality, method)."""
+    import pandas as pd
+
+    from raysign.crowd.report import budget_table, plot_budget_sweep
+
+    folder = Path(results_csv).parent
+    table = budget_table(pd.read_csv(results_csv))
+    table.to_csv(folder / "budget_table.csv", index=False)
+    figure = plot_budget_sweep(table, folder / "accuracy_vs_redundancy.png")
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    print(f"table: {folder / 'budget_table.csv'}\nfigure: {figure}")
+    return {"table": table, "figure": str(figure)}
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.mode == "report":
+        budget_report(args.results_csv)
+        return 0
+    if args.mode == "budget":
+        from actors.sweep import run_sweep
+
+        summary = run_sweep("crowd_budget", quick=args.quick, results_root=args.results_dir,
+                            address=args.address, num_cpus=args.num_cpus)
+        budget_report(str(Path(summary["run_dir"]) / "results.csv"))
+        return 1 if summary["errors"] else 0
+    if args.mode == "aggregate":
+        names = [n.strip() for n in args.datasets.split(",") if n.strip()]
+        aggregate_real_sets(names, args.data_dir, args.results_dir)
+        return 0
+    try:
+        values = {f.name: getattr(args, f.name) for f in dataclasses.fields(CrowdConfig)}
+        config = CrowdConfig(**values)
+        methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+        for method in methods:
+            check_choice("methods", method, METHODS)
+    except ConfigError as err:  # fails before Ray starts
+        raise SystemExit(f"raysign crowd: invalid configuration: {err}") from None
+    out = compare(config, methods, args.seeds, threads=args.threads,
+                  results_dir=args.results_dir, name=args.name, address=args.address,
+                  num_cpus=args.num_cpus)
+    print(f"{'method':8s} {'trials':>6s} {'test acc':>16s} {'label acc':>9s}")
+    for row in out["table"]:
+        print(f"{row['method']:8s} {row['trials']:6d} {row['test_accuracy_mean']:8.4f}"
+              f"+-{row['test_accuracy_std']:.4f} {row['label_accuracy_mean']:9.4f}")
+    print(f"results: {out['run_dir']}")
+    return 0
