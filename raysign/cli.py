@@ -15,6 +15,7 @@ import sys
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("actors.train_job", "distributed signSGD with majority vote (Ray actors)"),
     "sweep": ("actors.sweep", "run a Ray Tune sweep from tune_configs/"),
+    "crowd": ("actors.crowd_job", "crowd labels: Dawid-Skene aggregation, MBEM, budget trials"),
     "forecast": ("actors.forecast_job", "TT-RNN forecasting against LSTM/MLSTM/DLinear baselines"),
 }
 
