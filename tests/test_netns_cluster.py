@@ -1,0 +1,112 @@
+"""A real two-node Ray cluster in network namespaces runs a majority vote across both nodes.
+
+Brings the cluster of ``scripts/netns_cluster.py`` up (two namespaces, a bridge, 1 Gbit/s
+token-bucket links, a Ray head and a Ray worker node with token authentication), runs a driver
+inside node 0's namespace that (a) does two communication rounds of ``actors.comm_bench`` with
+S = 2 vote shards and (b) two steps of ``SignSGDTrainer`` with S = 2, and checks that both nodes
+did the work and that the vote equals a numpy majority vote of the workers' gradients. Then
+``down`` must leave no namespace and no state behind. Skipped where the machine cannot build
+the cluster (not root, or no ``ip`` / ``tc``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+_spec = importlib.util.spec_from_file_location("netns_cluster", ROOT / "scripts/netns_cluster.py")
+netns_cluster = importlib.util.module_from_spec(_spec)
+sys.modules["netns_cluster"] = netns_cluster
+_spec.loader.exec_module(netns_cluster)
+
+D = 100_003
+NODES = 2
+
+DRIVER = """
+import json, sys
+sys.path.insert(0, {root!r})
+import ray
+from actors.cluster import connect
+from actors.comm_bench import VoteRound, node_of, spread_group
+from actors.trainer import SignSGDTrainer
+from raysign import wire
+from raysign.results import RunDir
+from raysign.signsgd import TrainConfig
+
+connect()
+ips = sorted(n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"])
+group = spread_group({nodes})
+bench = VoteRound(group, {nodes}, {d}, {nodes}, wire.KIND_SIGNS)
+where = bench.placement()
+times = [bench.round(step)["round_s"] for step in range(2)]
+vote = ray.get(bench.workers[1].update_values.remote())
+identical = bench.updates_identical()
+bench.shutdown()
+ray.util.remove_placement_group(group)
+
+config = TrainConfig(model="mlp", num_workers={nodes}, vote_shards={nodes}, max_steps=2,
+                     batch_size=16, train_subset=256, test_subset=100, name="netns_test")
+trainer = SignSGDTrainer(config, RunDir({out_dir!r}), progress=False)
+trainer.start()
+train_workers = [node_of(w) for w in trainer.workers]
+train_votes = [node_of(v) for v in trainer.votes]
+records = [trainer.round(step) for step in (1, 2)]
+replicas_identical, _ = trainer.check_replicas()
+trainer.shutdown()
+with open({out!r}, "w") as fh:
+    json.dump({{"ips": ips, "where": where, "times": times, "vote": vote.tolist(),
+               "identical": identical, "train_workers": train_workers,
+               "train_votes": train_votes, "replicas_identical": replicas_identical,
+               "train_bytes": records[-1]["bytes_sent_per_worker"]}}, fh)
+"""
+
+
+def _namespaces() -> set[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    return {line.split()[0] for line in out.splitlines() if line.strip()}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(netns_cluster.missing_requirements() is not None,
+                    reason=f"netns cluster unavailable: {netns_cluster.missing_requirements()}")
+def test_majority_vote_runs_across_two_namespace_nodes_and_down_removes_everything(tmp_path):
+    from actors.comm_bench import synthetic_gradient
+
+    out = tmp_path / "result.json"
+    script = tmp_path / "driver.py"
+    script.write_text(DRIVER.format(root=str(ROOT), nodes=NODES, d=D, out=str(out),
+                                    out_dir=str(tmp_path / "trainer")))
+    try:
+        state = netns_cluster.up(NODES, rate="1gbit", cpus_per_node=1, object_store_mb=256)
+        assert state.address == "10.77.0.1:6379"
+        code = netns_cluster.exec_in(0, [sys.executable, str(script)])
+        assert code == 0, "the driver inside namespace rs0 failed (its output is above)"
+    finally:
+        netns_cluster.down(quiet=True)
+    result = json.loads(out.read_text())
+
+    # Both namespace nodes are in the cluster, and every actor pair landed on its own node.
+    assert result["ips"] == ["10.77.0.1", "10.77.0.2"]
+    assert len(set(result["where"]["workers"])) == NODES
+    assert len(set(result["where"]["votes"])) == NODES
+    assert len(set(result["train_workers"])) == NODES
+    assert len(set(result["train_votes"])) == NODES
+    assert result["replicas_identical"] and result["identical"]
+    # The sign bytes of the trainer's tiny MLP (1 bit per parameter, in whole words).
+    assert result["train_bytes"] < 0.05 * 4 * 203_530
+
+    # The vote equals a numpy majority vote of the M gradients (bit set iff > M // 2 negative).
+    negatives = sum((synthetic_gradient(r, D).numpy() < 0).astype(int) for r in range(NODES))
+    expected = np.where(negatives > NODES // 2, -1.0, 1.0)
+    np.testing.assert_array_equal(np.array(result["vote"]), expected)
+
+    # down removed every namespace it made and its state.
+    assert not ({"rsbr"} | {f"rs{i}" for i in range(NODES)}) & _namespaces()
+    assert not netns_cluster.STATE_FILE.exists()
