@@ -28,7 +28,7 @@ def param_space(quick: bool) -> dict[str, Any]:
     if quick:
         return {"budget": 600, "redundancy": tune.grid_search([1, 3]), "quality": 0.3,
                 "method": tune.grid_search(["mv", "mbem"]), "epochs": 1, "rounds": 1,
-                "hidden": 32, "test_size": 1000, "n_workers": 20, "seed": 0}
+                "hidden": 32, "test_size": 500, "n_workers": 20, "seed": 0}
     return {
         "budget": 12000,
         "redundancy": tune.grid_search(REDUNDANCIES),

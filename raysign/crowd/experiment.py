@@ -50,7 +50,7 @@ class CrowdConfig:
     rounds: int = 2
     model: str = "mlp"
     hidden: int = 256
-    epochs: int = 5
+    epochs: int = 12
     batch_size: int = 128
     lr: float = 1e-3
     val_fraction: float = 0.1
