@@ -12,7 +12,8 @@ import dataclasses
 import json
 
 from actors.cluster import connect
-from raysign.config import ConfigError
+from raysign.checkpoint import CheckpointError, load_checkpoint
+from raysign.config import ConfigError, to_dict
 from raysign.signsgd import TrainConfig
 
 _HELP = {
@@ -34,6 +35,7 @@ _HELP = {
     "seed": "seed for initialisation, sharding and batches",
     "eval_every": "test accuracy every N steps (0 = once per epoch)",
     "checksum_every": "compare honest replicas' parameters every N steps",
+    "checkpoint_every": "write checkpoint.pt every N steps (0 = once per epoch)",
     "train_subset": "use only the first N training images (0 = all)",
     "test_subset": "use only the first N test images (0 = all)",
     "results_dir": "root folder for results",
@@ -51,6 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Ray cluster address (default: $RAY_ADDRESS or a local instance)")
     parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local instance")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--resume", default=None, metavar="CHECKPOINT",
+                        help="continue from a checkpoint.pt (or the run folder holding it)")
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -62,12 +66,14 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         config = config_from_args(args)
-    except ConfigError as err:  # fails before Ray starts
-        raise SystemExit(f"raysign train: invalid configuration: {err}") from None
+        if args.resume:
+            load_checkpoint(args.resume, to_dict(config))
+    except (ConfigError, CheckpointError) as err:  # fails before Ray starts
+        raise SystemExit(f"raysign train: {err}") from None
     connect(args.address, args.num_cpus)
     trainer = SignSGDTrainer(config, progress=not args.no_progress)
     try:
-        summary = trainer.run()
+        summary = trainer.run(resume=args.resume)
     finally:
         trainer.shutdown()
     stages = ", ".join(f"{k} {1e3 * v:.1f} ms" for k, v in summary.stage_seconds.items())

@@ -22,10 +22,12 @@ replica's parameters; a replica that diverges is reported and re-synced from ran
 
 from __future__ import annotations
 
+import json
 import math
 import time
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,15 +39,18 @@ from actors.cluster import ActorResources, worker_resources
 from actors.vote import VoteActor
 from actors.worker import SignWorker
 from raysign import wire
+from raysign.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from raysign.config import to_dict
 from raysign.data import load_images
 from raysign.models import build_model, num_parameters
-from raysign.results import RunDir
+from raysign.results import RunDir, read_jsonl
 from raysign.signs import shard_bounds
 from raysign.signsgd import TrainConfig
 
 STAGES = ("compress", "gather", "vote", "broadcast", "decompress")
 VOTE_CPUS = 0.1
+MAX_RESTARTS = 3
+ROUND_ATTEMPTS = 4
 
 
 @dataclass
@@ -97,6 +102,7 @@ class SignSGDTrainer:
         self.votes: list[Any] = []
         self.byzantine = set(config.byzantine_ranks())
         self.honest = [r for r in range(config.num_workers) if r not in self.byzantine]
+        self.resyncs = 0
 
     # ----------------------------------------------------------------------------- placement
     def start(self) -> None:
@@ -112,6 +118,8 @@ class SignSGDTrainer:
         kind = wire.KIND_SIGNS if cfg.aggregator == "vote" else wire.KIND_FP32
         # The data sets go into the object store once; every worker reads them zero-copy.
         images, labels = ray.put(train.images), ray.put(train.labels)
+        # Held for the whole run: a restarted worker re-runs its constructor with them.
+        self.train_refs = (images, labels)
         self.test_refs = (ray.put(test.images), ray.put(test.labels))
         res = self.worker_options or worker_resources(cfg.num_workers,
                                                       reserve_cpus=VOTE_CPUS * cfg.vote_shards)
@@ -119,10 +127,11 @@ class SignSGDTrainer:
         for rank in range(cfg.num_workers):
             cls = ByzantineWorker if rank in self.byzantine else SignWorker
             actor = ray.remote(cls).options(
-                name=None, scheduling_strategy=spread(rank), **res.options())
+                scheduling_strategy=spread(rank), max_restarts=MAX_RESTARTS, max_task_retries=0,
+                **res.options())
             self.workers.append(actor.remote(cfg, rank, images, labels, self.bounds))
         for shard, (start, stop) in enumerate(self.bounds):
-            vote = ray.remote(VoteActor).options(num_cpus=VOTE_CPUS,
+            vote = ray.remote(VoteActor).options(num_cpus=VOTE_CPUS, max_restarts=MAX_RESTARTS,
                                                  scheduling_strategy=spread(shard))
             self.votes.append(vote.remote(shard, start, stop, kind))
         sizes = ray.get([w.num_parameters.remote() for w in self.workers])
@@ -131,15 +140,39 @@ class SignSGDTrainer:
 
     # ---------------------------------------------------------------------------- one round
     def round(self, step: int, with_density: bool = False) -> dict[str, Any]:
-        m, s = self.config.num_workers, self.config.vote_shards
-        outs = [w.compute.options(num_returns=s + 1).remote(step, with_density)
-                for w in self.workers]
-        voted = [self.votes[j].vote.options(num_returns=2).remote(
-            step, *[outs[i][j] for i in range(m)]) for j in range(s)]
-        applied = [w.apply.remote(step, *[v[0] for v in voted]) for w in self.workers]
-        worker_stats = ray.get([o[s] for o in outs])
-        vote_stats = ray.get([v[1] for v in voted])
-        apply_stats = ray.get(applied)
+        """One synchronous round. A worker whose process dies is left out of the vote (the
+        round goes on with the remaining votes), restarted by Ray and re-synced from a live
+        honest replica; a vote actor that dies is restarted and its vote retried."""
+        s = self.config.vote_shards
+        live = list(range(self.config.num_workers))
+        outs = {i: self.workers[i].compute.options(num_returns=s + 1).remote(step, with_density)
+                for i in live}
+        failed: set[int] = set()
+        for _ in range(ROUND_ATTEMPTS):
+            voted = [self.votes[j].vote.options(num_returns=2).remote(
+                step, *[outs[i][j] for i in live]) for j in range(s)]
+            applied = {i: self.workers[i].apply.remote(step, *[v[0] for v in voted])
+                       for i in live}
+            worker_stats, dead = _get_each({i: outs[i][s] for i in live}, "compute")
+            if dead:
+                failed |= dead
+                live = [i for i in live if i not in dead]
+                if not live:
+                    raise RuntimeError(f"step {step}: every worker died")
+                continue
+            try:
+                vote_stats = ray.get([v[1] for v in voted])
+            except ray.exceptions.RayActorError as err:
+                print(f"[raysign] step {step}: a vote actor died ({err.__class__.__name__}); "
+                      "retrying the vote after its restart")
+                continue
+            apply_stats, dead = _get_each(applied, "apply")
+            failed |= dead
+            break
+        else:
+            raise RuntimeError(f"step {step}: no complete round after {ROUND_ATTEMPTS} attempts")
+        if failed:
+            self._resync(sorted(failed))
         honest_stats = [st for st in worker_stats if st["rank"] not in self.byzantine]
         record = {
             "step": step,
@@ -148,12 +181,23 @@ class SignSGDTrainer:
             "bytes_sent_per_worker": float(np.mean([st["bytes_sent"] for st in worker_stats])),
             "bytes_received_per_worker": float(
                 np.mean([st["bytes_received"] for st in apply_stats])),
+            "voters": min(v["num_valid"] for v in vote_stats),
             "rejected": sum(len(v["rejected"]) for v in vote_stats),
+            "failed_workers": sorted(failed),
             **round_stage_times(worker_stats, vote_stats, apply_stats),
         }
         if with_density:
-            record["density"] = worker_stats[self.honest[0]]["density"]
+            record["density"] = honest_stats[0]["density"]
         return record
+
+    def _resync(self, ranks: list[int]) -> None:
+        """Copy model and momentum from a live honest replica into restarted workers."""
+        source = next(r for r in self.honest if r not in ranks)
+        print(f"[raysign] workers {ranks} failed; restarted and re-synced from rank {source}")
+        state = self.workers[source].state.remote()
+        for r in ranks:
+            _call_when_alive(lambda r=r: self.workers[r].load_state.remote(state, False))
+        self.resyncs += len(ranks)
 
     def test_accuracy(self) -> float:
         return ray.get(self.workers[self.honest[0]].accuracy.remote(*self.test_refs))
@@ -166,8 +210,8 @@ class SignSGDTrainer:
         divergent = [r for r, dg in zip(self.honest, digests, strict=True) if dg != reference]
         if divergent:
             print(f"[raysign] replicas {divergent} diverged from rank {self.honest[0]}; re-syncing")
-            flat = self.workers[self.honest[0]].parameters.remote()
-            ray.get([self.workers[r].load_parameters.remote(flat) for r in divergent])
+            state = self.workers[self.honest[0]].state.remote()
+            ray.get([self.workers[r].load_state.remote(state, False) for r in divergent])
         return not divergent, len(divergent)
 
     # ------------------------------------------------------------------------------ the run
@@ -177,30 +221,34 @@ class SignSGDTrainer:
         per_epoch = max(1, self.shard_size // self.config.batch_size)
         return max(1, math.ceil(self.config.epochs * per_epoch))
 
-    def run(self, on_record: Callable[[dict[str, Any]], None] | None = None) -> RunSummary:
+    def run(self, on_record: Callable[[dict[str, Any]], None] | None = None,
+            resume: str | Path | None = None) -> RunSummary:
         """Train for ``total_steps()``; ``on_record`` sees every step's metrics (Ray Tune
-        reports through it)."""
+        reports through it). ``resume``: a checkpoint file or run folder to continue from."""
         from tqdm.auto import tqdm
 
         cfg = self.config
         started = time.time()
         if not self.workers:
             self.start()
-        self.run_dir.write_json("config.json", {**to_dict(cfg), "num_parameters": self.d})
+        first, curve, identical = 1, [], True
+        if resume is not None:
+            first, curve, identical = self._restore(resume)
+        else:
+            self.run_dir.write_json("config.json", {**to_dict(cfg), "num_parameters": self.d})
         total = self.total_steps()
         per_epoch = max(1, self.shard_size // cfg.batch_size)
         eval_every = cfg.eval_every or per_epoch
-        curve: list[tuple[int, float]] = []
-        records: list[dict[str, Any]] = []
-        identical, resyncs = True, 0
-        bar = tqdm(range(1, total + 1), desc=f"{cfg.name} ({cfg.aggregator})",
-                   disable=not self.progress, unit="step")
+        checkpoint_every = cfg.checkpoint_every or per_epoch
+        records = read_jsonl(self.run_dir.file("metrics.jsonl")) if resume is not None else []
+        bar = tqdm(range(first, total + 1), desc=f"{cfg.name} ({cfg.aggregator})",
+                   disable=not self.progress, unit="step", initial=first - 1, total=total)
         for step in bar:
             record = self.round(step, with_density=(step % eval_every == 0 or step == 1))
             if step % cfg.checksum_every == 0 or step == total:
                 ok, n = self.check_replicas()
                 identical &= ok
-                resyncs += n
+                self.resyncs += n
                 record["replicas_identical"] = ok
             if step % eval_every == 0 or step == total:
                 acc = self.test_accuracy()
@@ -209,16 +257,45 @@ class SignSGDTrainer:
                 bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{acc:.4f}")
             records.append(record)
             self.run_dir.log(record)
+            if step % checkpoint_every == 0 or step == total:
+                self.save_checkpoint(step, curve, identical)
             if on_record is not None:
                 on_record(record)
         bar.close()
-        summary = self._summarise(records, curve, identical, resyncs, time.time() - started)
+        summary = self._summarise(records, curve, identical, time.time() - started)
         self.run_dir.write_json("summary.json", summary.__dict__)
         write_figures(self.run_dir, records, curve, title=f"{cfg.name}: {cfg.aggregator}, "
                       f"{cfg.num_workers} workers, {cfg.num_byzantine} Byzantine")
         return summary
 
-    def _summarise(self, records, curve, identical, resyncs, wall) -> RunSummary:
+    def save_checkpoint(self, step: int, curve: list, identical: bool) -> Path:
+        states = ray.get([w.state.remote() for w in self.workers])
+        return save_checkpoint(self.run_dir.file("checkpoint.pt"), config=to_dict(self.config),
+                               step=step, workers=states,
+                               extra={"curve": [list(c) for c in curve],
+                                      "identical": identical, "resyncs": self.resyncs})
+
+    def _restore(self, resume: str | Path) -> tuple[int, list, bool]:
+        """Load a checkpoint into the workers; continue its run folder from the next step."""
+        path = Path(resume)
+        payload = load_checkpoint(path, to_dict(self.config))
+        step = int(payload["step"])
+        if len(payload["workers"]) != len(self.workers):
+            raise CheckpointError(f"checkpoint has {len(payload['workers'])} workers, "
+                                  f"this run {len(self.workers)}")
+        ray.get([w.load_state.remote(st) for w, st in
+                 zip(self.workers, payload["workers"], strict=True)])
+        self.run_dir = RunDir(path.parent if path.is_file() else path)
+        metrics = self.run_dir.file("metrics.jsonl")
+        kept = [r for r in read_jsonl(metrics) if r["step"] <= step] if metrics.exists() else []
+        metrics.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        extra = payload["extra"]
+        self.resyncs = int(extra.get("resyncs", 0))
+        print(f"[raysign] resumed {self.run_dir.path} after step {step}")
+        return step + 1, [tuple(c) for c in extra.get("curve", [])], bool(
+            extra.get("identical", True))
+
+    def _summarise(self, records, curve, identical, wall) -> RunSummary:
         # The first rounds include actor warm-up; time the rest.
         steady = records[min(2, len(records) - 1):]
         stages = {k: float(np.mean([r[k] for r in steady])) for k in ("compute", *STAGES)}
@@ -228,7 +305,7 @@ class SignSGDTrainer:
             test_accuracy=curve[-1][1], steps=len(records), num_parameters=self.d,
             bytes_sent_per_worker_per_step=sent, fp32_bytes_per_step=fp32,
             compression_ratio=fp32 / sent, stage_seconds=stages,
-            replicas_identical=identical, resyncs=resyncs,
+            replicas_identical=identical, resyncs=self.resyncs,
             rejected_payloads=sum(r["rejected"] for r in records), wall_seconds=wall,
             run_dir=str(self.run_dir.path), accuracy_curve=curve)
 
@@ -236,6 +313,32 @@ class SignSGDTrainer:
         for actor in self.workers + self.votes:
             ray.kill(actor)
         self.workers, self.votes = [], []
+
+
+def _call_when_alive(call: Callable[[], Any], timeout: float = 120.0) -> Any:
+    """``ray.get(call())``, retried while the actor is restarting."""
+    deadline = time.time() + timeout
+    while True:
+        try:
+            return ray.get(call())
+        except ray.exceptions.ActorUnavailableError:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def _get_each(refs: dict[int, Any], what: str) -> tuple[list[Any], set[int]]:
+    """``ray.get`` each worker's result; workers whose process died are returned as dead.
+    Any other failure is a bug or bad input and surfaces here with the worker's rank."""
+    results, dead = [], set()
+    for rank, ref in refs.items():
+        try:
+            results.append(ray.get(ref))
+        except ray.exceptions.RayActorError:
+            dead.add(rank)
+        except ray.exceptions.RayTaskError as err:
+            raise RuntimeError(f"worker rank {rank} failed in {what}: {err}") from err
+    return results, dead
 
 
 def _spread_strategy(num_workers: int, worker_options: dict[str, float], num_shards: int):

@@ -17,6 +17,7 @@ update of this slice for the round.
 from __future__ import annotations
 
 import logging
+import os
 import time
 import warnings
 from typing import Any
@@ -42,9 +43,17 @@ class VoteActor:
         self.shard, self.start, self.stop, self.kind = shard, start, stop, kind
         self.length = stop - start
         self.rejected_total = 0
+        self._crash_at: int | None = None
+
+    def crash_at(self, step: int) -> None:
+        """Exit the process when voting on ``step`` (fault-injection drill); a restarted
+        actor has no such plan."""
+        self._crash_at = step
 
     def vote(self, step: int, *payloads: Any) -> tuple[np.ndarray, dict[str, Any]]:
         t_start = time.time()
+        if self._crash_at == step:
+            os._exit(1)
         valid, rejected = [], []
         # Step 1: validate.
         for index, payload in enumerate(payloads):

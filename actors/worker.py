@@ -10,6 +10,7 @@ decompress split.
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -43,6 +44,7 @@ class SignWorker:
         self.kind = wire.KIND_SIGNS if config.aggregator == "vote" else wire.KIND_FP32
         self.replica = Replica(config, rank, images[shard], labels[shard], _device(),
                                byzantine=self.byzantine)
+        self._poison = 0
 
     def num_parameters(self) -> int:
         return self.replica.d
@@ -51,9 +53,15 @@ class SignWorker:
         """Gradient, momentum, sign and pack; returns S messages and a stats dict."""
         t_start = time.time()
         grad, loss = self.replica.gradient()
+        if self._poison:
+            grad[: self._poison] = float("nan")
+            self._poison = 0
         t_grad = time.time()
-        message = self.replica.message(grad)
-        flags = 0 if bool(torch.isfinite(message).all()) else wire.FLAG_ABSTAIN
+        # A non-finite gradient is skipped (momentum untouched) and the worker abstains.
+        finite = bool(torch.isfinite(grad).all())
+        message = self.replica.message(grad) if finite else torch.zeros_like(grad)
+        finite = finite and bool(torch.isfinite(message).all())
+        flags = 0 if finite else wire.FLAG_ABSTAIN
         out = []
         for shard, (start, stop) in enumerate(self.bounds):
             msg = wire.new_message(self.kind, sender=self.rank, step=step, shard=shard,
@@ -107,6 +115,19 @@ class SignWorker:
     def parameters(self) -> np.ndarray:
         return self.replica.flat.detach().cpu().numpy().copy()
 
-    def load_parameters(self, flat: np.ndarray) -> str:
-        self.replica.load_flat(torch.from_numpy(flat.copy()))
+    def state(self) -> dict[str, Any]:
+        return self.replica.state()
+
+    def load_state(self, state: dict[str, Any], position: bool = True) -> str:
+        """Restore a replica state (``position=False``: model and momentum only, as when a
+        restarted worker is re-synced from a live one). Returns the new checksum."""
+        self.replica.load_state(state, position=position)
         return self.replica.checksum()
+
+    def poison_next_gradient(self, count: int = 1) -> None:
+        """Make the next gradient's first ``count`` entries NaN (fault-injection drill)."""
+        self._poison = count
+
+    def crash(self) -> None:
+        """Exit the worker process at once (fault-injection for tests and drills)."""
+        os._exit(1)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -56,6 +57,7 @@ class TrainConfig:
     seed: int = 0
     eval_every: int = 0
     checksum_every: int = 25
+    checkpoint_every: int = 0
     train_subset: int = 0
     test_subset: int = 0
     results_dir: str = "runs"
@@ -83,6 +85,7 @@ class TrainConfig:
         check_range("attack_scale", self.attack_scale, 0, None, low_open=True)
         check_range("eval_every", self.eval_every, 0, None)
         check_range("checksum_every", self.checksum_every, 1, None)
+        check_range("checkpoint_every", self.checkpoint_every, 0, None)
         check_range("train_subset", self.train_subset, 0, None)
         check_range("test_subset", self.test_subset, 0, None)
 
@@ -192,9 +195,39 @@ class Replica:
         return hashlib.blake2b(self.flat.detach().cpu().numpy().tobytes(),
                                digest_size=16).hexdigest()
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {"flat": self.flat.detach().cpu().clone()}
+    def state(self) -> dict[str, Any]:
+        """Everything needed to continue bit-identically: parameters, buffers (batch-norm
+        statistics), momentum, data position and random-generator states. Only tensors,
+        numbers, strings, lists and dicts, so ``torch.load(weights_only=True)`` reads it."""
+        rng = self.batch_rng.bit_generator.state
+        return {
+            "flat": self.flat.detach().cpu().clone(),
+            "buffers": {k: v.detach().cpu().clone() for k, v in self.model.named_buffers()},
+            "momentum": (self.momentum_state.detach().cpu().clone()
+                         if isinstance(self.momentum_state, torch.Tensor) else None),
+            "epoch": self.epoch,
+            "cursor": self._cursor,
+            "order": torch.from_numpy(self._order.copy()),
+            "batch_rng": {"bit_generator": rng["bit_generator"],
+                          "state": {k: str(v) for k, v in rng["state"].items()},
+                          "has_uint32": int(rng["has_uint32"]), "uinteger": int(rng["uinteger"])},
+            "attack_rng": self.attack_generator.get_state(),
+        }
 
-    def load_flat(self, flat: torch.Tensor) -> None:
+    def load_state(self, state: dict[str, Any], *, position: bool = True) -> None:
+        """Restore ``state()``; with ``position=False`` only the model and momentum (a
+        restarted worker re-synced from another replica keeps its own data stream)."""
         with torch.no_grad():
-            self.flat.copy_(flat.to(self.device))
+            self.flat.copy_(state["flat"].to(self.device))
+            buffers = dict(self.model.named_buffers())
+            for name, value in state["buffers"].items():
+                buffers[name].copy_(value.to(self.device))
+            if state["momentum"] is not None:
+                self.momentum_state = state["momentum"].to(self.device).clone()
+        if position:
+            self.epoch, self._cursor = int(state["epoch"]), int(state["cursor"])
+            self._order = state["order"].numpy().copy()
+            rng = dict(state["batch_rng"])
+            rng["state"] = {k: int(v) for k, v in rng["state"].items()}
+            self.batch_rng.bit_generator.state = rng
+            self.attack_generator.set_state(state["attack_rng"])

@@ -1,0 +1,65 @@
+"""Checkpoints of a distributed signSGD run: one file, read back with ``weights_only=True``.
+
+A checkpoint holds the configuration, the step, and every worker's replica state (parameters,
+batch-norm buffers, momentum, data position and random-generator states; see
+``raysign.signsgd.Replica.state``), so that a run killed after step k and resumed ends
+bit-identical to one that was never interrupted. Files are written to a temporary name and
+renamed, so a crash while saving never leaves a half-written checkpoint under the real name.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+FORMAT = "raysign-signsgd-checkpoint"
+VERSION = 1
+# Fields that may differ between the run that wrote a checkpoint and the one resuming it.
+RESUMABLE_CHANGES = {"epochs", "max_steps", "results_dir", "name", "eval_every",
+                     "checksum_every", "checkpoint_every"}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, truncated, foreign or from an incompatible run."""
+
+
+def save_checkpoint(path: str | Path, *, config: dict[str, Any], step: int,
+                    workers: list[dict[str, Any]], extra: dict[str, Any] | None = None) -> Path:
+    path = Path(path)
+    payload = {"format": FORMAT, "version": VERSION, "config": config, "step": step,
+               "workers": workers, "extra": extra or {}}
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(path: str | Path, config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Read and check a checkpoint; if ``config`` is given, every field outside
+    ``RESUMABLE_CHANGES`` must match the checkpoint's."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "checkpoint.pt"
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for truncated / non-torch files
+        raise CheckpointError(f"checkpoint {str(path)!r} is truncated or not a torch file "
+                              f"({type(err).__name__}: {err})") from err
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{str(path)!r} is not a raysign signSGD checkpoint")
+    if payload.get("version") != VERSION:
+        raise CheckpointError(f"{str(path)!r} has version {payload.get('version')}; "
+                              f"this raysign reads version {VERSION}")
+    if config is not None:
+        saved = payload["config"]
+        differing = sorted(k for k in set(saved) | set(config)
+                           if k not in RESUMABLE_CHANGES and saved.get(k) != config.get(k))
+        if differing:
+            details = ", ".join(f"{k}: {saved.get(k)!r} vs {config.get(k)!r}" for k in differing)
+            raise CheckpointError(f"checkpoint {str(path)!r} is from a different run ({details})")
+    return payload

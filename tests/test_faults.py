@@ -1,0 +1,139 @@
+"""Faults and bad input on local Ray: dead workers and vote actors, NaN gradients,
+checkpoints that resume bit-identically, and checkpoints that must be refused."""
+
+from __future__ import annotations
+
+import pytest
+import ray
+import torch
+
+from actors.trainer import SignSGDTrainer
+from raysign.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from raysign.config import to_dict
+from raysign.results import read_jsonl
+from raysign.signsgd import TrainConfig
+
+pytestmark = pytest.mark.ray
+
+
+def tiny(tmp_path, **overrides) -> TrainConfig:
+    fields = dict(dataset="mnist", model="mlp", train_subset=1200, test_subset=300,
+                  batch_size=16, lr=0.002, num_workers=3, max_steps=6, checksum_every=2,
+                  results_dir=str(tmp_path)) | overrides
+    return TrainConfig(**fields)
+
+
+class Stop(Exception):
+    pass
+
+
+def run(config, on_record=None, resume=None):
+    trainer = SignSGDTrainer(config, progress=False)
+    try:
+        summary = trainer.run(on_record=on_record(trainer) if on_record else None,
+                              resume=resume)
+        params = ray.get(trainer.workers[0].parameters.remote())
+    finally:
+        trainer.shutdown()
+    return summary, params
+
+
+def test_killed_and_resumed_run_is_bit_identical_to_uninterrupted(ray_session, tmp_path):
+    config = tiny(tmp_path, max_steps=7, checkpoint_every=3)
+    _, uninterrupted = run(config)
+
+    def kill_after_step_4(trainer):
+        def hook(record):
+            if record["step"] == 4:
+                raise Stop  # the driver dies after step 4; the last checkpoint is step 3
+        return hook
+
+    interrupted = SignSGDTrainer(config, progress=False)
+    with pytest.raises(Stop):
+        try:
+            interrupted.run(on_record=kill_after_step_4(interrupted))
+        finally:
+            interrupted.shutdown()
+    checkpoint = interrupted.run_dir.file("checkpoint.pt")
+    assert load_checkpoint(checkpoint)["step"] == 3
+    summary, resumed = run(config, resume=checkpoint)
+    assert resumed.tobytes() == uninterrupted.tobytes()
+    steps = [r["step"] for r in read_jsonl(interrupted.run_dir.file("metrics.jsonl"))]
+    assert steps == list(range(1, 8))
+    assert summary.replicas_identical
+
+
+def test_dead_worker_is_left_out_restarted_and_resynced(ray_session, tmp_path):
+    def crash_worker_1(trainer):
+        def hook(record):
+            if record["step"] == 2:
+                trainer.workers[1].crash.remote()
+        return hook
+
+    summary, _ = run(tiny(tmp_path, num_workers=4), crash_worker_1)
+    records = read_jsonl(f"{summary.run_dir}/metrics.jsonl")
+    failed = [r for r in records if r["failed_workers"]]
+    assert failed and failed[0]["step"] == 3 and failed[0]["failed_workers"] == [1]
+    assert failed[0]["voters"] == 3  # the round went on with the remaining votes
+    assert all(r["voters"] == 4 for r in records if r["step"] > 3)  # it rejoined
+    assert summary.resyncs >= 1 and summary.replicas_identical
+
+
+def test_dead_vote_actor_is_restarted_and_its_round_retried(ray_session, tmp_path):
+    def crash_vote_at_3(trainer):
+        def hook(record):
+            if record["step"] == 1:
+                ray.get(trainer.votes[0].crash_at.remote(3))
+        return hook
+
+    summary, _ = run(tiny(tmp_path, vote_shards=2), crash_vote_at_3)
+    records = read_jsonl(f"{summary.run_dir}/metrics.jsonl")
+    assert [r["step"] for r in records] == list(range(1, 7))
+    assert all(r["voters"] == 3 and not r["failed_workers"] for r in records)
+    assert summary.replicas_identical
+
+
+def test_nan_gradient_is_an_abstention_not_a_crash(ray_session, tmp_path):
+    def poison_worker_0(trainer):
+        def hook(record):
+            if record["step"] == 2:
+                ray.get(trainer.workers[0].poison_next_gradient.remote(10))
+        return hook
+
+    summary, params = run(tiny(tmp_path, vote_shards=2), poison_worker_0)
+    records = read_jsonl(f"{summary.run_dir}/metrics.jsonl")
+    step3 = records[2]
+    assert step3["rejected"] == 2 and step3["voters"] == 2  # both shards, 2 of 3 voted
+    assert all(r["rejected"] == 0 for r in records if r["step"] != 3)
+    assert summary.rejected_payloads == 2 and summary.replicas_identical
+    assert torch.isfinite(torch.from_numpy(params)).all()
+
+
+def _fake_checkpoint(path, config):
+    state = {"flat": torch.zeros(3), "buffers": {}, "momentum": torch.zeros(3)}
+    return save_checkpoint(path, config=to_dict(config), step=5, workers=[state])
+
+
+def test_truncated_foreign_and_mismatched_checkpoints_are_refused(tmp_path):
+    config = tiny(tmp_path)
+    good = _fake_checkpoint(tmp_path / "checkpoint.pt", config)
+    assert load_checkpoint(good, to_dict(config))["step"] == 5
+    assert load_checkpoint(tmp_path, to_dict(config))["step"] == 5  # a run folder works too
+
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="truncated"):
+        load_checkpoint(truncated)
+
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weight": torch.ones(2)}, foreign)
+    with pytest.raises(CheckpointError, match="not a raysign"):
+        load_checkpoint(foreign)
+
+    with pytest.raises(CheckpointError, match="lr"):
+        load_checkpoint(good, to_dict(tiny(tmp_path, lr=0.01)))
+    # Changing only the length of the run is allowed.
+    assert load_checkpoint(good, to_dict(tiny(tmp_path, max_steps=50)))["step"] == 5
+
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing.pt")
