@@ -90,7 +90,7 @@ def test_initialisation_keeps_long_free_rollouts_bounded(cell_type):
         out = model(history, 500)
     assert torch.isfinite(out).all()
     # The residual readout starts near persistence: each fed-back step moves little.
-    assert out.diff(dim=1).abs().max() < 0.1
+    assert out.diff(dim=1).abs().max() < 0.25
     # Higher-order terms start small: over hidden states anywhere in [-1, 1]^(LH) the
     # transition's pre-activations stay O(1) (no saturated gates, no product blow-up).
     window = torch.rand(256, 4, 16) * 2 - 1

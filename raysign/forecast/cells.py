@@ -18,11 +18,12 @@ with ranks ``r_1 .. r_{p-1}`` (per core). It is contracted core by core,
 at a cost of ``O(p D r^2)`` per sample: the ``D^p`` outer product ``s (x) ... (x) s`` that the
 TensorFlow reference code builds is never formed.
 
-Initialisation (stability of long rollouts): the bias slice ``Gk[:, 0, :]`` of every core after
-the first is the identity (rectangular where ranks differ) and the other slices are small, so
-at the start the transition is the first-order map ``s -> (G1 ... )`` of a matrix RNN with
-gain about one, and the higher-order terms, which would otherwise blow up products of hidden
-states over hundreds of fed-back steps, grow only as training asks for them.
+Initialisation (stability of long rollouts): the bias entry of the first core feeds bond 0
+and every inner core passes its bonds through unchanged on the bias entry, so at the start the
+transition is the dense first-order map ``Gp[0]^T s`` of a matrix RNN (std ``1/sqrt(D)``, gain
+about one) and every product of hidden states enters with a small weight
+(``HIGHER_ORDER_SCALE``). Higher-order terms, which would otherwise multiply hidden states into
+saturated gates over hundreds of fed-back steps, grow only as training asks for them.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-HIGHER_ORDER_SCALE = 0.1  # std of the non-bias slices, relative to 1/sqrt(D r)
+HIGHER_ORDER_SCALE = 0.5  # std of the higher-order entries, relative to 1/sqrt(D)
 
 
 def _ranks(order: int, rank: int | Sequence[int]) -> list[int]:
@@ -63,17 +64,22 @@ class TTTransition(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        d = self.state_dim
-        first = self.cores[0]
-        nn.init.normal_(first, std=d ** -0.5)
-        for core in list(self.cores)[1:]:
-            r_in, _, r_out = core.shape
-            nn.init.normal_(core, std=HIGHER_ORDER_SCALE * (d * r_in) ** -0.5)
-            if core is self.cores[-1]:
-                # The last core reads the rank-r vector out to the gates: gain ~1 on the bias slot.
-                nn.init.normal_(core[:, 0, :], std=r_in ** -0.5)
-            else:
-                core[:, 0, :] = torch.eye(r_in, r_out)
+        """Start as a first-order matrix RNN plus small higher-order terms: the bias slot of the
+        first core maps to bond 0 and every inner core passes bond b -> b on the bias slot, so
+        the constant part of the first ``p - 1`` contractions is the unit vector e_0 and the
+        output is ``Gp[0]^T s`` (a dense matrix, std 1/sqrt(D)) plus terms of relative size
+        ``HIGHER_ORDER_SCALE``."""
+        d, small = self.state_dim, HIGHER_ORDER_SCALE * self.state_dim ** -0.5
+        for core in self.cores:
+            nn.init.normal_(core, std=small)
+        if self.order == 1:
+            nn.init.normal_(self.cores[0], std=d ** -0.5)
+            return
+        self.cores[0][0, 0, :] = 0.0
+        self.cores[0][0, 0, 0] = 1.0
+        for core in list(self.cores)[1:-1]:
+            core[:, 0, :] = torch.eye(core.shape[0], core.shape[2])
+        nn.init.normal_(self.cores[-1][0], std=d ** -0.5)
 
     def forward(self, state: torch.Tensor) -> torch.Tensor:
         """``state`` [B, D] (first entry 1) -> [B, out_dim], contracted core by core."""

@@ -83,7 +83,8 @@ def load_etth1_array(path: str | Path) -> np.ndarray:
 
 
 def etth1(path: str | Path, input_len: int, horizon: int, *, stride: int = 1) -> ForecastData:
-    """ETTh1 windows with the 12/4/4-month split, normalised with train statistics only."""
+    """ETTh1 windows with the 12/4/4-month split, normalised with train statistics only.
+    ``stride`` thins the training and validation windows; the test set keeps every window."""
     values = load_etth1_array(path)
     b0, b1, b2, b3 = ETTH1_BORDERS
     if len(values) < b3:
@@ -93,7 +94,7 @@ def etth1(path: str | Path, input_len: int, horizon: int, *, stride: int = 1) ->
     return ForecastData(
         train=sliding_windows(norm[b0:b1], input_len, horizon, stride=stride),
         val=sliding_windows(norm[:b2], input_len, horizon, first_target=b1, stride=stride),
-        test=sliding_windows(norm[:b3], input_len, horizon, first_target=b2, stride=stride),
+        test=sliding_windows(norm[:b3], input_len, horizon, first_target=b2),
         mean=mean, std=std)
 
 
