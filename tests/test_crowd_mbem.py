@@ -128,3 +128,16 @@ def test_crowd_job_and_budget_sweep_write_tables_and_figures(ray_session, data_d
     report = budget_report(summary["run_dir"] + "/results.csv")
     assert sorted(report["table"]["redundancy"].unique()) == [1, 3]
     assert (tmp_path / "sweeps" / "crowd_budget").exists()
+
+
+def test_crowd_command_rejects_bad_config_before_ray_and_aggregates_real_sets(tmp_path,
+                                                                               data_dir):
+    from raysign.cli import main
+
+    with pytest.raises(SystemExit, match="quality=2.0"):
+        main(["crowd", "train", "--quality", "2"])
+    assert main(["crowd", "aggregate", "--datasets", "temp", "--data-dir", str(data_dir),
+                 "--results-dir", str(tmp_path)]) == 0
+    table = pd.read_csv(next((tmp_path / "crowd-aggregate").glob("*/accuracy.csv")))
+    assert table["method"].tolist() == ["mv", "wmv", "one_coin", "ds"]
+    assert table["accuracy"].between(0.9, 1.0).all()  # TEMP is an easy set (Snow et al.)

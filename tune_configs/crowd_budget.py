@@ -35,8 +35,8 @@ def param_space(quick: bool) -> dict[str, Any]:
         "quality": tune.grid_search([0.1, 0.3, 0.6]),
         "method": tune.grid_search(["mv", "ds", "mbem"]),
         "seed": tune.grid_search([0, 1]),
-        "epochs": 5,
-        "rounds": 1,
+        "epochs": 12,
+        "rounds": 2,
         "n_workers": 100,
         "worker_model": "hammer_spammer",
     }
