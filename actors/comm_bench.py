@@ -18,7 +18,8 @@ address), on DDP's 25 MB buckets, and a real DDP training step.
 
 Placement: ``spread_group(M)`` reserves one bundle per node (STRICT_SPREAD); worker i, vote
 shard i and gloo rank i go into bundle i, so every actor's node is known and no two workers
-share a node.
+share a node. The actors ask for small CPU fractions so that several methods' actors can live
+side by side and their rounds can alternate (the same machine load for each).
 """
 
 from __future__ import annotations
@@ -164,10 +165,10 @@ class VoteRound:
                              "(one shard per worker's node)")
         self.num_workers, self.num_shards, self.kind, self.d = num_workers, num_shards, kind, d
         self.workers = [ray.remote(CommWorker).options(
-            num_cpus=0.5, scheduling_strategy=_in_bundle(group, i)).remote(
+            num_cpus=0.2, scheduling_strategy=_in_bundle(group, i)).remote(
                 i, d, num_shards, kind, seed) for i in range(num_workers)]
         self.votes = [ray.remote(VoteActor).options(
-            num_cpus=0.2, scheduling_strategy=_in_bundle(group, j)).remote(j, start, stop, kind)
+            num_cpus=0.05, scheduling_strategy=_in_bundle(group, j)).remote(j, start, stop, kind)
             for j, (start, stop) in enumerate(shard_bounds(d, num_shards))]
 
     def placement(self) -> dict[str, list[str]]:

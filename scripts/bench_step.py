@@ -44,9 +44,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 STAGES = ("compress", "gather", "vote", "broadcast", "decompress")
 
 
-def _methods(m: int) -> list[tuple[str, int, str]]:
-    """(label, vote shards, aggregator) of the Ray paths."""
-    return [("vote S=1", 1, "vote"), (f"vote S={m}", m, "vote"), ("fp32 PS", 1, "mean")]
+METHODS = ("vote1", "voteM", "ps", "gloo")
+
+
+def _methods(m: int, chosen: str = ",".join(METHODS)) -> list[tuple[str, int, str]]:
+    """(label, vote shards, aggregator) of the chosen Ray paths."""
+    paths = {"vote1": ("vote S=1", 1, "vote"), "voteM": (f"vote S={m}", m, "vote"),
+             "ps": ("fp32 PS", 1, "mean")}
+    return [paths[name] for name in chosen.split(",") if name in paths]
 
 
 def _summary_row(rate: str, method: str, kind: str, seconds: list[float],
@@ -117,30 +122,39 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
 
     # ---- the communication round alone
     group = spread_group(m)
-    for label, shards, aggregator in _methods(m):
-        kind = wire.KIND_SIGNS if aggregator == "vote" else wire.KIND_FP32
-        bench = VoteRound(group, m, d, shards, kind, args.seed)
-        where = bench.placement()
-        records = [bench.round(step) for step in tqdm(range(total_rounds), desc=f"{rate} {label}")]
+    benches = {label: VoteRound(group, m, d, shards,
+                                wire.KIND_SIGNS if aggregator == "vote" else wire.KIND_FP32,
+                                args.seed)
+               for label, shards, aggregator in _methods(m, args.methods)}
+    where = {label: bench.placement() for label, bench in benches.items()}
+    # Rounds of the methods alternate, so that every method sees the same machine load.
+    records: dict[str, list[dict[str, float]]] = {label: [] for label in benches}
+    for step in tqdm(range(total_rounds), desc=f"{rate} comm rounds"):
+        for label, bench in benches.items():
+            records[label].append(bench.round(step))
+    for label, bench in benches.items():
         got = ray.get(bench.workers[0].update_values.remote())
-        correct = (np.array_equal(got, vote_ref) if kind == wire.KIND_SIGNS
+        correct = (np.array_equal(got, vote_ref) if bench.kind == wire.KIND_SIGNS
                    else np.allclose(got, mean_ref, atol=1e-5))
-        steady = records[args.warmup:]
+        steady = records[label][args.warmup:]
         rows.append(_summary_row(
             rate, label, "comm", [r["round_s"] for r in steady], steady,
-            nodes=m, d=d, vote_shards=shards, bytes_sent_per_worker=steady[0][
-                "bytes_sent_per_worker"], correct=bool(correct and bench.updates_identical()),
-            worker_nodes=len(set(where["workers"])), vote_nodes=len(set(where["votes"]))))
+            nodes=m, d=d, vote_shards=bench.num_shards,
+            bytes_sent_per_worker=steady[0]["bytes_sent_per_worker"],
+            correct=bool(correct and bench.updates_identical()),
+            worker_nodes=len(set(where[label]["workers"])),
+            vote_nodes=len(set(where[label]["votes"]))))
         bench.shutdown()
-    gloo = GlooGroup(group, m, d, args.seed)
-    gloo_nodes = len(set(gloo.placement()))
-    seconds = gloo.allreduce_rounds(total_rounds)[args.warmup:]
-    got = ray.get(gloo.workers[0].mean_values.remote())
-    rows.append(_summary_row(rate, "gloo all-reduce", "comm", seconds, None, nodes=m, d=d,
-                             vote_shards=0, bytes_sent_per_worker=2 * (m - 1) / m * 4 * d,
-                             correct=bool(np.allclose(got, mean_ref, atol=1e-5)),
-                             worker_nodes=gloo_nodes, vote_nodes=0))
-    gloo.shutdown()
+    if "gloo" in args.methods:
+        gloo = GlooGroup(group, m, d, args.seed)
+        gloo_nodes = len(set(gloo.placement()))
+        seconds = gloo.allreduce_rounds(total_rounds)[args.warmup:]
+        got = ray.get(gloo.workers[0].mean_values.remote())
+        rows.append(_summary_row(rate, "gloo all-reduce", "comm", seconds, None, nodes=m, d=d,
+                                 vote_shards=0, bytes_sent_per_worker=2 * (m - 1) / m * 4 * d,
+                                 correct=bool(np.allclose(got, mean_ref, atol=1e-5)),
+                                 worker_nodes=gloo_nodes, vote_nodes=0))
+        gloo.shutdown()
     ray.util.remove_placement_group(group)
     if args.steps == 0:
         return rows
@@ -149,7 +163,7 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
     train, _ = load_images("fashion-mnist")
     need = m * args.batch_size * (args.warmup + args.steps + 1)
     images, labels = train.images[:need], train.labels[:need]
-    for label, shards, aggregator in _methods(m):
+    for label, shards, aggregator in _methods(m, args.methods):
         config = TrainConfig(dataset="fashion-mnist", model=args.model, num_workers=m,
                              aggregator=aggregator, vote_shards=shards, lr=1e-3,
                              batch_size=args.batch_size, max_steps=args.warmup + args.steps,
@@ -175,6 +189,8 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
             vote_nodes=len(vote_nodes)))
         trainer.shutdown()
         _remove_groups(_new_groups(before))  # the trainer leaves its spread group behind
+    if "gloo" not in args.methods:
+        return rows
     group = spread_group(m)
     gloo = GlooGroup(group, m, d, args.seed)
     image_ref, label_ref = ray.put(images), ray.put(labels)
@@ -273,7 +289,7 @@ def orchestrate(args: argparse.Namespace) -> int:
                    rate, "--rows-out", str(out), "--nodes", str(args.nodes), "--model",
                    args.model, "--rounds", str(args.rounds), "--warmup", str(args.warmup),
                    "--steps", str(args.steps), "--batch-size", str(args.batch_size),
-                   "--seed", str(args.seed)]
+                   "--seed", str(args.seed), "--methods", args.methods]
             code = netns_cluster.exec_in(0, cmd)
         finally:
             netns_cluster.down(quiet=True)
@@ -319,6 +335,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=2, help="untimed rounds/steps first")
     parser.add_argument("--batch-size", type=int, default=32, help="per worker")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--methods", default=",".join(METHODS),
+                        help=f"comma-separated subset of {','.join(METHODS)} "
+                             "(voteM: S = M vote shards; ps: fp32 parameter server)")
     parser.add_argument("--results-dir", default="runs")
     parser.add_argument("--attach", action="store_true",
                         help="measure on the cluster at $RAY_ADDRESS (one rate)")
