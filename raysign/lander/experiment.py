@@ -1,0 +1,229 @@
+"""The Neural Lander experiment (Shi et al., ICRA 2019, sec. VI): collect, train the residual
+with and without spectral normalisation, and compare controllers on landing and hover tasks.
+
+Tasks (1-D environment, 10 s = 1000 steps each):
+
+- ``landing``: from ``z0 ~ U(1, 2)`` m down a minimum-jerk reference to ``z = 0`` in 5 s,
+  then holding ``z_d = 0``;
+- ``hover_5cm`` / ``hover_10cm`` / ``hover_20cm``: from 0.5 m down a minimum-jerk reference to
+  the hover height in 3 s, then hovering.
+
+Metrics per episode: mean and max ``|z - z_d|`` over the final window (the last 2 s),
+``touchdown_speed`` and ``time_to_touchdown`` at the first ground contact (NaN if none),
+and the fixed-point iterations per control step (mean and max) with the largest observed
+contraction ratio.
+
+Controllers: ``baseline`` (no residual), ``neural`` (spectrally normalised residual),
+``nosn`` (the same network without normalisation), ``oracle`` (the true residual); the
+generalisation pair ``neural_gen`` / ``nosn_gen`` are trained only on data above
+``gen_min_height`` so that the lower hover heights lie outside their training range.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from raysign.config import check_range
+from raysign.lander import ENV_ID
+from raysign.lander.collect import CollectConfig
+from raysign.lander.controllers import TrackingController, min_jerk
+from raysign.lander.residual import NumpyResidual, ResidualNet, TrainSettings, train_residual
+
+TASKS = ("landing", "hover_5cm", "hover_10cm", "hover_20cm")
+CONTROLLERS = ("baseline", "neural", "nosn", "oracle", "neural_gen", "nosn_gen")
+FINAL_WINDOW_S = 2.0
+
+
+@dataclass(frozen=True)
+class LanderConfig:
+    """Data, network and evaluation settings shared by ``raysign land``, the sweep and the
+    benchmark."""
+
+    collect_seeds: int = 4
+    flights: int = 8
+    duration: float = 10.0
+    gamma: float = 4.0
+    width: int = 64
+    depth: int = 4
+    steps: int = 2000
+    batch_size: int = 512
+    lr: float = 3e-3
+    gen_min_height: float = 0.12
+    eval_seeds: int = 10
+    kp: float = 4.0
+    kd: float = 4.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_range("collect_seeds", self.collect_seeds, 1, 1000)
+        check_range("flights", self.flights, 1, 10_000)
+        check_range("duration", self.duration, 0.1, 1000.0)
+        check_range("gamma", self.gamma, 0.0, None, low_open=True)
+        check_range("width", self.width, 1, 4096)
+        check_range("depth", self.depth, 2, 16)
+        check_range("steps", self.steps, 1, None)
+        check_range("gen_min_height", self.gen_min_height, 0.0, 1.0)
+        check_range("eval_seeds", self.eval_seeds, 1, 1000)
+        check_range("kp", self.kp, 0.0, None, low_open=True)
+        check_range("kd", self.kd, 0.0, None, low_open=True)
+
+    def collect_config(self) -> CollectConfig:
+        return CollectConfig(flights=self.flights, duration=self.duration)
+
+    def train_settings(self) -> TrainSettings:
+        return TrainSettings(steps=self.steps, batch_size=self.batch_size, lr=self.lr,
+                             seed=self.seed)
+
+
+def task_setup(task: str, rng: np.random.Generator):
+    """``(z0, reference, target)`` of one episode of ``task``."""
+    if task == "landing":
+        z0 = float(rng.uniform(1.0, 2.0))
+        return z0, min_jerk(z0, 0.0, 5.0), 0.0
+    if task.startswith("hover_") and task.endswith("cm"):
+        height = float(task[len("hover_"):-2]) / 100.0
+        return 0.5, min_jerk(0.5, height, 3.0), height
+    raise ValueError(f"task={task!r} is not one of {TASKS} (or hover_<N>cm)")
+
+
+def run_episode(controller: TrackingController, task: str, seed: int,
+                steps: int = 1000, record: bool = False) -> dict[str, Any]:
+    """One seeded episode of ``task``; metrics (and the trajectory when ``record``)."""
+    rng = np.random.default_rng(seed)
+    z0, reference, target = task_setup(task, rng)
+    env = gym.make(ENV_ID, max_episode_steps=steps, target_height=target)
+    base = env.unwrapped
+    env.reset(seed=seed, options={"z0": z0})
+    controller.reset()
+    errors, zs, thrusts, iterations = [], [], [], []
+    contraction, converged = 0.0, True
+    touchdown_speed = touchdown_time = math.nan
+    for k in range(steps):
+        z, v, _ = base.state
+        ref = reference(k * base.dt)
+        command, info = controller(float(z), float(v), ref)
+        iterations.append(info.iterations)
+        contraction = max(contraction, info.contraction)
+        converged = converged and info.converged
+        _, _, terminated, truncated, step_info = env.step(np.array([command], dtype=np.float32))
+        if step_info["touchdown"] and math.isnan(touchdown_time):
+            touchdown_speed, touchdown_time = step_info["touchdown_speed"], step_info["time"]
+        errors.append(abs(base.state[0] - reference((k + 1) * base.dt)[0]))
+        zs.append(base.state[0])
+        thrusts.append(base.state[2])
+        if terminated or truncated:
+            break
+    env.close()
+    window = int(round(FINAL_WINDOW_S / base.dt))
+    final = np.asarray(errors[-window:])
+    out = {"task": task, "controller": controller.name, "seed": seed,
+           "final_mean_abs_z_error": float(final.mean()),
+           "final_max_abs_z_error": float(final.max()),
+           "touchdown_speed": touchdown_speed, "time_to_touchdown": touchdown_time,
+           "fp_iterations_mean": float(np.mean(iterations)),
+           "fp_iterations_max": int(np.max(iterations)),
+           "fp_max_contraction": contraction, "fp_all_converged": converged}
+    if record:
+        times = base.dt * np.arange(1, len(zs) + 1)
+        out["trajectory"] = {"t": times, "z": np.asarray(zs), "thrust": np.asarray(thrusts),
+                             "z_ref": np.array([reference(t)[0] for t in times])}
+    return out
+
+
+def fit_residual(data: dict[str, np.ndarray], config: LanderConfig, gamma: float | None,
+                 min_height: float = 0.0) -> tuple[ResidualNet, dict[str, Any]]:
+    """Train one residual network on the samples with ``z >= min_height``; returns the network
+    and a report (samples, final loss, Lipschitz product, certified thrust contraction)."""
+    keep = data["z"] >= min_height
+    net = ResidualNet(width=config.width, depth=config.depth, gamma=gamma)
+    features = net.scales.features(data["z"][keep], data["v"][keep], data["thrust"][keep])
+    start = time.perf_counter()
+    losses = train_residual(net, features, data["residual"][keep], config.train_settings())
+    lipschitz = net.lipschitz_product()
+    report = {"gamma": gamma, "min_height": min_height, "samples": int(keep.sum()),
+              "final_loss": losses[-1], "train_seconds": time.perf_counter() - start,
+              "lipschitz_product": lipschitz,
+              "lipschitz_within_gamma": gamma is None or lipschitz <= gamma * (1 + 1e-6),
+              "thrust_lipschitz_bound": net.thrust_lipschitz_bound()}
+    return net, report
+
+
+def residual_error(residual: NumpyResidual, heights: list[float], mass: float = 1.47) -> dict:
+    """``|f_hat - f_a| / m`` (m/s^2) at hover thrust and zero velocity for each height."""
+    from raysign.lander.env import GRAVITY, GroundEffectModel
+
+    truth = GroundEffectModel(mass)
+    hover = mass * GRAVITY
+    return {f"residual_err_{round(h * 100)}cm": abs(residual(h, 0.0, hover)
+                                                    - truth(h, 0.0, hover)) / mass
+            for h in heights}
+
+
+def make_controllers(residuals: dict[str, NumpyResidual | None],
+                     config: LanderConfig) -> dict[str, TrackingController]:
+    """One ``TrackingController`` per name; ``oracle`` gets the environment's true residual."""
+    from raysign.lander.env import GroundEffectModel
+
+    out = {}
+    for name, residual in residuals.items():
+        fn = GroundEffectModel() if name == "oracle" else residual
+        out[name] = TrackingController(fn, kp=config.kp, kd=config.kd, name=name)
+    return out
+
+
+def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (task, controller): means over seeds, max of maxima, touchdown counts."""
+    table = []
+    keys = sorted({(r["task"], r["controller"]) for r in rows},
+                  key=lambda k: (TASKS.index(k[0]) if k[0] in TASKS else 99,
+                                 CONTROLLERS.index(k[1]) if k[1] in CONTROLLERS else 99))
+    for task, name in keys:
+        sel = [r for r in rows if r["task"] == task and r["controller"] == name]
+        speeds = [r["touchdown_speed"] for r in sel if not math.isnan(r["touchdown_speed"])]
+        times = [r["time_to_touchdown"] for r in sel if not math.isnan(r["time_to_touchdown"])]
+        table.append({
+            "task": task, "controller": name, "episodes": len(sel),
+            "final_mean_abs_z_error": float(np.mean([r["final_mean_abs_z_error"] for r in sel])),
+            "final_max_abs_z_error": float(np.max([r["final_max_abs_z_error"] for r in sel])),
+            "touchdowns": len(speeds),
+            "touchdown_speed_mean": float(np.mean(speeds)) if speeds else math.nan,
+            "touchdown_speed_max": float(np.max(speeds)) if speeds else math.nan,
+            "time_to_touchdown_mean": float(np.mean(times)) if times else math.nan,
+            "fp_iterations_mean": float(np.mean([r["fp_iterations_mean"] for r in sel])),
+            "fp_iterations_max": int(np.max([r["fp_iterations_max"] for r in sel])),
+            "fp_max_contraction": float(np.max([r["fp_max_contraction"] for r in sel])),
+            "fp_all_converged": all(r["fp_all_converged"] for r in sel)})
+    return table
+
+
+def plot_trajectories(episodes: list[dict[str, Any]], path: str) -> None:
+    """Height and thrust of one recorded episode per (task, controller), one column per task."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = [t for t in TASKS if any(e["task"] == t for e in episodes)]
+    fig, axes = plt.subplots(2, len(tasks), figsize=(4 * len(tasks), 5.5), squeeze=False)
+    for col, task in enumerate(tasks):
+        for e in (e for e in episodes if e["task"] == task):
+            tr = e["trajectory"]
+            axes[0, col].plot(tr["t"], tr["z"], label=e["controller"], lw=1)
+            axes[1, col].plot(tr["t"], tr["thrust"] / (1.47 * 9.81), lw=1)
+        tr = next(e for e in episodes if e["task"] == task)["trajectory"]
+        axes[0, col].plot(tr["t"], tr["z_ref"], "k--", lw=0.8, label="reference")
+        axes[0, col].set_title(task)
+        axes[0, col].set_ylim(bottom=-0.02, top=0.5 if task.startswith("hover") else None)
+        axes[1, col].set_xlabel("t (s)")
+    axes[0, 0].set_ylabel("z (m)")
+    axes[1, 0].set_ylabel("T / mg")
+    axes[0, 0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
