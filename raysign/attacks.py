@@ -13,12 +13,39 @@ negation of their sign gradient estimate") and the usual stress tests:
 - ``scaled_negate``: ``-scale * v``; ruins the fp32 mean, but a sign cannot carry the scale,
   so against majority vote it is exactly ``negate``.
 - ``random``: i.i.d. standard normal noise (random signs after compression), ignoring ``v``.
+
+Omniscient attacks (``OMNISCIENT_ATTACKS``) also see the honest workers' messages of the
+round, so they are crafted where all messages meet (the vote actor or the driver), as numpy
+functions ``attack(honest: float32 [h, d], own: float32 [d], rng) -> float32 [d]`` built by
+``make_crafted_attack(name, num_byzantine, ...)`` (the three attacks above have such forms
+too, so one call site serves all six; ``craft`` is the one-shot form). ``n = h + f`` is the
+number of workers, ``f = num_byzantine``:
+
+- ``colluding``: every adversary sends the opposite of the honest majority's vote,
+  ``-sign(sum_i sign(honest_i))`` with the vote's own conventions (``sign(0) = +1``, a tied
+  coordinate votes +1, so the adversaries send -1 there): the strongest attack on a majority
+  vote, since it flips every coordinate whose honest margin is below ``f``. Its magnitude is
+  the honest messages' mean absolute value (one scalar), so against an fp32 aggregator it
+  looks like an honest-sized message.
+- ``alie``: "a little is enough" (Baruch, Baruch, Goldberg, NeurIPS 2019, Sec. 3 and Alg. 3):
+  ``mean_i honest_i - z * std_i honest_i`` per coordinate, with the sample standard deviation
+  (ddof=1, as ByzFL) and, unless ``z`` is given, the paper's
+  ``z_max = Phi^-1((n - s) / n)``, ``s = floor(n/2 + 1) - f``.
+- ``ipm``: inner-product manipulation (Xie, Koyejo, Gupta, UAI 2020, "Fall of empires",
+  Sec. 3): ``-epsilon * mean_i honest_i``; a small ``epsilon`` (0.1) against median and Krum,
+  a large one against the mean.
+
+All of them are coordinate-wise given the honest messages, so a vote shard can craft them on
+its own slice; ``colluding`` needs only the honest signs, which a majority vote already has.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from statistics import NormalDist
 
+import numpy as np
 import torch
 
 Attack = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
@@ -51,3 +78,140 @@ def make_attack(name: str, scale: float = 10.0) -> Attack:
     if name == "random":
         return random_attack
     raise ValueError(f"attack={name!r} is not one of {list(ATTACKS)}")
+
+
+# Omniscient attacks and numpy forms of the attacks above: crafted where all messages meet.
+
+CraftedAttack = Callable[[np.ndarray, np.ndarray, np.random.Generator], np.ndarray]
+"""``(honest: float32 [h, d], own: float32 [d], rng) -> float32 [d]``, the message to send."""
+
+OMNISCIENT_ATTACKS = ("colluding", "alie", "ipm")
+ALL_ATTACKS = ATTACKS + OMNISCIENT_ATTACKS
+
+
+def negate_crafted(honest: np.ndarray, own: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``-own``, as ``negate_attack``."""
+    return -np.asarray(own, dtype=np.float32)
+
+
+def scaled_negate_crafted(scale: float) -> CraftedAttack:
+    """``-scale * own``, as ``scaled_negate_attack(scale)``."""
+    def attack(honest: np.ndarray, own: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return (np.float32(-scale) * np.asarray(own, dtype=np.float32)).astype(np.float32)
+
+    return attack
+
+
+def random_crafted(honest: np.ndarray, own: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """i.i.d. standard normal noise of ``own``'s length, as ``random_attack``."""
+    return rng.standard_normal(np.shape(own), dtype=np.float32)
+
+
+def colluding_attack(
+    honest: np.ndarray, own: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
+    """Opposite of the honest majority vote, per coordinate: float32 [h, d] -> [d].
+
+    ``sign(result) = -vote(honest)`` where ``vote = +1`` iff at least half of the honest
+    signs are +1 (``sign(0) = +1``; ties vote +1, the rules of ``raysign.signs``). The
+    magnitude is ``mean |honest|`` (1 when that is 0, so the sign survives compression)."""
+    honest = _as_honest(honest)
+    honest_sum = np.where(honest >= 0, 1, -1).sum(axis=0)
+    direction = np.where(honest_sum >= 0, np.float32(-1), np.float32(1))
+    magnitude = float(np.abs(honest).mean(dtype=np.float64))
+    if not (magnitude > 0 and math.isfinite(magnitude)):
+        magnitude = 1.0
+    return (direction * np.float32(magnitude)).astype(np.float32)
+
+
+def alie_z_max(num_workers: int, num_byzantine: int) -> float:
+    """Baruch et al. 2019, Sec. 3: ``z_max = Phi^-1((n - s) / n)``, ``s = floor(n/2 + 1) - f``
+    (the number of honest workers the adversaries must win over), for ``0 <= f <= n // 2``;
+    ``-inf`` when ``s = n`` (f = 0, n <= 2), like ``scipy.stats.norm.ppf(0)``."""
+    n, f = num_workers, num_byzantine
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"num_workers={n!r} is outside the allowed range [1, inf)")
+    if not isinstance(f, int) or not 0 <= f <= n // 2:
+        raise ValueError(f"num_byzantine={f!r} is outside the allowed range [0, {n // 2}] for "
+                         f"ALIE's z_max with n={n} workers")
+    s = n // 2 + 1 - f
+    if s == n:  # f = 0 with n <= 2: no quantile below the lowest
+        return -math.inf
+    return NormalDist().inv_cdf((n - s) / n)
+
+
+def alie_attack(num_byzantine: int, z: float | None = None) -> CraftedAttack:
+    """ALIE: ``mean - z * std`` of the honest messages per coordinate (std with ddof=1; zero
+    for a single honest worker); ``z`` defaults to ``alie_z_max(h + f, f)``."""
+    def attack(honest: np.ndarray, own: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        honest = _as_honest(honest)
+        h = honest.shape[0]
+        z_used = alie_z_max(h + num_byzantine, num_byzantine) if z is None else z
+        centre = honest.mean(axis=0, dtype=np.float64)
+        spread = honest.std(axis=0, ddof=1, dtype=np.float64) if h > 1 else 0.0
+        return (centre - z_used * spread).astype(np.float32)
+
+    return attack
+
+
+def ipm_attack(epsilon: float = 0.1) -> CraftedAttack:
+    """Inner-product manipulation: ``-epsilon * mean_i honest_i`` (Xie et al. 2020)."""
+    def attack(honest: np.ndarray, own: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        centre = _as_honest(honest).mean(axis=0, dtype=np.float64)
+        return (-epsilon * centre).astype(np.float32)
+
+    return attack
+
+
+def _as_honest(honest: np.ndarray) -> np.ndarray:
+    honest = np.asarray(honest, dtype=np.float32)
+    if honest.ndim != 2 or honest.shape[0] < 1:
+        raise ValueError(f"honest must be a float32 [h, d] array with h >= 1, got shape "
+                         f"{honest.shape}")
+    return honest
+
+
+def make_crafted_attack(
+    name: str,
+    num_byzantine: int,
+    *,
+    scale: float = 10.0,
+    z: float | None = None,
+    epsilon: float = 0.1,
+) -> CraftedAttack:
+    """The attack called ``name`` (one of ``ALL_ATTACKS``) as ``(honest, own, rng) -> message``.
+
+    ``num_byzantine`` (f) sets ALIE's default ``z``; ``scale`` is scaled_negate's factor,
+    ``z`` ALIE's (None: ``z_max``), ``epsilon`` IPM's."""
+    if name not in ALL_ATTACKS:
+        raise ValueError(f"attack={name!r} is not one of {list(ALL_ATTACKS)}")
+    if not isinstance(num_byzantine, int) or num_byzantine < 0:
+        raise ValueError(f"num_byzantine={num_byzantine!r} is outside the allowed range "
+                         f"[0, inf)")
+    for field, value in (("scale", scale), ("epsilon", epsilon), ("z", z)):
+        if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value)):
+            raise ValueError(f"{field}={value!r} must be a finite number")
+    if name == "negate":
+        return negate_crafted
+    if name == "scaled_negate":
+        return scaled_negate_crafted(scale)
+    if name == "random":
+        return random_crafted
+    if name == "colluding":
+        return colluding_attack
+    if name == "alie":
+        return alie_attack(num_byzantine, z)
+    return ipm_attack(epsilon)
+
+
+def craft(
+    name: str,
+    honest: np.ndarray,
+    own: np.ndarray,
+    rng: np.random.Generator,
+    num_byzantine: int,
+    **options: float | None,
+) -> np.ndarray:
+    """One Byzantine message: ``make_crafted_attack(name, num_byzantine, **options)`` applied
+    to ``honest`` (float32 [h, d]) and ``own`` (float32 [d]); returns float32 [d]."""
+    return make_crafted_attack(name, num_byzantine, **options)(honest, own, rng)
