@@ -165,6 +165,6 @@ def train_residual(net: ResidualNet, features: np.ndarray, targets: np.ndarray,
         opt.step()
         sched.step()
         if step % 100 == 0 or step == settings.steps - 1:
-            losses.append(float(loss))
+            losses.append(loss.item())
     net.cpu()
     return losses

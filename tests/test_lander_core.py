@@ -1,0 +1,180 @@
+"""Neural Lander: the environments, the ground-effect model, the spectrally normalised residual
+and the controllers, each against an independent reference."""
+
+from __future__ import annotations
+
+import warnings
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium.utils.env_checker import check_env
+
+import raysign.lander  # noqa: F401  (registers the environments)
+from raysign.lander import ENV_3D_ID, ENV_ID
+from raysign.lander.collect import CollectConfig, collect_flights
+from raysign.lander.controllers import TrackingController, min_jerk, solve_fixed_point
+from raysign.lander.env import GRAVITY, GroundEffectModel, ground_effect_ratio
+from raysign.lander.experiment import run_episode
+from raysign.lander.residual import ResidualNet, TrainSettings, train_residual
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("env_id", [ENV_ID, ENV_3D_ID])
+def test_env_passes_gymnasium_check_env_and_renders_rgb(env_id):
+    env = gym.make(env_id, render_mode="rgb_array")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        check_env(env.unwrapped, skip_render_check=False)
+    env.reset(seed=1)
+    env.step(env.action_space.sample())
+    frame = env.render()
+    assert frame.dtype == np.uint8 and frame.ndim == 3 and frame.shape[2] == 3
+
+
+@pytest.mark.parametrize("env_id", [ENV_ID, ENV_3D_ID])
+def test_seeded_episodes_are_bit_identical(env_id):
+    def episode(seed):
+        env = gym.make(env_id)
+        obs, _ = env.reset(seed=seed)
+        env.action_space.seed(seed)
+        out = [obs]
+        for _ in range(300):
+            obs, *_ = env.step(env.action_space.sample())
+            out.append(obs)
+        return np.stack(out)
+
+    a, b, c = episode(3), episode(3), episode(4)
+    assert a.tobytes() == b.tobytes()
+    assert a.tobytes() != c.tobytes()
+
+
+def test_ground_effect_matches_cheeseman_bennett_closed_form():
+    radius, clamp = 0.3, 0.8
+    z = np.linspace(0.2, 2.0, 7)
+    expected = 1.0 / (1.0 - (radius / (4.0 * z)) ** 2)
+    np.testing.assert_allclose(ground_effect_ratio(z, radius, clamp), expected, rtol=1e-12)
+    # Below the clamp height R / (4 clamp) the ratio is constant at 1 / (1 - clamp^2).
+    low = np.array([0.0, 0.01, radius / (4 * clamp)])
+    np.testing.assert_allclose(ground_effect_ratio(low, radius, clamp), 1 / (1 - clamp**2))
+    model = GroundEffectModel(mass=1.47, rotor_radius=radius, ground_effect_clamp=clamp,
+                              touchdown_lift_fraction=0.12, drag_coefficient=0.0)
+    weight = 1.47 * GRAVITY
+    assert model(0.0, 0.0, weight) == pytest.approx(0.12 * weight)
+    # Above the clamp: gain * (closed form - 1) * T, with the gain fixed by the touchdown lift.
+    gain = 0.12 / (1 / (1 - clamp**2) - 1)
+    np.testing.assert_allclose(model(z, 0.0, weight), gain * (expected - 1) * weight)
+
+
+def test_env_step_follows_nominal_physics_plus_residual():
+    env = gym.make(ENV_ID, accel_noise_std=0.0).unwrapped
+    env.reset(seed=0, options={"z0": 0.15, "v0": -0.2, "thrust0": 12.0})
+    env.step(np.array([15.0], dtype=np.float32))
+    alpha = 1 - np.exp(-0.01 / 0.05)
+    thrust = 12.0 + alpha * (15.0 - 12.0)
+    truth = GroundEffectModel()
+    accel = (thrust + truth(0.15, -0.2, thrust)) / 1.47 - GRAVITY
+    v = -0.2 + 0.01 * accel
+    np.testing.assert_allclose(env.state, [0.15 + 0.01 * v, v, thrust], rtol=1e-12)
+
+
+def test_ground_is_inelastic():
+    env = gym.make(ENV_ID, accel_noise_std=0.0).unwrapped
+    env.reset(seed=0, options={"z0": 0.001, "v0": -1.0})
+    _, _, _, _, info = env.step(np.array([0.0], dtype=np.float32))
+    assert info["touchdown"] and info["touchdown_speed"] > 1.0
+    assert env.state[0] == 0.0 and env.state[1] == 0.0
+    _, _, _, _, info = env.step(np.array([0.0], dtype=np.float32))
+    assert env.state[0] == 0.0 and not info["touchdown"]
+
+
+def test_spectral_normalisation_bounds_the_measured_lipschitz_product_by_gamma():
+    torch.manual_seed(0)
+    gamma = 2.5
+    net = ResidualNet(width=32, depth=4, gamma=gamma)
+    x = torch.randn(512, 3) * 3
+    y = torch.sin(3 * x).sum(1) * 10  # a steep target pushes the weights against the bound
+    train_residual(net, x.numpy(), y.numpy(), TrainSettings(steps=200, lr=1e-2), device="cpu")
+    product = np.prod([np.linalg.svd(w.detach().double().numpy(), compute_uv=False)[0]
+                       for w in net.effective_weights()])
+    assert net.lipschitz_product() == pytest.approx(product, rel=1e-6)
+    assert product <= gamma * (1 + 1e-6)  # float32 rounding of W / sigma only
+    assert product > 0.5 * gamma  # the bound is active, not trivially satisfied
+    # Empirical difference quotients never exceed the certified bound.
+    with torch.no_grad():
+        a, b = torch.randn(2000, 3) * 3, torch.randn(2000, 3) * 3
+        ratio = (net(a) - net(b)).abs() / (a - b).norm(dim=1)
+    assert float(ratio.max()) <= product
+    # The unnormalised variant trained the same way exceeds gamma (the constraint matters).
+    free = ResidualNet(width=32, depth=4, gamma=None)
+    torch.manual_seed(0)
+    train_residual(free, x.numpy(), y.numpy(), TrainSettings(steps=200, lr=1e-2), device="cpu")
+    assert free.lipschitz_product() > gamma
+
+
+def test_numpy_residual_matches_torch_forward():
+    net = ResidualNet(width=16, depth=3, gamma=3.0)
+    z, v, t = np.array([0.05, 0.4]), np.array([-0.3, 0.2]), np.array([13.0, 15.0])
+    with torch.no_grad():
+        expected = net(torch.as_tensor(net.scales.features(z, v, t))).numpy() * 1.47
+    fast = net.to_numpy()
+    np.testing.assert_allclose([fast(*args) for args in zip(z, v, t, strict=True)], expected,
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_fixed_point_solves_the_implicit_equation_and_reports_contraction():
+    # T = F - c T has the solution F / (1 + c); the iteration contracts at rate c.
+    thrust, info = solve_fixed_point(lambda t: 20.0 - 0.3 * t, 0.0, 0.0, 100.0, tol=1e-12)
+    assert thrust == pytest.approx(20.0 / 1.3, rel=1e-10)
+    assert info.converged and info.contraction == pytest.approx(0.3, rel=1e-3)
+    _, diverging = solve_fixed_point(lambda t: 20.0 - 1.5 * t, 5.0, -1e9, 1e9, max_iter=20)
+    assert not diverging.converged and diverging.contraction > 1.0
+
+
+def test_baseline_hovers_above_its_target_in_ground_effect_and_oracle_cancels_it():
+    # Without the residual the PD equilibrium is where k_p * e balances the extra lift.
+    base = run_episode(TrackingController(name="baseline"), "hover_5cm", seed=0)
+    oracle = run_episode(TrackingController(GroundEffectModel(), name="oracle"), "hover_5cm",
+                         seed=0)
+    truth = GroundEffectModel()
+    e = base["final_mean_abs_z_error"]
+    # Equilibrium check: m kp e = f_a(0.05 + e, 0, T) with T = m (g - kp e).
+    thrust = 1.47 * (GRAVITY - 4.0 * e)
+    assert 1.47 * 4.0 * e == pytest.approx(truth(0.05 + e, 0.0, thrust), rel=0.1)
+    assert oracle["final_mean_abs_z_error"] < 0.1 * e
+    assert oracle["fp_all_converged"] and oracle["fp_max_contraction"] < 0.2
+
+
+def test_min_jerk_reference_starts_and_ends_at_rest():
+    ref = min_jerk(1.5, 0.0, 5.0)
+    assert ref(0.0) == pytest.approx((1.5, 0.0, 0.0))
+    assert ref(5.0) == (0.0, 0.0, 0.0)
+    h = 1e-5
+    assert (ref(2.0 + h)[0] - ref(2.0 - h)[0]) / (2 * h) == pytest.approx(ref(2.0)[1], rel=1e-6)
+
+
+def test_collected_residual_labels_match_the_true_residual_up_to_noise():
+    data = collect_flights(CollectConfig(flights=1, duration=3.0, accel_noise_std=0.05), seed=0)
+    truth = GroundEffectModel()(data["z"], data["v"], data["thrust"]) / 1.47
+    error = data["residual"] - truth
+    assert len(error) > 200
+    assert abs(error.mean()) < 0.02 and error.std() == pytest.approx(0.05, rel=0.15)
+    assert data["z"].min() > 0.0
+
+
+def test_3d_env_hovers_with_a_pd_force_controller():
+    env = gym.make(ENV_3D_ID, accel_noise_std=0.0).unwrapped
+    env.reset(seed=0, options={"position": (0.3, -0.2, 1.0)})
+    for _ in range(800):
+        p, v = env.position, env.velocity
+        force = 1.47 * (np.array([0, 0, GRAVITY]) - 4.0 * (p - [0, 0, 1.0]) - 4.0 * v)
+        env.step(force.astype(np.float32))
+    np.testing.assert_allclose(env.position, [0.0, 0.0, 1.0], atol=0.01)
