@@ -143,23 +143,30 @@ def _ray_env(state: ClusterState) -> dict[str, str]:
             "RAY_USAGE_STATS_ENABLED": "0"}
 
 
-def _start_ray(state: ClusterState, i: int, object_store_bytes: int) -> None:
-    ns = node_namespace(i)
+def _ray_start_command(state: ClusterState, i: int, object_store_bytes: int) -> list[str]:
     # One temp dir per node keeps these sessions apart from other local Ray instances.
-    cmd = ["ip", "netns", "exec", ns, _ray_executable(), "start",
+    cmd = ["ip", "netns", "exec", node_namespace(i), _ray_executable(), "start",
            "--node-ip-address", node_ip(i), "--num-cpus", str(int(state.cpus_per_node)),
            "--object-store-memory", str(object_store_bytes),
            "--temp-dir", str(STATE_DIR / f"n{i}"), "--disable-usage-stats"]
     if i == 0:
-        cmd += ["--head", "--port", str(RAY_PORT), "--include-dashboard", "false"]
-    else:
-        cmd += ["--address", state.address]
-    result = subprocess.run(cmd, capture_output=True, text=True, env=_ray_env(state))
-    state.ray_started.append(ns)
-    state.save()
-    if result.returncode != 0:
-        raise RuntimeError(f"ray start on {ns} failed:\n{result.stdout[-2000:]}"
-                           f"{result.stderr[-2000:]}")
+        return cmd + ["--head", "--port", str(RAY_PORT), "--include-dashboard", "false"]
+    return cmd + ["--address", state.address]
+
+
+def _start_ray(state: ClusterState, object_store_bytes: int) -> None:
+    """The head first, then every worker node at once."""
+    for batch in ([0], list(range(1, state.nodes))):
+        started = {i: subprocess.Popen(_ray_start_command(state, i, object_store_bytes),
+                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                       text=True, env=_ray_env(state)) for i in batch}
+        state.ray_started += [node_namespace(i) for i in batch]
+        state.save()
+        for i, process in started.items():
+            output, _ = process.communicate()
+            if process.returncode != 0:
+                raise RuntimeError(f"ray start on {node_namespace(i)} failed:\n"
+                                   f"{output[-3000:]}")
 
 
 def _wait_for_nodes(state: ClusterState, timeout: float = 90.0) -> None:
@@ -202,8 +209,7 @@ def up(nodes: int, rate: str = "none", delay: str = "", cpus_per_node: int = 1,
         token = Path(state.token_path)
         token.write_text(secrets.token_hex(32))
         token.chmod(0o600)
-        for i in range(nodes):
-            _start_ray(state, i, object_store_mb * 2**20)
+        _start_ray(state, object_store_mb * 2**20)
         _wait_for_nodes(state)
     except BaseException:
         down(quiet=True)
@@ -239,40 +245,38 @@ def _build_network(state: ClusterState) -> None:
     state.save()
 
 
-def _kill_namespace_processes(ns: str, grace: float = 5.0) -> int:
-    """SIGTERM, then SIGKILL, every process in namespace ``ns`` (by id). Returns how many."""
-    def pids() -> list[int]:
+def _kill_namespace_processes(namespaces: list[str], grace: float = 5.0) -> dict[str, int]:
+    """SIGTERM, then after ``grace`` seconds SIGKILL, every process in ``namespaces`` (by
+    process id). Returns how many processes each namespace had."""
+    def pids(ns: str) -> list[int]:
         out = _run("ip", "netns", "pids", ns, check=False).stdout.split()
         return [int(p) for p in out if p.isdigit() and int(p) != os.getpid()]
 
-    found = pids()
+    found = {ns: len(pids(ns)) for ns in namespaces}
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in pids():
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
+        for ns in namespaces:
+            for pid in pids(ns):
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
         deadline = time.time() + grace
-        while pids() and time.time() < deadline:
+        while any(pids(ns) for ns in namespaces) and time.time() < deadline:
             time.sleep(0.2)
-        if not pids():
-            break
-    return len(found)
+    return found
 
 
 def down(quiet: bool = False) -> None:
     """Remove everything the state file says ``up`` made (safe to call twice)."""
     state = ClusterState.load()
-    namespaces = state.namespaces if state else []
     existing = set(_run("ip", "netns", "list", check=False).stdout.split())
-    # Node namespaces first (their Ray processes), the bridge namespace last.
+    namespaces = [ns for ns in (state.namespaces if state else []) if ns in existing]
+    killed = _kill_namespace_processes(namespaces)
+    # The node namespaces first, the bridge namespace (the other veth ends) last.
     for ns in sorted(namespaces, key=lambda n: n == BRIDGE_NS):
-        if ns not in existing:
-            continue
-        killed = _kill_namespace_processes(ns)
         _run("ip", "netns", "del", ns, check=False)
         if not quiet:
-            print(f"[netns_cluster] {ns}: stopped {killed} processes, namespace deleted")
+            print(f"[netns_cluster] {ns}: stopped {killed[ns]} processes, namespace deleted")
     if STATE_DIR.exists():
         shutil.rmtree(STATE_DIR, ignore_errors=True)
 
