@@ -17,6 +17,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "sweep": ("actors.sweep", "run a Ray Tune sweep from tune_configs/"),
     "crowd": ("actors.crowd_job", "crowd labels: Dawid-Skene aggregation, MBEM, budget trials"),
     "forecast": ("actors.forecast_job", "TT-RNN forecasting against LSTM/MLSTM/DLinear baselines"),
+    "land": ("actors.lander_job", "Neural Lander: ground-effect env, SN residual, controllers"),
 }
 
 

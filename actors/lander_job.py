@@ -1,0 +1,184 @@
+"""``raysign land``: the Neural Lander pipeline on Ray (Shi et al., ICRA 2019).
+
+    raysign land                                   # 4 collection seeds, 10 evaluation seeds
+    raysign land --gamma 2 --width 32 --flights 4 --eval-seeds 3 --tasks landing,hover_10cm
+
+1. **Collect**: one Ray task per seed flies ``--flights`` random near-ground flights
+   (``raysign.lander.collect``) and returns (state, control, measured residual) samples.
+2. **Train**: one Ray task per residual network: spectrally normalised (``--gamma``) and
+   unnormalised, each on all data and on the data above ``--gen-min-height`` only.
+3. **Evaluate**: one Ray task per (task, controller) runs ``--eval-seeds`` seeded episodes.
+
+Results land in ``runs/<name>/<timestamp>/``: ``config.json``, ``residuals.json`` (samples,
+loss, Lipschitz product against gamma, certified thrust contraction per network),
+``metrics.jsonl`` (one record per episode), ``summary.csv`` (per task and controller),
+``claims.csv`` (the targets checked per task) and ``trajectories.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from typing import Any
+
+from raysign.config import check_choice, to_dict
+from raysign.lander.experiment import CONTROLLERS, TASKS, LanderConfig
+
+_HELP = {
+    "collect_seeds": "data-collection Ray tasks (one seed each)",
+    "flights": "random near-ground flights per collection seed",
+    "duration": "seconds per flight",
+    "gamma": "Lipschitz bound of the spectrally normalised residual network",
+    "width": "hidden units per layer",
+    "depth": "linear layers",
+    "steps": "Adam steps of residual training",
+    "batch_size": "mini-batch size",
+    "lr": "Adam learning rate",
+    "gen_min_height": "training range of the *_gen networks starts at this height (m)",
+    "eval_seeds": "seeded episodes per task and controller",
+    "kp": "position gain of the PD loop (1/s^2)",
+    "kd": "velocity gain of the PD loop (1/s)",
+    "seed": "first seed (collection, training and evaluation)",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    for f in dataclasses.fields(LanderConfig):
+        parser.add_argument("--" + f.name.replace("_", "-"), type=type(f.default),
+                            default=f.default, help=f"{_HELP[f.name]} (default: {f.default!r})")
+    parser.add_argument("--tasks", default=",".join(TASKS), help=f"out of {list(TASKS)}")
+    parser.add_argument("--controllers", default=",".join(CONTROLLERS),
+                        help=f"out of {list(CONTROLLERS)}")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per task")
+    parser.add_argument("--results-dir", default="runs", help="root folder for results")
+    parser.add_argument("--name", default="lander", help="run name (runs/<name>/<timestamp>/)")
+    parser.add_argument("--address", default=None,
+                        help="Ray cluster address (default: $RAY_ADDRESS or a local instance)")
+    parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local instance")
+
+
+def _collect(config: LanderConfig, seed: int) -> dict[str, Any]:
+    from raysign.lander.collect import collect_flights
+
+    return collect_flights(config.collect_config(), seed)
+
+
+def _train(data: dict[str, Any], config: LanderConfig, gamma: float | None, min_height: float,
+           threads: int) -> tuple[Any, dict[str, Any]]:
+    import torch
+
+    from raysign.lander.experiment import fit_residual
+
+    torch.set_num_threads(threads)
+    net, report = fit_residual(data, config, gamma, min_height)
+    return net.to_numpy(), report
+
+
+def _evaluate(residual: Any, name: str, task: str, config: LanderConfig) -> list[dict]:
+    from raysign.lander.experiment import evaluate, make_controllers
+
+    controller = make_controllers({name: residual}, config)[name]
+    seeds = [config.seed + 1000 + k for k in range(config.eval_seeds)]
+    return evaluate(controller, task, seeds)
+
+
+NETWORKS = {  # controller -> (spectrally normalised?, restricted to the generalisation range?)
+    "neural": (True, False), "nosn": (False, False),
+    "neural_gen": (True, True), "nosn_gen": (False, True),
+}
+
+
+def run_land(config: LanderConfig, tasks: list[str], controllers: list[str], *,
+             threads: int = 1, results_dir: str = "runs", name: str = "lander",
+             address: str | None = None, num_cpus: int | None = None) -> dict[str, Any]:
+    """Collect, train and evaluate as Ray tasks; tables and figures in a RunDir."""
+    import ray
+    from tqdm import tqdm
+
+    from actors.cluster import connect
+    from raysign.lander.collect import merge
+    from raysign.lander.experiment import check_claims, plot_trajectories, summarise
+    from raysign.results import RunDir
+
+    for task in tasks:
+        check_choice("tasks", task, TASKS)
+    for controller in controllers:
+        check_choice("controllers", controller, CONTROLLERS)
+    connect(address, num_cpus)
+    gpus = ray.cluster_resources().get("GPU", 0.0)
+    run_dir = RunDir.create(results_dir, name)
+    run_dir.write_json("config.json", {**to_dict(config), "tasks": tasks,
+                                       "controllers": controllers})
+    # 1. Collection: one task per seed.
+    collect = ray.remote(num_cpus=1)(_collect)
+    parts = ray.get([collect.remote(config, config.seed + k)
+                     for k in range(config.collect_seeds)])
+    data = merge(parts)
+    print(f"[raysign land] collected {len(data['z'])} samples from "
+          f"{config.collect_seeds * config.flights} flights")
+    data_ref = ray.put(data)
+    # 2. Training: one task per network the chosen controllers need.
+    train = ray.remote(num_cpus=1, num_gpus=1 if gpus >= 1 else 0)(_train)
+    wanted = [c for c in controllers if c in NETWORKS]
+    refs = {c: train.remote(data_ref, config, config.gamma if NETWORKS[c][0] else None,
+                            config.gen_min_height if NETWORKS[c][1] else 0.0, threads)
+            for c in wanted}
+    residuals: dict[str, Any] = {"baseline": None, "oracle": None}
+    reports = {}
+    for controller, ref in refs.items():
+        residuals[controller], reports[controller] = ray.get(ref)
+        print(f"[raysign land] {controller}: {reports[controller]}")
+    run_dir.write_json("residuals.json", reports)
+    # 3. Evaluation: one task per (task, controller).
+    evaluate = ray.remote(num_cpus=1)(_evaluate)
+    pending = {evaluate.remote(residuals[c], c, t, config): (t, c)
+               for t in tasks for c in controllers}
+    rows, recorded = [], []
+    with tqdm(total=len(pending), desc="lander episodes") as bar:
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            pending.pop(done[0])
+            for episode in ray.get(done[0]):
+                if "trajectory" in episode:
+                    recorded.append(episode)
+                record = {k: v for k, v in episode.items() if k != "trajectory"}
+                run_dir.log(record)
+                rows.append(record)
+            bar.update(1)
+    table = summarise(rows)
+    claims = check_claims(table)
+    run_dir.write_csv("episodes.csv", rows)
+    run_dir.write_csv("summary.csv", table)
+    run_dir.write_csv("claims.csv", claims)
+    plot_trajectories(recorded, str(run_dir.file("trajectories.png")))
+    print_tables(table, claims)
+    print(f"[raysign land] results: {run_dir.path}")
+    return {"run_dir": str(run_dir.path), "table": table, "claims": claims,
+            "residuals": reports, "samples": int(len(data["z"]))}
+
+
+def print_tables(table: list[dict[str, Any]], claims: list[dict[str, Any]]) -> None:
+    print(f"{'task':11s} {'controller':11s} {'mean|e| m':>10s} {'max|e| m':>9s} "
+          f"{'touch':>5s} {'v_td m/s':>8s} {'t_td s':>7s} {'fp it':>6s} {'fp max':>6s} "
+          f"{'contr':>6s}")
+    for r in table:
+        print(f"{r['task']:11s} {r['controller']:11s} {r['final_mean_abs_z_error']:10.4f} "
+              f"{r['final_max_abs_z_error']:9.4f} {r['touchdowns']:5d} "
+              f"{r['touchdown_speed_max']:8.4f} {r['time_to_touchdown_mean']:7.2f} "
+              f"{r['fp_iterations_mean']:6.2f} {r['fp_iterations_max']:6d} "
+              f"{r['fp_max_contraction']:6.3f}")
+    for c in claims:
+        print(f"{c['task']:11s} reduction {c['neural_reduction']:.1%} (>=80%: "
+              f"{c['reduction_ge_80pct']}), touchdown no worse: {c['touchdown_speed_no_worse']}, "
+              f"oracle <= neural: {c['oracle_le_neural']}, SN < noSN: {c['sn_beats_nosn']}, "
+              f"outside range SN < noSN: {c['sn_beats_nosn_outside_range']}")
+
+
+def run(args: argparse.Namespace) -> int:
+    fields = {f.name: getattr(args, f.name) for f in dataclasses.fields(LanderConfig)}
+    config = LanderConfig(**fields)
+    run_land(config, [t for t in args.tasks.split(",") if t],
+             [c for c in args.controllers.split(",") if c], threads=args.threads,
+             results_dir=args.results_dir, name=args.name, address=args.address,
+             num_cpus=args.num_cpus)
+    return 0
