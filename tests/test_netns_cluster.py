@@ -110,3 +110,33 @@ def test_majority_vote_runs_across_two_namespace_nodes_and_down_removes_everythi
     # down removed every namespace it made and its state.
     assert not ({"rsbr"} | {f"rs{i}" for i in range(NODES)}) & _namespaces()
     assert not netns_cluster.STATE_FILE.exists()
+
+
+@pytest.mark.ray
+def test_comm_round_vote_and_gloo_match_numpy_on_local_ray(ray_session):
+    """The communication-round actors on a one-node Ray (no root needed): the sharded vote
+    equals numpy's majority vote on every worker, and gloo all-reduce equals numpy's mean."""
+    import ray
+
+    from actors.comm_bench import GlooGroup, VoteRound, spread_group, synthetic_gradient
+    from raysign import wire
+
+    d, m = 10_007, 2
+    grads = np.stack([synthetic_gradient(r, d).numpy() for r in range(m)])
+    group = spread_group(m, cpus_per_bundle=0.5, strategy="PACK")
+    try:
+        vote = VoteRound(group, m, d, 2, wire.KIND_SIGNS)
+        record = vote.round(0)
+        # Two messages (32-byte headers) of whole 64-bit words: 1 bit per parameter.
+        assert record["bytes_sent_per_worker"] == 2 * 32 + 8 * -(-d // 64)
+        expected = np.where((grads < 0).sum(0) > m // 2, -1.0, 1.0)
+        np.testing.assert_array_equal(ray.get(vote.workers[1].update_values.remote()), expected)
+        assert vote.updates_identical()
+        vote.shutdown()
+        gloo = GlooGroup(group, m, d)
+        assert len(gloo.allreduce_rounds(1)) == 1
+        np.testing.assert_allclose(ray.get(gloo.workers[1].mean_values.remote()),
+                                   grads.mean(0), atol=1e-6)
+        gloo.shutdown()
+    finally:
+        ray.util.remove_placement_group(group)
