@@ -21,7 +21,9 @@ _HELP = {
     "data_dir": "folder with mnist/ and fashion-mnist/ (default: ../shared/data)",
     "model": "mlp, cnn or resnet18",
     "num_workers": "data-parallel worker actors (M)",
-    "aggregator": "vote (majority vote of packed signs) or mean (fp32 parameter server)",
+    "aggregator": "vote (majority vote of packed signs), or an fp32 aggregator: mean "
+                  "(parameter server), median, trimmed_mean, krum, multi_krum, "
+                  "centered_clipping",
     "vote_shards": "vote actors, each owning a contiguous slice of the parameters (S)",
     "lr": "learning rate",
     "momentum": "Signum momentum beta (0 = signSGD)",
@@ -30,8 +32,10 @@ _HELP = {
     "epochs": "passes over each worker's shard",
     "max_steps": "stop after this many steps (0 = use epochs)",
     "num_byzantine": "adversarial workers (must be below half)",
-    "attack": "negate, scaled_negate or random",
+    "attack": "negate, scaled_negate, random, or (seeing the honest messages) colluding, "
+              "alie, ipm",
     "attack_scale": "scale of scaled_negate",
+    "clip_tau": "clipping radius of centered_clipping",
     "seed": "seed for initialisation, sharding and batches",
     "eval_every": "test accuracy every N steps (0 = once per epoch)",
     "checksum_every": "compare honest replicas' parameters every N steps",

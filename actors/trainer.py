@@ -39,6 +39,7 @@ from actors.cluster import ActorResources, worker_resources
 from actors.vote import VoteActor
 from actors.worker import SignWorker
 from raysign import wire
+from raysign.attacks import OMNISCIENT_ATTACKS
 from raysign.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from raysign.config import to_dict
 from raysign.data import load_images
@@ -133,7 +134,8 @@ class SignSGDTrainer:
         for shard, (start, stop) in enumerate(self.bounds):
             vote = ray.remote(VoteActor).options(num_cpus=VOTE_CPUS, max_restarts=MAX_RESTARTS,
                                                  scheduling_strategy=spread(shard))
-            self.votes.append(vote.remote(shard, start, stop, kind))
+            aggregate = None if cfg.aggregator in ("vote", "mean") else cfg.make_aggregator()
+            self.votes.append(vote.remote(shard, start, stop, kind, aggregate))
         sizes = ray.get([w.num_parameters.remote() for w in self.workers])
         if set(sizes) != {self.d}:
             raise RuntimeError(f"workers disagree on the parameter count: {sizes}")
@@ -148,6 +150,16 @@ class SignSGDTrainer:
         outs = {i: self.workers[i].compute.options(num_returns=s + 1).remote(step, with_density)
                 for i in live}
         failed: set[int] = set()
+        if self.config.attack in OMNISCIENT_ATTACKS and self.byzantine:
+            # The adversaries see the honest messages of this round before sending theirs.
+            _, dead = _get_each({i: outs[i][s] for i in live}, "compute")
+            failed |= dead
+            live = [i for i in live if i not in dead]
+            honest = [outs[i][j] for i in live if i not in self.byzantine for j in range(s)]
+            for i in live:
+                if i in self.byzantine:
+                    outs[i] = self.workers[i].craft.options(num_returns=s + 1).remote(
+                        step, *honest)
         for _ in range(ROUND_ATTEMPTS):
             voted = [self.votes[j].vote.options(num_returns=2).remote(
                 step, *[outs[i][j] for i in live]) for j in range(s)]
@@ -273,6 +285,7 @@ class SignSGDTrainer:
         return save_checkpoint(self.run_dir.file("checkpoint.pt"), config=to_dict(self.config),
                                step=step, workers=states,
                                extra={"curve": [list(c) for c in curve],
+                                      "votes": ray.get([v.state.remote() for v in self.votes]),
                                       "identical": identical, "resyncs": self.resyncs})
 
     def _restore(self, resume: str | Path) -> tuple[int, list, bool]:
@@ -285,6 +298,8 @@ class SignSGDTrainer:
                                   f"this run {len(self.workers)}")
         ray.get([w.load_state.remote(st) for w, st in
                  zip(self.workers, payload["workers"], strict=True)])
+        ray.get([v.load_state.remote(st) for v, st in
+                 zip(self.votes, payload["extra"].get("votes", []), strict=False)])
         self.run_dir = RunDir(path.parent if path.is_file() else path)
         metrics = self.run_dir.file("metrics.jsonl")
         kept = [r for r in read_jsonl(metrics) if r["step"] <= step] if metrics.exists() else []

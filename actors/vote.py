@@ -6,8 +6,9 @@ vote shards). Each round (Algorithm 1 of Bernstein et al., ICLR 2019, server sid
 1. read every worker's message for this shard and validate it (``raysign.wire.read_message``:
    type, kind, step, shard, length; fp32 bodies must be finite); a bad payload or a worker
    that abstains (non-finite gradient) is counted and logged, never crashes the round;
-2. majority vote of the valid packed signs on the packed words (``raysign.signs``), or the
-   fp32 mean for the ``mean`` aggregator;
+2. majority vote of the valid packed signs on the packed words (``raysign.signs``), or an
+   fp32 aggregator of ``raysign.aggregators`` (mean, median, trimmed mean, Krum, Multi-Krum,
+   centered clipping) over the valid fp32 messages;
 3. return one message with the result, which every worker fetches.
 
 If no payload is valid the result message is flagged as an abstention and workers skip the
@@ -20,6 +21,7 @@ import logging
 import os
 import time
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -39,8 +41,10 @@ def _read_only_tensor(array: np.ndarray) -> torch.Tensor:
 
 
 class VoteActor:
-    def __init__(self, shard: int, start: int, stop: int, kind: int):
+    def __init__(self, shard: int, start: int, stop: int, kind: int,
+                 aggregate: Callable[[np.ndarray], np.ndarray] | None = None):
         self.shard, self.start, self.stop, self.kind = shard, start, stop, kind
+        self.aggregate = aggregate
         self.length = stop - start
         self.rejected_total = 0
         self._crash_at: int | None = None
@@ -49,6 +53,15 @@ class VoteActor:
         """Exit the process when voting on ``step`` (fault-injection drill); a restarted
         actor has no such plan."""
         self._crash_at = step
+
+    def state(self) -> dict[str, Any]:
+        """The aggregator's state (centered clipping's center) for checkpoints."""
+        center = getattr(self.aggregate, "center", None)
+        return {"center": None if center is None else torch.from_numpy(center.copy())}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        if state.get("center") is not None:
+            self.aggregate.center = state["center"].numpy().copy()
 
     def vote(self, step: int, *payloads: Any) -> tuple[np.ndarray, dict[str, Any]]:
         t_start = time.time()
@@ -85,11 +98,13 @@ class VoteActor:
         if valid and self.kind == wire.KIND_SIGNS:
             rows = [row.view(torch.uint8) for row in valid]
             body[:] = majority_vote(rows).numpy()
-        elif valid:
+        elif valid and self.aggregate is None:  # the plain mean, without a stacked copy
             total = valid[0].copy()
             for values in valid[1:]:
                 total += values
             body.view(np.float32)[:] = total / np.float32(len(valid))
+        elif valid:
+            body.view(np.float32)[:] = self.aggregate(np.stack(valid))
         elif body.size:
             body[:] = 0
         t_end = time.time()

@@ -19,8 +19,9 @@ import ray
 import torch
 
 from raysign import wire
+from raysign.attacks import OMNISCIENT_ATTACKS, make_crafted_attack
 from raysign.data import shard_indices
-from raysign.signs import gradient_density, pack_signs
+from raysign.signs import gradient_density, pack_signs, unpack_signs
 from raysign.signsgd import Replica, TrainConfig
 
 
@@ -45,6 +46,11 @@ class SignWorker:
         self.replica = Replica(config, rank, images[shard], labels[shard], _device(),
                                byzantine=self.byzantine)
         self._poison = 0
+        self.crafted = None
+        if self.byzantine and config.attack in OMNISCIENT_ATTACKS:
+            self.crafted = make_crafted_attack(config.attack, config.num_byzantine,
+                                               scale=config.attack_scale)
+            self.craft_rng = np.random.default_rng([config.seed, rank, 7])
 
     def num_parameters(self) -> int:
         return self.replica.d
@@ -62,17 +68,8 @@ class SignWorker:
         message = self.replica.message(grad) if finite else torch.zeros_like(grad)
         finite = finite and bool(torch.isfinite(message).all())
         flags = 0 if finite else wire.FLAG_ABSTAIN
-        out = []
-        for shard, (start, stop) in enumerate(self.bounds):
-            msg = wire.new_message(self.kind, sender=self.rank, step=step, shard=shard,
-                                   length=stop - start, flags=flags)
-            body = wire.body(msg)
-            if self.kind == wire.KIND_SIGNS:
-                packed = pack_signs(message[start:stop])
-                body[:] = packed.cpu().numpy()
-            else:
-                body.view(np.float32)[:] = message[start:stop].detach().cpu().numpy()
-            out.append(msg)
+        out = [self._encode(step, shard, message[start:stop], flags)
+               for shard, (start, stop) in enumerate(self.bounds)]
         t_end = time.time()
         stats = {
             "rank": self.rank,
@@ -86,6 +83,43 @@ class SignWorker:
         }
         if with_density:
             stats["density"] = gradient_density(grad)
+        if self.crafted is not None:
+            self._own, self._own_stats = message, stats
+        return (*out, stats)
+
+    def _encode(self, step: int, shard: int, values: torch.Tensor, flags: int) -> np.ndarray:
+        msg = wire.new_message(self.kind, sender=self.rank, step=step, shard=shard,
+                               length=values.numel(), flags=flags)
+        body = wire.body(msg)
+        if self.kind == wire.KIND_SIGNS:
+            body[:] = pack_signs(values).cpu().numpy()
+        else:
+            body.view(np.float32)[:] = values.detach().cpu().numpy()
+        return msg
+
+    def craft(self, step: int, *honest: np.ndarray) -> tuple[Any, ...]:
+        """An omniscient adversary's messages (after ``compute`` of the same step): sees the
+        honest workers' S messages each (``honest`` = [worker0 shard0, worker0 shard1, ...])
+        and crafts its own per shard (``raysign.attacks.make_crafted_attack``)."""
+        s = len(self.bounds)
+        out = []
+        for shard, (start, stop) in enumerate(self.bounds):
+            rows = []
+            for msg in honest[shard::s]:
+                header, body = wire.read_message(msg, kind=self.kind, step=step, shard=shard,
+                                                 length=stop - start)
+                if header.abstains:
+                    continue
+                if self.kind == wire.KIND_SIGNS:
+                    rows.append(unpack_signs(torch.from_numpy(body.copy()), stop - start).numpy())
+                else:
+                    rows.append(body.view(np.float32))
+            own = self._own[start:stop].detach().cpu().numpy()
+            values = self.crafted(np.stack(rows), own, self.craft_rng) if rows else own
+            out.append(self._encode(step, shard, torch.from_numpy(
+                np.ascontiguousarray(values, dtype=np.float32)), 0))
+        stats = dict(self._own_stats, t_compress_end=time.time(),
+                     bytes_sent=sum(m.nbytes for m in out))
         return (*out, stats)
 
     def apply(self, step: int, *voted: np.ndarray) -> dict[str, Any]:

@@ -25,14 +25,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from raysign.attacks import ATTACKS, make_attack
-from raysign.config import check_choice, check_path_exists, check_range
+from raysign.aggregators import AGGREGATORS as FP32_AGGREGATORS
+from raysign.aggregators import SLICEWISE, make_aggregator
+from raysign.attacks import ALL_ATTACKS, ATTACKS, make_attack
+from raysign.config import ConfigError, check_choice, check_path_exists, check_range
 from raysign.data import LOADERS, default_data_dir
 from raysign.models import MODELS, build_model
 from raysign.optim import momentum
 from raysign.signs import unpack_signs
 
-AGGREGATORS = ("vote", "mean")
+# "vote": majority vote of packed signs; the rest aggregate fp32 messages (raysign.aggregators).
+AGGREGATORS = ("vote", *FP32_AGGREGATORS)
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,7 @@ class TrainConfig:
     num_byzantine: int = 0
     attack: str = "negate"
     attack_scale: float = 10.0
+    clip_tau: float = 10.0
     seed: int = 0
     eval_every: int = 0
     checksum_every: int = 25
@@ -81,8 +85,19 @@ class TrainConfig:
         check_range("max_steps", self.max_steps, 0, None)
         # Majority vote tolerates any fraction of adversaries below one half.
         check_range("num_byzantine", self.num_byzantine, 0, self.num_workers / 2, high_open=True)
-        check_choice("attack", self.attack, ATTACKS)
+        check_choice("attack", self.attack, ALL_ATTACKS)
         check_range("attack_scale", self.attack_scale, 0, None, low_open=True)
+        check_range("clip_tau", self.clip_tau, 0, None, low_open=True)
+        if self.aggregator not in ("vote", *SLICEWISE) and self.vote_shards != 1:
+            raise ConfigError(f"vote_shards={self.vote_shards} but aggregator="
+                              f"{self.aggregator!r} needs the whole vector: use vote_shards=1 "
+                              f"(slice-wise aggregators: {['vote', *SLICEWISE]})")
+        if self.aggregator != "vote":
+            try:
+                self.make_aggregator()
+            except ValueError as err:
+                raise ConfigError(f"num_byzantine={self.num_byzantine} with aggregator="
+                                  f"{self.aggregator!r}: {err}") from None
         check_range("eval_every", self.eval_every, 0, None)
         check_range("checksum_every", self.checksum_every, 1, None)
         check_range("checkpoint_every", self.checkpoint_every, 0, None)
@@ -92,6 +107,11 @@ class TrainConfig:
     @property
     def data_path(self) -> Path:
         return Path(self.data_dir)
+
+    def make_aggregator(self):
+        """The fp32 aggregator of this run (``raysign.aggregators``), told ``num_byzantine``."""
+        options = {"tau": self.clip_tau} if self.aggregator == "centered_clipping" else {}
+        return make_aggregator(self.aggregator, self.num_byzantine, **options)
 
     def byzantine_ranks(self) -> list[int]:
         """The last ``num_byzantine`` ranks are the adversaries."""
@@ -125,7 +145,9 @@ class Replica:
         self.images = torch.as_tensor(np.ascontiguousarray(images))
         self.labels = torch.as_tensor(np.ascontiguousarray(labels))
         self.batch_rng = np.random.default_rng([config.seed, rank])
-        self.attack = make_attack(config.attack, config.attack_scale) if byzantine else None
+        # Omniscient attacks need the honest messages and are crafted by the worker actor.
+        plain = byzantine and config.attack in ATTACKS
+        self.attack = make_attack(config.attack, config.attack_scale) if plain else None
         self.attack_generator = torch.Generator().manual_seed(config.seed * 7919 + rank)
         self.epoch = 0
         self._order = self.batch_rng.permutation(len(self.labels))
