@@ -259,8 +259,8 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
         handles, labels = ax.get_legend_handles_labels()
         unique = dict(zip(labels, handles, strict=True))
         ax.legend(unique.values(), unique.keys(), fontsize=7)
-    fig.suptitle("ResNet-18 size, one worker per Ray node (bars: mean; stages: mean split)",
-                 fontsize=9)
+    fig.suptitle(f"d = {rows[0]['d'] / 1e6:.2f}M parameters, {rows[0]['nodes']} Ray nodes,\n"
+                 "one worker per node (bar: mean time; segments: mean stage split)", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
