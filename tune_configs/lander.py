@@ -25,7 +25,7 @@ MODE = "min"
 def param_space(quick: bool) -> dict[str, Any]:
     if quick:
         return {"gamma": tune.grid_search([1.0, 4.0]), "width": 16, "flights": 1,
-                "collect_seeds": 1, "duration": 5.0, "steps": 100, "eval_seeds": 1,
+                "collect_seeds": 1, "duration": 3.0, "steps": 50, "eval_seeds": 1,
                 "tasks": ["hover_10cm"]}
     return {"gamma": tune.grid_search([1.0, 2.0, 4.0, 8.0]),
             "width": tune.grid_search([32, 64]),
