@@ -1,0 +1,167 @@
+"""Every attack against every aggregator, 0 to 3 adversaries of 7 workers, on Fashion-MNIST.
+
+Each cell is one distributed run (``SignSGDTrainer``, local Ray or ``$RAY_ADDRESS``) with the
+same model, data, steps and per-worker batch; the score of an aggregator at f adversaries is
+its worst test accuracy over the attacks (ByzFL's way of scoring), averaged over seeds.
+Writes ``byzantine.csv`` (every run), ``worst_case.csv`` and ``accuracy_vs_adversaries.png``
+(worst case against the adversarial fraction, the talk's figure) to
+``runs/bench_byzantine/<timestamp>/``.
+
+Before training, the aggregators are timed side by side with ByzFL's implementations on the
+same inputs (n = 7 vectors of the model's size) when ByzFL is installed (``pip install
+--no-deps byzfl seaborn``; see docs/byzantine.md).
+
+    python scripts/bench_byzantine.py                       # full grid: 3 seeds, 1 epoch each
+    python scripts/bench_byzantine.py --quick               # MLP, 150 steps, f in {0, 3}, 1 seed
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import itertools
+import sys
+import time
+import types
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from actors.cluster import connect  # noqa: E402
+from actors.trainer import SignSGDTrainer  # noqa: E402
+from raysign import aggregators  # noqa: E402
+from raysign.attacks import ALL_ATTACKS  # noqa: E402
+from raysign.models import build_model, num_parameters  # noqa: E402
+from raysign.results import RunDir  # noqa: E402
+from raysign.signsgd import AGGREGATORS, TrainConfig  # noqa: E402
+
+LR = {"vote": 1e-3}  # Signum; every fp32 aggregator uses --fp32-lr
+
+
+def byzfl_modules():
+    """ByzFL's aggregators module, loaded without its torchvision-importing package init."""
+    spec = importlib.util.find_spec("byzfl")
+    if spec is None:
+        return None
+    stub = types.ModuleType("byzfl")
+    stub.__path__ = list(spec.submodule_search_locations)
+    sys.modules.setdefault("byzfl", stub)
+    return importlib.import_module("byzfl.aggregators")
+
+
+def time_aggregators(d: int, f: int, out: RunDir) -> None:
+    values = np.random.default_rng(0).standard_normal((7, d), dtype=np.float32)
+    peer = byzfl_modules()
+    peers = {}
+    if peer is not None:
+        peers = {"mean": peer.Average(), "median": peer.Median(), "trimmed_mean": peer.TrMean(f=f),
+                 "krum": peer.Krum(f=f), "multi_krum": peer.MultiKrum(f=f),
+                 "centered_clipping": peer.CenteredClipping()}
+    rows = []
+    for name in aggregators.AGGREGATORS:
+        ours = aggregators.make_aggregator(name, f)
+        row = {"aggregator": name, "n": 7, "d": d, "f": f}
+        for label, fn in (("raysign", ours), ("byzfl", peers.get(name))):
+            if fn is None:
+                continue
+            fn(values)
+            start = time.perf_counter()
+            for _ in range(3):
+                fn(values)
+            row[f"{label}_ms"] = 1e3 * (time.perf_counter() - start) / 3
+        if "byzfl_ms" in row:
+            row["speedup_vs_byzfl"] = row["byzfl_ms"] / row["raysign_ms"]
+        rows.append(row)
+        print("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                        for k, v in row.items()), flush=True)
+    out.write_csv("aggregator_timing.csv", rows)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--aggregators", nargs="+", default=list(AGGREGATORS))
+    parser.add_argument("--attacks", nargs="+", default=list(ALL_ATTACKS))
+    parser.add_argument("--adversaries", type=int, nargs="+", default=[0, 1, 2, 3])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--model", default="cnn")
+    parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--max-steps", type=int, default=0)
+    parser.add_argument("--fp32-lr", type=float, default=0.3)
+    parser.add_argument("--quick", action="store_true",
+                        help="MLP, 150 steps, adversaries 0 and 3, seed 0")
+    parser.add_argument("--results-dir", default="runs")
+    parser.add_argument("--address", default=None)
+    args = parser.parse_args()
+    if args.quick:
+        args.model, args.max_steps, args.adversaries, args.seeds = "mlp", 150, [0, 3], [0]
+    out = RunDir.create(args.results_dir, "bench_byzantine")
+    out.write_json("config.json", vars(args))
+    time_aggregators(num_parameters(build_model(args.model)), max(args.adversaries), out)
+    connect(args.address)
+    rows = []
+    cells = [(agg, "none", 0, seed) for agg in args.aggregators for seed in args.seeds
+             if 0 in args.adversaries]
+    cells += [(agg, attack, f, seed) for agg, attack, f, seed in itertools.product(
+        args.aggregators, args.attacks, [f for f in args.adversaries if f], args.seeds)]
+    for i, (agg, attack, f, seed) in enumerate(cells, 1):
+        config = TrainConfig(model=args.model, aggregator=agg, num_byzantine=f,
+                             attack="negate" if attack == "none" else attack,
+                             lr=LR.get(agg, args.fp32_lr), epochs=args.epochs,
+                             max_steps=args.max_steps, seed=seed, num_workers=7,
+                             results_dir=str(out.path), name=f"{agg}-{attack}-{f}-{seed}")
+        trainer = SignSGDTrainer(config, progress=False)
+        try:
+            summary = trainer.run()
+        finally:
+            trainer.shutdown()
+        rows.append({"aggregator": agg, "attack": attack, "adversaries": f, "seed": seed,
+                     "test_accuracy": summary.test_accuracy, "steps": summary.steps,
+                     "wall_seconds": summary.wall_seconds})
+        out.write_csv("byzantine.csv", rows)
+        print(f"[{i}/{len(cells)}] {agg:17s} {attack:13s} f={f} seed={seed}: "
+              f"{summary.test_accuracy:.4f}", flush=True)
+
+    worst = []
+    for agg in args.aggregators:
+        for f in args.adversaries:
+            per_seed = []
+            for seed in args.seeds:
+                accs = [r["test_accuracy"] for r in rows if r["aggregator"] == agg
+                        and r["adversaries"] == f and r["seed"] == seed]
+                if accs:
+                    per_seed.append(min(accs))
+            if per_seed:
+                worst.append({"aggregator": agg, "adversaries": f, "fraction": f / 7,
+                              "worst_case_accuracy": float(np.mean(per_seed)),
+                              "spread": float(np.std(per_seed))})
+    out.write_csv("worst_case.csv", worst)
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for agg in args.aggregators:
+        pts = [(100 * w["fraction"], w["worst_case_accuracy"]) for w in worst
+               if w["aggregator"] == agg]
+        if pts:
+            ax.plot(*zip(*pts, strict=True), marker="o", label=agg)
+    ax.set(xlabel="adversarial workers (%)", ylabel="worst-case test accuracy over attacks",
+           title=f"Fashion-MNIST, 7 workers, {args.model}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out.file("accuracy_vs_adversaries.png"), dpi=120)
+    for w in worst:
+        print(f"{w['aggregator']:17s} f={w['adversaries']}: worst case "
+              f"{w['worst_case_accuracy']:.4f}")
+    print(f"results: {out.path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
