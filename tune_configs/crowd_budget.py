@@ -7,7 +7,7 @@ one label each) is optimal when workers are good enough, and redundancy pays whe
 Every trial uses one CPU (one GPU when the cluster has as many GPUs as CPUs). A grid, so trials
 of the same (B, r, quality, seed) see the same annotations across methods.
 
-    raysign sweep crowd_budget            # B = 12,000, r in 1,3,5,7, quality 0.1/0.3/0.6, 2 seeds
+    raysign sweep crowd_budget            # B = 12,000, r in 1,3,5,7, quality 0.05-0.6, 2 seeds
     raysign sweep crowd_budget --quick    # B = 600, r in 1,3, one quality, 1 epoch (tests)
     raysign crowd budget                  # the same sweep, then the table and the figure
 """
@@ -32,7 +32,7 @@ def param_space(quick: bool) -> dict[str, Any]:
     return {
         "budget": 12000,
         "redundancy": tune.grid_search(REDUNDANCIES),
-        "quality": tune.grid_search([0.1, 0.3, 0.6]),
+        "quality": tune.grid_search([0.05, 0.1, 0.3, 0.6]),
         "method": tune.grid_search(["mv", "ds", "mbem"]),
         "seed": tune.grid_search([0, 1]),
         "epochs": 12,
