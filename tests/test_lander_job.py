@@ -29,8 +29,8 @@ def test_land_collects_trains_and_evaluates_as_ray_tasks(ray_session, tmp_path):
     from actors.lander_job import run_land
     from raysign.lander.experiment import LanderConfig
 
-    config = LanderConfig(collect_seeds=2, flights=1, duration=4.0, steps=150, width=16,
-                          eval_seeds=2, gamma=2.0)
+    config = LanderConfig(collect_seeds=2, flights=1, duration=3.0, steps=100, width=16,
+                          eval_seeds=1, gamma=2.0)
     out = run_land(config, ["hover_10cm"], ["baseline", "neural", "nosn", "oracle"],
                    results_dir=str(tmp_path), name="land")
     run_dir = Path(out["run_dir"])
@@ -38,10 +38,10 @@ def test_land_collects_trains_and_evaluates_as_ray_tasks(ray_session, tmp_path):
                  "claims.csv", "episodes.csv", "trajectories.png"):
         assert (run_dir / name).is_file(), name
     episodes = read_jsonl(run_dir / "metrics.jsonl")
-    assert len(episodes) == 4 * 2
+    assert len(episodes) == 4
     residuals = json.loads((run_dir / "residuals.json").read_text())
     assert residuals["neural"]["lipschitz_product"] <= 2.0 * (1 + 1e-6)
-    assert residuals["neural"]["samples"] == out["samples"] > 500
+    assert residuals["neural"]["samples"] == out["samples"] > 400
     with open(run_dir / "summary.csv") as fh:
         table = {row["controller"]: row for row in csv.DictReader(fh)}
     # The baseline sits centimetres above 10 cm in ground effect; the oracle cancels it.

@@ -33,6 +33,7 @@ from raysign.config import check_range
 from raysign.lander import ENV_ID
 from raysign.lander.collect import CollectConfig
 from raysign.lander.controllers import TrackingController, min_jerk
+from raysign.lander.env import GRAVITY
 from raysign.lander.residual import NumpyResidual, ResidualNet, TrainSettings, train_residual
 
 TASKS = ("landing", "hover_5cm", "hover_10cm", "hover_20cm")
@@ -157,7 +158,7 @@ def fit_residual(data: dict[str, np.ndarray], config: LanderConfig, gamma: float
 
 def residual_error(residual: NumpyResidual, heights: list[float], mass: float = 1.47) -> dict:
     """``|f_hat - f_a| / m`` (m/s^2) at hover thrust and zero velocity for each height."""
-    from raysign.lander.env import GRAVITY, GroundEffectModel
+    from raysign.lander.env import GroundEffectModel
 
     truth = GroundEffectModel(mass)
     hover = mass * GRAVITY
@@ -203,7 +204,7 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return table
 
 
-def plot_trajectories(episodes: list[dict[str, Any]], path: str) -> None:
+def plot_trajectories(episodes: list[dict[str, Any]], path: str, mass: float = 1.47) -> None:
     """Height and thrust of one recorded episode per (task, controller), one column per task."""
     import matplotlib
 
@@ -216,7 +217,7 @@ def plot_trajectories(episodes: list[dict[str, Any]], path: str) -> None:
         for e in (e for e in episodes if e["task"] == task):
             tr = e["trajectory"]
             axes[0, col].plot(tr["t"], tr["z"], label=e["controller"], lw=1)
-            axes[1, col].plot(tr["t"], tr["thrust"] / (1.47 * 9.81), lw=1)
+            axes[1, col].plot(tr["t"], tr["thrust"] / (mass * GRAVITY), lw=1)
         tr = next(e for e in episodes if e["task"] == task)["trajectory"]
         axes[0, col].plot(tr["t"], tr["z_ref"], "k--", lw=0.8, label="reference")
         axes[0, col].set_title(task)
