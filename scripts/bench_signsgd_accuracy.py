@@ -28,7 +28,7 @@ from actors.trainer import SignSGDTrainer  # noqa: E402
 from raysign.results import RunDir  # noqa: E402
 from raysign.signsgd import TrainConfig  # noqa: E402
 
-LR = {"vote": 1e-3, "mean": 0.6}
+LR = {"vote": 1e-3, "mean": 1.0}
 PLAN = (
     [("vote", "negate", 0), ("mean", "negate", 0)]
     + [("vote", "negate", k) for k in (1, 2, 3)]
