@@ -1,0 +1,1 @@
+"""Spectral (tensor-method) LDA: Anandkumar, Ge, Hsu, Kakade, Telgarsky, JMLR 2014."""
