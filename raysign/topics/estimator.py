@@ -48,6 +48,12 @@ class TensorLDA:
         else:
             lam, V = cp_als(T, k, random_state=self.seed, n_restarts=self.n_restarts,
                             backend=self.backend)
+        return self.set_from_tensor(W, T, lam, V)
+
+    def set_from_tensor(self, W: np.ndarray, T: np.ndarray, lam: np.ndarray,
+                        V: np.ndarray) -> TensorLDA:
+        """Recover topics/alpha from the decomposition T ~ sum lam_i v_i^3 (V columns)."""
+        a0 = self.alpha0
         mu = np.linalg.pinv(W.T) @ V * ((a0 + 2) / 2 * lam)  # [V, k]
         self.alpha_ = 4 * a0 * (a0 + 1) / ((a0 + 2) ** 2 * lam ** 2)
         self.components_ = simplex_rows(mu.T)

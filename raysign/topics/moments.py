@@ -89,3 +89,31 @@ def whitened_third_moment(X: sp.csr_matrix, W: np.ndarray, alpha0: float,
     b3 = 2 * alpha0 ** 2 / ((alpha0 + 1.0) * (alpha0 + 2.0))
     return E3 - a3 * (B + B.transpose(0, 2, 1) + B.transpose(2, 1, 0)) \
         + b3 * np.einsum("a,b,c->abc", m, m, m)
+
+
+def third_moment_sums(X: sp.csr_matrix, W: np.ndarray) -> dict[str, np.ndarray | int]:
+    """Additive per-chunk sums (D, e1 [V], e2w [k, k], e3w [k, k, k]) for chunked accumulation."""
+    X = sp.csr_matrix(X, dtype=float)
+    n = _lengths(X)
+    s1, s2, s3 = 1.0 / n, 1.0 / (n * (n - 1)), 1.0 / (n * (n - 1) * (n - 2))
+    P = np.asarray(X @ W)
+    e3 = np.einsum("d,da,db,dc->abc", s3, P, P, P, optimize=True)
+    Q = np.asarray(X.T @ (s3[:, None] * P))
+    A = np.einsum("ia,ib,ic->abc", W, W, Q, optimize=True)
+    e3 -= A + A.transpose(0, 2, 1) + A.transpose(2, 1, 0)
+    e3 += 2 * np.einsum("i,ia,ib,ic->abc", np.asarray(X.T @ s3).ravel(), W, W, W, optimize=True)
+    e2 = P.T @ (s2[:, None] * P) - W.T @ (np.asarray(X.T @ s2).ravel()[:, None] * W)
+    return {"D": X.shape[0], "e1": np.asarray(X.T @ s1).ravel(), "e2w": e2, "e3w": e3}
+
+
+def combine_third_moment(parts: list[dict], W: np.ndarray, alpha0: float) -> np.ndarray:
+    """Sum chunk statistics and apply the alpha0 corrections: M3(W, W, W) [k, k, k]."""
+    D = sum(p["D"] for p in parts)
+    m = W.T @ (sum(p["e1"] for p in parts) / D)
+    E2 = sum(p["e2w"] for p in parts) / D
+    E3 = sum(p["e3w"] for p in parts) / D
+    B = np.einsum("ab,c->abc", E2, m)
+    a3 = alpha0 / (alpha0 + 2.0)
+    b3 = 2 * alpha0 ** 2 / ((alpha0 + 1.0) * (alpha0 + 2.0))
+    return E3 - a3 * (B + B.transpose(0, 2, 1) + B.transpose(2, 1, 0)) \
+        + b3 * np.einsum("a,b,c->abc", m, m, m)
