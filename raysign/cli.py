@@ -18,6 +18,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "crowd": ("actors.crowd_job", "crowd labels: Dawid-Skene aggregation, MBEM, budget trials"),
     "forecast": ("actors.forecast_job", "TT-RNN forecasting against LSTM/MLSTM/DLinear baselines"),
     "land": ("actors.lander_job", "Neural Lander: ground-effect env, SN residual, controllers"),
+    "topics": ("actors.topics_job", "spectral (tensor-method) LDA on NYT with TensorLy"),
 }
 
 
