@@ -21,7 +21,13 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from raysign.config import ConfigError, check_choice, to_dict
+from raysign.config import (
+    ConfigError,
+    add_config_arguments,
+    check_choice,
+    config_from_args,
+    to_dict,
+)
 from raysign.crowd.experiment import METHODS, CrowdConfig
 
 _HELP = {
@@ -59,9 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     report = modes.add_parser("report", help="table and figure of a finished budget sweep")
     report.add_argument("results_csv", help="results.csv written by the crowd_budget sweep")
     train = modes.add_parser("train", help="train on simulated crowd labels (Ray tasks)")
-    for f in dataclasses.fields(CrowdConfig):
-        train.add_argument("--" + f.name.replace("_", "-"), type=type(f.default),
-                           default=f.default, help=f"{_HELP[f.name]} (default: {f.default!r})")
+    add_config_arguments(train, CrowdConfig, _HELP)
     train.add_argument("--methods", default="mv,ds,mbem,oracle",
                        help=f"comma-separated methods out of {list(METHODS)}")
     train.add_argument("--seeds", type=int, default=1, help="seeds per method")
@@ -202,8 +206,7 @@ def run(args: argparse.Namespace) -> int:
         aggregate_real_sets(names, args.data_dir, args.results_dir)
         return 0
     try:
-        values = {f.name: getattr(args, f.name) for f in dataclasses.fields(CrowdConfig)}
-        config = CrowdConfig(**values)
+        config = config_from_args(CrowdConfig, args)
         methods = [m.strip() for m in args.methods.split(",") if m.strip()]
         for method in methods:
             check_choice("methods", method, METHODS)

@@ -15,7 +15,8 @@ import argparse
 import dataclasses
 from typing import Any
 
-from raysign.config import ConfigError, check_choice, to_dict
+from raysign.config import ConfigError, add_config_arguments, check_choice, to_dict
+from raysign.config import config_from_args as config_from_args_of
 from raysign.forecast.models import MODELS
 from raysign.forecast.train import ForecastConfig
 
@@ -46,11 +47,7 @@ _HELP = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    for f in dataclasses.fields(ForecastConfig):
-        flag = "--" + f.name.replace("_", "-")
-        kind = int if isinstance(f.default, bool) else type(f.default)
-        parser.add_argument(flag, type=kind, default=f.default,
-                            help=f"{_HELP[f.name]} (default: {f.default!r})")
+    add_config_arguments(parser, ForecastConfig, _HELP)
     parser.add_argument("--models", default="ttlstm,lstm,mlstm,dlinear,persistence",
                         help=f"comma-separated models out of {list(MODELS)}")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per model")
@@ -63,9 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> ForecastConfig:
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(ForecastConfig)}
-    values["match_params"] = bool(values["match_params"])
-    return ForecastConfig(**values)
+    return config_from_args_of(ForecastConfig, args)
 
 
 def compare(base: ForecastConfig, models: list[str], seeds: int, *, threads: int = 1,

@@ -18,10 +18,9 @@ loss, Lipschitz product against gamma, certified thrust contraction per network)
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from typing import Any
 
-from raysign.config import check_choice, to_dict
+from raysign.config import add_config_arguments, check_choice, config_from_args, to_dict
 from raysign.lander.experiment import CONTROLLERS, TASKS, LanderConfig
 
 _HELP = {
@@ -43,9 +42,7 @@ _HELP = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    for f in dataclasses.fields(LanderConfig):
-        parser.add_argument("--" + f.name.replace("_", "-"), type=type(f.default),
-                            default=f.default, help=f"{_HELP[f.name]} (default: {f.default!r})")
+    add_config_arguments(parser, LanderConfig, _HELP)
     parser.add_argument("--tasks", default=",".join(TASKS), help=f"out of {list(TASKS)}")
     parser.add_argument("--controllers", default=",".join(CONTROLLERS),
                         help=f"out of {list(CONTROLLERS)}")
@@ -175,8 +172,7 @@ def print_tables(table: list[dict[str, Any]], claims: list[dict[str, Any]]) -> N
 
 
 def run(args: argparse.Namespace) -> int:
-    fields = {f.name: getattr(args, f.name) for f in dataclasses.fields(LanderConfig)}
-    config = LanderConfig(**fields)
+    config = config_from_args(LanderConfig, args)
     run_land(config, [t for t in args.tasks.split(",") if t],
              [c for c in args.controllers.split(",") if c], threads=args.threads,
              results_dir=args.results_dir, name=args.name, address=args.address,

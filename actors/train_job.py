@@ -8,12 +8,12 @@ fp32 and the time split, and writing ``runs/signsgd/<timestamp>/``.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 
 from actors.cluster import connect
 from raysign.checkpoint import CheckpointError, load_checkpoint
-from raysign.config import ConfigError, to_dict
+from raysign.config import ConfigError, add_config_arguments, to_dict
+from raysign.config import config_from_args as config_from_args_of
 from raysign.signsgd import TrainConfig
 
 _HELP = {
@@ -48,11 +48,7 @@ _HELP = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    for f in dataclasses.fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        default = f.default
-        parser.add_argument(flag, type=type(default), default=default,
-                            help=f"{_HELP[f.name]} (default: {default!r})")
+    add_config_arguments(parser, TrainConfig, _HELP)
     parser.add_argument("--address", default=None,
                         help="Ray cluster address (default: $RAY_ADDRESS or a local instance)")
     parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local instance")
@@ -62,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    return TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
+    return config_from_args_of(TrainConfig, args)
 
 
 def run(args: argparse.Namespace) -> int:

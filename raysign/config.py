@@ -6,9 +6,10 @@ value fails before Ray starts, with a message naming the field and what would be
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,25 @@ def check_path_exists(field: str, path: str | Path, hint: str = "") -> None:
     if not Path(path).exists():
         extra = f" ({hint})" if hint else ""
         raise ConfigError(f"{field}={str(path)!r} does not exist{extra}")
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, config_type: type,
+                         help_text: Mapping[str, str]) -> None:
+    """One ``--flag`` per field of a config dataclass, typed by its default (booleans are
+    given as 0 / 1), with ``help_text[field]`` and the default in the help."""
+    for f in dataclasses.fields(config_type):
+        kind = int if isinstance(f.default, bool) else type(f.default)
+        parser.add_argument("--" + f.name.replace("_", "-"), type=kind, default=f.default,
+                            help=f"{help_text[f.name]} (default: {f.default!r})")
+
+
+def config_from_args(config_type: type, args: argparse.Namespace) -> Any:
+    """The config dataclass built (and so validated) from ``add_config_arguments``' flags."""
+    values = {}
+    for f in dataclasses.fields(config_type):
+        value = getattr(args, f.name)
+        values[f.name] = bool(value) if isinstance(f.default, bool) else value
+    return config_type(**values)
 
 
 def to_dict(config: Any) -> dict[str, Any]:
