@@ -122,9 +122,11 @@ class SignSGDTrainer:
         # Held for the whole run: a restarted worker re-runs its constructor with them.
         self.train_refs = (images, labels)
         self.test_refs = (ray.put(test.images), ray.put(test.labels))
-        res = self.worker_options or worker_resources(cfg.num_workers,
-                                                      reserve_cpus=VOTE_CPUS * cfg.vote_shards)
-        spread = _spread_strategy(cfg.num_workers, res.options(), cfg.vote_shards)
+        # On several nodes every worker's bundle also holds a vote actor's VOTE_CPUS, so reserve
+        # them per worker (and per shard on one node).
+        reserve = VOTE_CPUS * max(cfg.num_workers, cfg.vote_shards)
+        res = self.worker_options or worker_resources(cfg.num_workers, reserve_cpus=reserve)
+        spread, self.placement_group = _spread_strategy(cfg.num_workers, res.options())
         for rank in range(cfg.num_workers):
             cls = ByzantineWorker if rank in self.byzantine else SignWorker
             actor = ray.remote(cls).options(
@@ -328,6 +330,9 @@ class SignSGDTrainer:
         for actor in self.workers + self.votes:
             ray.kill(actor)
         self.workers, self.votes = [], []
+        if getattr(self, "placement_group", None) is not None:
+            ray.util.remove_placement_group(self.placement_group)
+            self.placement_group = None
 
 
 def _call_when_alive(call: Callable[[], Any], timeout: float = 120.0) -> Any:
@@ -356,14 +361,16 @@ def _get_each(refs: dict[int, Any], what: str) -> tuple[list[Any], set[int]]:
     return results, dead
 
 
-def _spread_strategy(num_workers: int, worker_options: dict[str, float], num_shards: int):
+def _spread_strategy(num_workers: int, worker_options: dict[str, float]):
     """Scheduling for rank / shard ``i``: spread over nodes when the cluster has several (a
-    placement group with one bundle per worker, STRATEGY SPREAD), default otherwise."""
+    placement group with one bundle per worker, STRATEGY SPREAD), default otherwise. Returns
+    the strategy function and the placement group it made (None if none), which the trainer
+    removes on shutdown."""
     current = ray.util.get_current_placement_group()
     if current is not None:  # e.g. a Tune trial: its actors go into the trial's bundles
-        return lambda i: PlacementGroupSchedulingStrategy(placement_group=current)
+        return lambda i: PlacementGroupSchedulingStrategy(placement_group=current), None
     if len(ray.nodes()) <= 1:
-        return lambda i: "DEFAULT"
+        return lambda i: "DEFAULT", None
     bundle = {"CPU": worker_options["num_cpus"] + VOTE_CPUS}
     if worker_options["num_gpus"]:
         bundle["GPU"] = worker_options["num_gpus"]
@@ -371,7 +378,7 @@ def _spread_strategy(num_workers: int, worker_options: dict[str, float], num_sha
                                      strategy="SPREAD")
     ray.get(group.ready())
     return lambda i: PlacementGroupSchedulingStrategy(
-        placement_group=group, placement_group_bundle_index=i % num_workers)
+        placement_group=group, placement_group_bundle_index=i % num_workers), group
 
 
 def write_figures(run_dir: RunDir, records: list[dict], curve: list[tuple[int, float]],
