@@ -80,6 +80,47 @@ def time_aggregators(d: int, f: int, out: RunDir) -> None:
     out.write_csv("aggregator_timing.csv", rows)
 
 
+def summarise(rows: list[dict], aggregators_: list[str], adversaries: list[int], model: str,
+              out: RunDir) -> list[dict]:
+    """Worst case over attacks per (aggregator, f, seed), averaged over the seeds present;
+    writes ``worst_case.csv`` and ``accuracy_vs_adversaries.png``."""
+    worst = []
+    for agg in aggregators_:
+        for f in adversaries:
+            per_seed = []
+            for seed in sorted({r["seed"] for r in rows}):
+                accs = [r["test_accuracy"] for r in rows if r["aggregator"] == agg
+                        and r["adversaries"] == f and r["seed"] == seed]
+                if accs:
+                    per_seed.append(min(accs))
+            if per_seed:
+                worst.append({"aggregator": agg, "adversaries": f, "fraction": f / 7,
+                              "worst_case_accuracy": float(np.mean(per_seed)),
+                              "spread": float(np.std(per_seed)), "seeds": len(per_seed)})
+    out.write_csv("worst_case.csv", worst)
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for agg in aggregators_:
+        pts = [(100 * w["fraction"], w["worst_case_accuracy"], w["spread"]) for w in worst
+               if w["aggregator"] == agg]
+        if pts:
+            x, y, err = zip(*pts, strict=True)
+            ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=agg)
+    ax.set(xlabel="adversarial workers (%)", ylabel="worst-case test accuracy over attacks",
+           title=f"Fashion-MNIST, 7 workers, {model}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out.file("accuracy_vs_adversaries.png"), dpi=120)
+    plt.close(fig)
+    return worst
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--aggregators", nargs="+", default=list(AGGREGATORS))
@@ -102,63 +143,33 @@ def main() -> int:
     time_aggregators(num_parameters(build_model(args.model)), max(args.adversaries), out)
     connect(args.address)
     rows = []
-    cells = [(agg, "none", 0, seed) for agg in args.aggregators for seed in args.seeds
-             if 0 in args.adversaries]
-    cells += [(agg, attack, f, seed) for agg, attack, f, seed in itertools.product(
-        args.aggregators, args.attacks, [f for f in args.adversaries if f], args.seeds)]
-    for i, (agg, attack, f, seed) in enumerate(cells, 1):
-        config = TrainConfig(model=args.model, aggregator=agg, num_byzantine=f,
-                             attack="negate" if attack == "none" else attack,
-                             lr=LR.get(agg, args.fp32_lr), epochs=args.epochs,
-                             max_steps=args.max_steps, seed=seed, num_workers=7,
-                             results_dir=str(out.path), name=f"{agg}-{attack}-{f}-{seed}")
-        trainer = SignSGDTrainer(config, progress=False)
-        try:
-            summary = trainer.run()
-        finally:
-            trainer.shutdown()
-        rows.append({"aggregator": agg, "attack": attack, "adversaries": f, "seed": seed,
-                     "test_accuracy": summary.test_accuracy, "steps": summary.steps,
-                     "wall_seconds": summary.wall_seconds})
-        out.write_csv("byzantine.csv", rows)
-        print(f"[{i}/{len(cells)}] {agg:17s} {attack:13s} f={f} seed={seed}: "
-              f"{summary.test_accuracy:.4f}", flush=True)
-
-    worst = []
-    for agg in args.aggregators:
-        for f in args.adversaries:
-            per_seed = []
-            for seed in args.seeds:
-                accs = [r["test_accuracy"] for r in rows if r["aggregator"] == agg
-                        and r["adversaries"] == f and r["seed"] == seed]
-                if accs:
-                    per_seed.append(min(accs))
-            if per_seed:
-                worst.append({"aggregator": agg, "adversaries": f, "fraction": f / 7,
-                              "worst_case_accuracy": float(np.mean(per_seed)),
-                              "spread": float(np.std(per_seed))})
-    out.write_csv("worst_case.csv", worst)
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    for agg in args.aggregators:
-        pts = [(100 * w["fraction"], w["worst_case_accuracy"]) for w in worst
-               if w["aggregator"] == agg]
-        if pts:
-            ax.plot(*zip(*pts, strict=True), marker="o", label=agg)
-    ax.set(xlabel="adversarial workers (%)", ylabel="worst-case test accuracy over attacks",
-           title=f"Fashion-MNIST, 7 workers, {args.model}")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out.file("accuracy_vs_adversaries.png"), dpi=120)
+    # Seeds outermost: after each seed the worst-case table and the figure cover every seed
+    # finished so far, so a long grid stopped early still leaves complete, usable results.
+    for seed in args.seeds:
+        cells = [(agg, "none", 0) for agg in args.aggregators if 0 in args.adversaries]
+        cells += list(itertools.product(args.aggregators, args.attacks,
+                                        [f for f in args.adversaries if f]))
+        for i, (agg, attack, f) in enumerate(cells, 1):
+            config = TrainConfig(model=args.model, aggregator=agg, num_byzantine=f,
+                                 attack="negate" if attack == "none" else attack,
+                                 lr=LR.get(agg, args.fp32_lr), epochs=args.epochs,
+                                 max_steps=args.max_steps, seed=seed, num_workers=7,
+                                 results_dir=str(out.path), name=f"{agg}-{attack}-{f}-{seed}")
+            trainer = SignSGDTrainer(config, progress=False)
+            try:
+                summary = trainer.run()
+            finally:
+                trainer.shutdown()
+            rows.append({"aggregator": agg, "attack": attack, "adversaries": f, "seed": seed,
+                         "test_accuracy": summary.test_accuracy, "steps": summary.steps,
+                         "wall_seconds": summary.wall_seconds})
+            out.write_csv("byzantine.csv", rows)
+            print(f"[seed {seed}: {i}/{len(cells)}] {agg:17s} {attack:13s} f={f}: "
+                  f"{summary.test_accuracy:.4f}", flush=True)
+        worst = summarise(rows, args.aggregators, args.adversaries, args.model, out)
     for w in worst:
         print(f"{w['aggregator']:17s} f={w['adversaries']}: worst case "
-              f"{w['worst_case_accuracy']:.4f}")
+              f"{w['worst_case_accuracy']:.4f} +- {w['spread']:.4f} over {w['seeds']} seeds")
     print(f"results: {out.path}")
     return 0
 
