@@ -186,7 +186,7 @@ class SignSGDTrainer:
         else:
             raise RuntimeError(f"step {step}: no complete round after {ROUND_ATTEMPTS} attempts")
         if failed:
-            self._resync(sorted(failed))
+            self._resync(sorted(failed), step)
         honest_stats = [st for st in worker_stats if st["rank"] not in self.byzantine]
         record = {
             "step": step,
@@ -204,13 +204,15 @@ class SignSGDTrainer:
             record["density"] = honest_stats[0]["density"]
         return record
 
-    def _resync(self, ranks: list[int]) -> None:
-        """Copy model and momentum from a live honest replica into restarted workers."""
+    def _resync(self, ranks: list[int], step: int) -> None:
+        """Copy model and momentum from a live honest replica into restarted workers, and
+        move their data streams to where they would be after ``step`` batches."""
         source = next(r for r in self.honest if r not in ranks)
         print(f"[raysign] workers {ranks} failed; restarted and re-synced from rank {source}")
         state = self.workers[source].state.remote()
         for r in ranks:
             _call_when_alive(lambda r=r: self.workers[r].load_state.remote(state, False))
+            ray.get(self.workers[r].seek.remote(step))
         self.resyncs += len(ranks)
 
     def test_accuracy(self) -> float:

@@ -158,6 +158,10 @@ class SignWorker:
         self.replica.load_state(state, position=position)
         return self.replica.checksum()
 
+    def seek(self, batches: int) -> None:
+        """Move the data stream to where it is after ``batches`` mini-batches."""
+        self.replica.seek(batches)
+
     def poison_next_gradient(self, count: int = 1) -> None:
         """Make the next gradient's first ``count`` entries NaN (fault-injection drill)."""
         self._poison = count

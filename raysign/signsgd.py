@@ -163,6 +163,24 @@ class Replica:
         self._cursor += self.config.batch_size
         return self.images[idx].to(self.device), self.labels[idx].to(self.device)
 
+    def seek(self, batches: int) -> None:
+        """Put the data stream where it is after ``batches`` mini-batches from the start,
+        without computing them: a restarted worker rejoining after step ``batches`` draws the
+        same next batch as if it had never died. (The attack generator is not advanced.)"""
+        if batches < 0:
+            raise ValueError(f"batches must be >= 0, got {batches}")
+        per_epoch = len(self.labels) // self.config.batch_size
+        self.batch_rng = np.random.default_rng([self.config.seed, self.rank])
+        self.epoch, self._cursor = 0, 0
+        self._order = self.batch_rng.permutation(len(self.labels))
+        if batches == 0:
+            return
+        # _next_batch draws an epoch's permutation lazily, when the next batch no longer fits.
+        epochs, rest = divmod(batches - 1, per_epoch)
+        for _ in range(epochs):
+            self._order = self.batch_rng.permutation(len(self.labels))
+        self.epoch, self._cursor = epochs, (rest + 1) * self.config.batch_size
+
     def gradient(self) -> tuple[torch.Tensor, float]:
         """Steps 1: the flat stochastic gradient [d] on the next mini-batch, and its loss."""
         self.model.train()

@@ -3,6 +3,7 @@ checkpoints that resume bit-identically, and checkpoints that must be refused.""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import ray
 import torch
@@ -11,7 +12,7 @@ from actors.trainer import SignSGDTrainer
 from raysign.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from raysign.config import to_dict
 from raysign.results import read_jsonl
-from raysign.signsgd import TrainConfig
+from raysign.signsgd import Replica, TrainConfig
 
 pytestmark = pytest.mark.ray
 
@@ -70,7 +71,21 @@ def test_dead_worker_is_left_out_restarted_and_resynced(ray_session, tmp_path):
                 trainer.workers[1].crash.remote()
         return hook
 
-    summary, _ = run(tiny(tmp_path, num_workers=4), crash_worker_1)
+    positions = {}
+
+    def crash_worker_1_and_record_positions(trainer):
+        crash = crash_worker_1(trainer)
+
+        def hook(record):
+            crash(record)
+            if record["step"] == 6:
+                states = ray.get([w.state.remote() for w in trainer.workers])
+                positions.update({r: (s["epoch"], s["cursor"]) for r, s in enumerate(states)})
+        return hook
+
+    summary, _ = run(tiny(tmp_path, num_workers=4), crash_worker_1_and_record_positions)
+    # The restarted worker's data stream was moved to where it would be without the crash.
+    assert positions[1] == positions[0] == (0, 6 * 16)
     records = read_jsonl(f"{summary.run_dir}/metrics.jsonl")
     failed = [r for r in records if r["failed_workers"]]
     assert failed and failed[0]["step"] == 3 and failed[0]["failed_workers"] == [1]
@@ -137,3 +152,20 @@ def test_truncated_foreign_and_mismatched_checkpoints_are_refused(tmp_path):
 
     with pytest.raises(CheckpointError, match="does not exist"):
         load_checkpoint(tmp_path / "missing.pt")
+
+
+@pytest.mark.parametrize("batches", [0, 1, 17, 18, 19, 36, 37, 50])
+def test_seek_puts_the_data_stream_where_consuming_that_many_batches_does(batches):
+    # 300 samples / 16 per batch = 18 full batches per epoch; the tail 12 are never drawn.
+    config = TrainConfig(dataset="mnist", model="mlp", batch_size=16, num_workers=3)
+    images = np.random.default_rng(0).random((300, 784), dtype=np.float32)
+    labels = np.arange(300) % 10
+    consumed = Replica(config, 2, images, labels)
+    for _ in range(batches):
+        consumed._next_batch()
+    sought = Replica(config, 2, images, labels)
+    sought._next_batch()  # a position of its own first, as a restarted worker would have
+    sought.seek(batches)
+    assert (sought.epoch, sought._cursor) == (consumed.epoch, consumed._cursor)
+    assert np.array_equal(sought._order, consumed._order)
+    assert torch.equal(sought._next_batch()[1], consumed._next_batch()[1])
