@@ -31,6 +31,7 @@ _HELP = {
     "order": "polynomial order p of the TT transition",
     "rank": "tensor-train rank r",
     "match_params": "give LSTM/MLSTM the TT-LSTM's parameter count (1) or --hidden-size (0)",
+    "instance_norm": "normalise every window by its own per-channel mean and std (RevIN, 1)",
     "epochs": "maximum epochs",
     "batch_size": "mini-batch size",
     "lr": "Adam learning rate",
@@ -64,8 +65,10 @@ def config_from_args(args: argparse.Namespace) -> ForecastConfig:
 
 
 def compare(base: ForecastConfig, models: list[str], seeds: int, *, threads: int = 1,
-            address: str | None = None, num_cpus: int | None = None) -> dict[str, Any]:
-    """Run every (model, seed) as a Ray task; write tables and figures; return the summary."""
+            address: str | None = None, num_cpus: int | None = None,
+            eval_horizons: tuple[int, ...] = ()) -> dict[str, Any]:
+    """Run every (model, seed) as a Ray task; write tables and figures; return the summary
+    (``eval_horizons``: also MSE / MAE over steps 1..h on each horizon-h test set)."""
     import ray
     from tqdm import tqdm
 
@@ -82,7 +85,7 @@ def compare(base: ForecastConfig, models: list[str], seeds: int, *, threads: int
     run_dir.write_json("config.json", {**to_dict(base), "models": models, "seeds": seeds})
     configs = [dataclasses.replace(base, model=m, seed=base.seed + k)
                for m in models for k in range(seeds)]
-    pending = {task.remote(c, threads): c for c in configs}
+    pending = {task.remote(c, threads, tuple(eval_horizons)): c for c in configs}
     results = []
     with tqdm(total=len(pending), desc="forecast runs") as bar:
         while pending:
@@ -101,10 +104,11 @@ def compare(base: ForecastConfig, models: list[str], seeds: int, *, threads: int
     return {"run_dir": str(run_dir.path), "table": table, "results": results}
 
 
-def _one_run(config: ForecastConfig, threads: int) -> dict[str, Any]:
+def _one_run(config: ForecastConfig, threads: int,
+             eval_horizons: tuple[int, ...] = ()) -> dict[str, Any]:
     from raysign.forecast.train import run_forecast
 
-    return run_forecast(config, write=False, threads=threads)
+    return run_forecast(config, write=False, threads=threads, eval_horizons=eval_horizons)
 
 
 def run(args: argparse.Namespace) -> int:

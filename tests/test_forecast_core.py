@@ -14,12 +14,21 @@ from raysign.forecast.datasets import ETTH1_COLUMNS, etth1
 from raysign.forecast.dynamics import lorenz_dynamics
 from raysign.forecast.models import (
     DLinear,
+    InstanceNormalised,
     Persistence,
     build_model,
     count_parameters,
     matched_baseline,
 )
-from raysign.forecast.train import ForecastConfig, fit, load_data, overall_rmse, rmse_per_horizon
+from raysign.forecast.train import (
+    ForecastConfig,
+    fit,
+    horizon_metrics,
+    load_data,
+    make_model,
+    overall_rmse,
+    rmse_per_horizon,
+)
 
 
 def _dense_reference(cores: list[np.ndarray], s: np.ndarray) -> np.ndarray:
@@ -192,3 +201,54 @@ def test_tiny_training_run_reduces_validation_error(model_name):
     after = overall_rmse(rmse_per_horizon(model, data.val, 8))
     assert after == pytest.approx(result.best_val_rmse)
     assert after < 0.85 * before
+
+
+def test_instance_normalisation_feeds_standardised_windows_and_maps_back():
+    torch.manual_seed(0)
+    inner = build_model("lstm", 3, hidden_size=5)
+    model = InstanceNormalised(inner)
+    history, target = torch.randn(4, 12, 3) * 3 + 7, torch.randn(4, 6, 3)
+    x = history.numpy().astype(np.float64)
+    mean, std = x.mean(axis=1, keepdims=True), x.std(axis=1, keepdims=True) + 1e-5
+    with torch.no_grad():
+        inner_out = inner(torch.from_numpy(((x - mean) / std).astype(np.float32)), 6).numpy()
+        out = model(history, 6).numpy()
+        # A per-channel affine change of units (scale > 0) moves the forecast with it.
+        scale, shift = torch.tensor([2.0, 0.5, 4.0]), torch.tensor([-3.0, 10.0, 0.0])
+        moved = model(history * scale + shift, 6).numpy()
+    np.testing.assert_allclose(out, inner_out * std + mean, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(moved, out * scale.numpy() + shift.numpy(), rtol=1e-3,
+                               atol=1e-3)
+    # Teacher forcing hands the inner model the targets in the window's own units.
+    seen = {}
+    inner.register_forward_hook(lambda _m, args, kwargs, _o: seen.update(kwargs),
+                                with_kwargs=True)
+    with torch.no_grad():
+        model(history, 6, target=target, teacher_prob=1.0)
+    np.testing.assert_allclose(seen["target"].numpy(), (target.numpy() - mean) / std,
+                               rtol=1e-4, atol=1e-4)
+    config = ForecastConfig(model="mlstm", instance_norm=True, hidden_size=6, lags=2)
+    wrapped = make_model(config, 3)
+    assert isinstance(wrapped, InstanceNormalised)
+    assert count_parameters(wrapped) == count_parameters(
+        make_model(ForecastConfig(model="mlstm", hidden_size=6, lags=2), 3))
+
+
+def test_etth1_persistence_metrics_reproduce_published_repeat_row(data_dir):
+    """Persistence ("Repeat") on ETTh1, input 96, horizon 96: MSE 1.295, MAE 0.713 in the
+    DLinear paper (Zeng et al., AAAI 2023, table 2), over steps 1..96 of every test window.
+    The model is configured for horizon 336 and scored on the horizon-96 windows."""
+    config = ForecastConfig(dataset="etth1", model="persistence", input_len=96, horizon=336,
+                            data_dir=str(data_dir))
+    metrics = horizon_metrics(Persistence(), config, [96, 336])
+    assert metrics[96]["mse"] == pytest.approx(1.295, abs=0.005)
+    assert metrics[96]["mae"] == pytest.approx(0.713, abs=0.005)
+    with open(data_dir / "forecast" / "ETTh1.csv") as fh:
+        raw = np.array([[float(r[c]) for c in ETTH1_COLUMNS] for r in csv.DictReader(fh)])
+    norm = (raw - raw[:8640].mean(axis=0)) / raw[:8640].std(axis=0)
+    starts = np.arange(11520 - 96, 14400 - 96 - 336 + 1)  # every horizon-336 test window
+    errors = np.stack([norm[s + 96:s + 96 + 336] - norm[s + 95] for s in starts])
+    assert metrics[336]["mse"] == pytest.approx(float((errors ** 2).mean()), rel=1e-5)
+    assert metrics[336]["mae"] == pytest.approx(float(np.abs(errors).mean()), rel=1e-5)
+    with pytest.raises(ValueError, match="eval horizon 400"):
+        horizon_metrics(Persistence(), config, [400])

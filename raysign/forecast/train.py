@@ -10,8 +10,9 @@ weights. ``rmse_per_horizon`` is the error of the free-running forecast at every
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,7 @@ class ForecastConfig:
     order: int = 3
     rank: int = 4
     match_params: bool = True
+    instance_norm: bool = False
     epochs: int = 30
     batch_size: int = 64
     lr: float = 3e-3
@@ -99,8 +101,9 @@ def make_model(config: ForecastConfig, dim: int) -> nn.Module:
                   rank=config.rank, input_len=config.input_len, horizon=config.horizon)
     if config.match_params and config.model in ("lstm", "mlstm"):
         target = count_parameters(build_model("ttlstm", dim, **kwargs))
-        return matched_baseline(config.model, dim, target, lags=config.lags)
-    return build_model(config.model, dim, **kwargs)
+        return matched_baseline(config.model, dim, target, lags=config.lags,
+                                instance_norm=config.instance_norm)
+    return build_model(config.model, dim, instance_norm=config.instance_norm, **kwargs)
 
 
 @torch.no_grad()
@@ -118,6 +121,28 @@ def rmse_per_horizon(model: nn.Module, windows: Windows, horizon: int,
     """RMSE at each step ahead [horizon], over windows and channels (normalised units)."""
     err = predict(model, windows, horizon, device=device) - windows.targets[:, :horizon]
     return err.pow(2).mean(dim=(0, 2)).sqrt().numpy()
+
+
+def errors_up_to(model: nn.Module, windows: Windows, horizon: int,
+                 device: str = "cpu") -> dict[str, float]:
+    """MSE and MAE over steps 1..``horizon``, windows and channels (normalised units): the
+    metrics of the Informer / DLinear ETTh1 tables."""
+    err = predict(model, windows, horizon, device=device) - windows.targets[:, :horizon]
+    return {"mse": float(err.pow(2).mean()), "mae": float(err.abs().mean())}
+
+
+def horizon_metrics(model: nn.Module, config: ForecastConfig, horizons: Sequence[int],
+                    device: str = "cpu") -> dict[int, dict[str, float]]:
+    """MSE / MAE of ``model`` (trained for ``config.horizon``) at each shorter horizon ``h``, on
+    the test windows of a horizon-``h`` task: for ETTh1 these are the standard (more numerous)
+    windows of that horizon, not prefixes of the longer windows."""
+    out = {}
+    for h in horizons:
+        if not 1 <= h <= config.horizon:
+            raise ValueError(f"eval horizon {h} must lie in [1, {config.horizon}]")
+        test = load_data(dataclasses.replace(config, horizon=h)).test
+        out[h] = errors_up_to(model, test, h, device)
+    return out
 
 
 def overall_rmse(per_horizon: np.ndarray) -> float:
@@ -198,10 +223,13 @@ def fit(model: nn.Module, data: ForecastData, config: ForecastConfig, *,
 
 def run_forecast(config: ForecastConfig, *, progress: bool = False,
                  on_epoch: Callable[[dict[str, float]], None] | None = None,
-                 write: bool = True, threads: int | None = None) -> dict[str, Any]:
+                 write: bool = True, threads: int | None = None,
+                 eval_horizons: Sequence[int] = ()) -> dict[str, Any]:
     """Train and test one model (``threads``: torch threads, e.g. 1 on a shared machine);
     writes ``runs/<name>/<timestamp>/`` (config.json,
-    metrics.jsonl, rmse_per_horizon.csv) when ``write``. Returns the summary."""
+    metrics.jsonl, rmse_per_horizon.csv) when ``write``. Returns the summary, with MSE / MAE
+    over steps 1..h for ``h`` in ``eval_horizons`` (default: the trained horizon) under
+    ``test_by_horizon``."""
     from raysign.results import RunDir
 
     if threads is not None:
@@ -227,10 +255,13 @@ def run_forecast(config: ForecastConfig, *, progress: bool = False,
     summary: dict[str, Any] = {
         "dataset": config.dataset, "model": config.model, "seed": config.seed,
         "parameters": count_parameters(model),
-        "hidden_size": getattr(getattr(model, "cell", None), "hidden_size", None),
+        "hidden_size": getattr(getattr(getattr(model, "model", model), "cell", None),
+                               "hidden_size", None),
         "test_rmse": overall_rmse(per_h), "test_rmse_last": float(per_h[-1]),
         "test_rmse_per_horizon": per_h.tolist(), "best_val_rmse": result.best_val_rmse,
         "epochs_run": result.epochs_run, "seconds_per_epoch": result.seconds_per_epoch,
+        "test_by_horizon": {str(h): m for h, m in horizon_metrics(
+            model, config, eval_horizons or [config.horizon], device).items()},
         "recurrent": config.model in RECURRENT,
         # First channel of three test windows, for figures of example rollouts.
         "rollout": {"history": examples.inputs[:, :, 0].tolist(),
