@@ -13,14 +13,21 @@ same inputs (n = 7 vectors of the model's size) when ByzFL is installed (``pip i
 
     python scripts/bench_byzantine.py                       # full grid: 3 seeds, 1 epoch each
     python scripts/bench_byzantine.py --quick               # MLP, 150 steps, f in {0, 3}, 1 seed
+    python scripts/bench_byzantine.py --resume runs/bench_byzantine/<timestamp>   # finish a grid
+
+``--resume`` reads that folder's ``byzantine.csv`` and ``config.json``, runs only the cells not
+yet in it (same model, steps and learning rates), and appends to the same files, so a grid too
+long for one sitting is finished in several.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import importlib
 import importlib.util
 import itertools
+import json
 import sys
 import time
 import types
@@ -121,6 +128,32 @@ def summarise(rows: list[dict], aggregators_: list[str], adversaries: list[int],
     return worst
 
 
+GRID_FIELDS = ("aggregators", "attacks", "adversaries", "seeds", "model", "epochs", "max_steps",
+               "fp32_lr")
+
+
+def resume(args: argparse.Namespace) -> tuple[RunDir, list[dict]]:
+    """The run folder to finish and the cells it already holds; the grid comes from its
+    config.json so the finished table is one consistent measurement."""
+    folder = Path(args.resume)
+    config_path, csv_path = folder / "config.json", folder / "byzantine.csv"
+    if not config_path.is_file():
+        raise SystemExit(f"--resume: {config_path} not found (expected an earlier run folder)")
+    saved = json.loads(config_path.read_text())
+    for field in GRID_FIELDS:
+        setattr(args, field, saved[field])
+    rows = []
+    if csv_path.is_file():
+        with open(csv_path, newline="") as fh:
+            for r in csv.DictReader(fh):
+                rows.append({"aggregator": r["aggregator"], "attack": r["attack"],
+                             "adversaries": int(r["adversaries"]), "seed": int(r["seed"]),
+                             "test_accuracy": float(r["test_accuracy"]),
+                             "steps": int(r["steps"]), "wall_seconds": float(r["wall_seconds"])})
+    print(f"resuming {folder}: {len(rows)} cells already measured", flush=True)
+    return RunDir(folder), rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--aggregators", nargs="+", default=list(AGGREGATORS))
@@ -135,14 +168,20 @@ def main() -> int:
                         help="MLP, 150 steps, adversaries 0 and 3, seed 0")
     parser.add_argument("--results-dir", default="runs")
     parser.add_argument("--address", default=None)
+    parser.add_argument("--resume", default=None, metavar="DIR",
+                        help="finish the grid of an earlier run folder (its config is used)")
     args = parser.parse_args()
     if args.quick:
         args.model, args.max_steps, args.adversaries, args.seeds = "mlp", 150, [0, 3], [0]
-    out = RunDir.create(args.results_dir, "bench_byzantine")
-    out.write_json("config.json", vars(args))
-    time_aggregators(num_parameters(build_model(args.model)), max(args.adversaries), out)
+    rows: list[dict] = []
+    if args.resume:
+        out, rows = resume(args)
+    else:
+        out = RunDir.create(args.results_dir, "bench_byzantine")
+        out.write_json("config.json", vars(args))
+        time_aggregators(num_parameters(build_model(args.model)), max(args.adversaries), out)
+    done = {(r["aggregator"], r["attack"], r["adversaries"], r["seed"]) for r in rows}
     connect(args.address)
-    rows = []
     # Seeds outermost: after each seed the worst-case table and the figure cover every seed
     # finished so far, so a long grid stopped early still leaves complete, usable results.
     for seed in args.seeds:
@@ -150,6 +189,8 @@ def main() -> int:
         cells += list(itertools.product(args.aggregators, args.attacks,
                                         [f for f in args.adversaries if f]))
         for i, (agg, attack, f) in enumerate(cells, 1):
+            if (agg, attack, f, seed) in done:
+                continue
             config = TrainConfig(model=args.model, aggregator=agg, num_byzantine=f,
                                  attack="negate" if attack == "none" else attack,
                                  lr=LR.get(agg, args.fp32_lr), epochs=args.epochs,
