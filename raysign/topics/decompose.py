@@ -1,6 +1,15 @@
 """Orthogonal decomposition of the whitened k x k x k tensor (Anandkumar et al. 2014, Alg. 1:
-robust tensor power method with deflation) and a CP/ALS path through TensorLy's parafac."""
+robust tensor power method with deflation), TensorLy's own symmetric power iteration, and a
+CP/ALS path through TensorLy's parafac.
+
+TensorLy's power iteration draws its starting vectors from numpy's *global* generator
+(``np.random.random_sample``); `tl_power_method` seeds that generator for the call and puts the
+caller's state back afterwards, so a fit depends on its seed only.
+"""
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -61,3 +70,36 @@ def cp_als(T, k: int, random_state: int = 0, n_restarts: int = 5, n_iter: int = 
     lams = np.einsum("abc,ai,bi,ci->i", T, V, V, V)
     V = V * np.sign(lams)
     return np.abs(lams), V
+
+
+@contextmanager
+def seeded_global_numpy(seed: int) -> Iterator[None]:
+    """Seed numpy's global generator inside the block; restore the caller's state after it."""
+    saved = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(saved)
+
+
+def tl_power_method(T, k: int, seed: int = 0, n_restarts: int = 10, n_iter: int = 100,
+                    backend: str = "numpy") -> tuple[np.ndarray, np.ndarray]:
+    """tensorly's symmetric_parafac_power_iteration on `backend`, reproducible for a seed.
+
+    Returns (lambdas [k], vectors [k, k] as columns) as numpy arrays.
+    """
+    import tensorly as tl
+    from tensorly.decomposition import symmetric_parafac_power_iteration
+
+    old = tl.get_backend()
+    tl.set_backend(backend)
+    try:
+        with seeded_global_numpy(seed):
+            lam, V = symmetric_parafac_power_iteration(
+                tl.tensor(np.asarray(T, dtype=np.float64)), rank=k, n_repeat=n_restarts,
+                n_iteration=n_iter)
+        lam, V = tl.to_numpy(lam).astype(float), tl.to_numpy(V).astype(float)
+    finally:
+        tl.set_backend(old)
+    return lam, V
