@@ -1,15 +1,22 @@
-"""Neural Lander benchmark (Shi et al., ICRA 2019, sec. VI): baseline vs Neural Lander vs the
-unnormalised network vs the oracle, on landing from 1-2 m and hovering at 5, 10 and 20 cm,
-10 seeds per task and controller.
+"""Neural Lander benchmark (Shi et al., ICRA 2019, sec. VI), three suites:
 
-    python scripts/bench_lander.py                      # the defaults of ``raysign land``
+- ``1d`` (default): baseline vs Neural Lander vs the unnormalised network vs the oracle on the
+  1-D environment, landing from 1-2 m and hovering at 5, 10 and 20 cm, 10 seeds per task and
+  controller (the pipeline of ``raysign land``);
+- ``3d``: the same tasks on the 3-D point-mass environment with a lateral offset
+  (``raysign.lander.experiment3d``), baseline vs Neural Lander vs oracle, plus lateral error;
+- ``extrapolation``: spectral normalisation against none outside the training range with scarce,
+  noisy data (``raysign.lander.extrapolation``; the design is in its docstring).
+
+    python scripts/bench_lander.py                      # 1d, the defaults of ``raysign land``
     python scripts/bench_lander.py --eval-seeds 3 --flights 4 --steps 1000   # quicker
+    python scripts/bench_lander.py --suite 3d --num-cpus 2
+    python scripts/bench_lander.py --suite extrapolation --num-cpus 2
     ray job submit --working-dir . -- python scripts/bench_lander.py
 
-Prints per task the final mean |z error| of every controller as a ratio to the baseline's
-(measured in the same run), touchdown speed and time, fixed-point iterations and the checked
-targets; writes everything of ``raysign land`` plus ``bench.csv`` (the ratio table) to
-``runs/bench_lander/<timestamp>/``.
+Data collection, training and evaluation run as Ray tasks. Prints the tables; writes CSVs to
+``runs/<name>/<timestamp>/`` (``bench.csv``: final mean |z error| with the ratio to the
+baseline's of the same run; ``extrapolation.csv`` and ``replicates.csv`` for that suite).
 """
 
 from __future__ import annotations
@@ -18,44 +25,200 @@ import argparse
 import dataclasses
 import sys
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from actors import lander_job  # noqa: E402
-from raysign.lander.experiment import LanderConfig  # noqa: E402
+from raysign.config import add_config_arguments, check_choice, config_from_args, to_dict  # noqa: E402
+from raysign.lander.experiment import TASKS, LanderConfig  # noqa: E402
+from raysign.lander.experiment3d import CONTROLLERS_3D  # noqa: E402
+from raysign.lander.extrapolation import ExtrapolationConfig  # noqa: E402
 from raysign.results import RunDir  # noqa: E402
 
+SUITES = ("1d", "3d", "extrapolation")
+_EXTRAPOLATION_HELP = {
+    "replicates": "data and network seeds (each trains one SN and one unnormalised network)",
+    "flights": "random near-ground flights per replicate",
+    "duration": "seconds per flight",
+    "label_noise_std": "extra Gaussian noise on the measured residual labels (m/s^2)",
+    "min_height": "training samples only at or above this height (m)",
+    "gamma": "Lipschitz bound of the spectrally normalised network",
+    "width": "hidden units per layer",
+    "depth": "linear layers",
+    "steps": "Adam steps of residual training",
+    "eval_seeds": "seeded hover episodes per height and network",
+}
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    lander_job.add_arguments(parser)
-    parser.set_defaults(name="bench_lander")
-    args = parser.parse_args(argv)
+
+def ratio_rows(table: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The summary table with each controller's final mean |z error| relative to the
+    baseline's of the same task (NaN without a baseline)."""
+    base = {r["task"]: r["final_mean_abs_z_error"] for r in table
+            if r["controller"] == "baseline"}
+    keep = ("final_max_abs_z_error", "final_mean_lateral_error", "final_max_lateral_error",
+            "touchdowns", "touchdown_speed_max", "time_to_touchdown_mean",
+            "fp_iterations_mean", "fp_iterations_max", "fp_max_contraction", "fp_all_converged")
+    return [{"task": r["task"], "controller": r["controller"],
+             "final_mean_abs_z_error": r["final_mean_abs_z_error"],
+             "ratio_to_baseline": r["final_mean_abs_z_error"] / base[r["task"]]
+             if base.get(r["task"]) else float("nan"),
+             **{k: r[k] for k in keep if k in r}} for r in table]
+
+
+def print_rows(rows: list[dict[str, Any]]) -> None:
+    print("\nfinal mean |z error| relative to the baseline (same run):")
+    for r in rows:
+        lateral = (f"  lateral {r['final_mean_lateral_error']:.4f} m"
+                   if "final_mean_lateral_error" in r else "")
+        print(f"  {r['task']:11s} {r['controller']:11s} {r['final_mean_abs_z_error']:.4f} m"
+              f"  x{r['ratio_to_baseline']:.3f}  touchdowns {r['touchdowns']}"
+              f"  v_td max {r['touchdown_speed_max']:.4f}  t_td {r['time_to_touchdown_mean']:.2f}"
+              f"  fp {r['fp_iterations_mean']:.2f}/{r['fp_iterations_max']}{lateral}")
+
+
+def run_1d(args: argparse.Namespace) -> int:
     fields = {f.name: getattr(args, f.name) for f in dataclasses.fields(LanderConfig)}
     out = lander_job.run_land(LanderConfig(**fields), args.tasks.split(","),
                               args.controllers.split(","), threads=args.threads,
                               results_dir=args.results_dir, name=args.name,
                               address=args.address, num_cpus=args.num_cpus)
-    base = {r["task"]: r["final_mean_abs_z_error"] for r in out["table"]
-            if r["controller"] == "baseline"}
-    rows = [{"task": r["task"], "controller": r["controller"],
-             "final_mean_abs_z_error": r["final_mean_abs_z_error"],
-             "ratio_to_baseline": r["final_mean_abs_z_error"] / base[r["task"]]
-             if base.get(r["task"]) else float("nan"),
-             "final_max_abs_z_error": r["final_max_abs_z_error"],
-             "touchdowns": r["touchdowns"], "touchdown_speed_max": r["touchdown_speed_max"],
-             "time_to_touchdown_mean": r["time_to_touchdown_mean"],
-             "fp_iterations_mean": r["fp_iterations_mean"]} for r in out["table"]]
+    rows = ratio_rows(out["table"])
     RunDir(out["run_dir"]).write_csv("bench.csv", rows)
-    print("\nfinal mean |z error| relative to the baseline (same run):")
-    for r in rows:
-        print(f"  {r['task']:11s} {r['controller']:11s} {r['final_mean_abs_z_error']:.4f} m"
-              f"  x{r['ratio_to_baseline']:.3f}")
+    print_rows(rows)
     for name, report in out["residuals"].items():
         print(f"  {name:11s} Lipschitz product {report['lipschitz_product']:.3f} "
               f"(gamma {report['gamma']}), certified |df/dT| <= "
               f"{report['thrust_lipschitz_bound']:.3f}, samples {report['samples']}")
     return 0
+
+
+def _train(data: dict[str, Any], config: LanderConfig, gamma: float | None,
+           threads: int) -> tuple[Any, dict[str, Any]]:
+    import torch
+
+    from raysign.lander.experiment import fit_residual
+
+    torch.set_num_threads(threads)
+    net, report = fit_residual(data, config, gamma)
+    return net.to_numpy(), report
+
+
+def _evaluate_3d(residual: Any, name: str, task: str, config: LanderConfig) -> list[dict]:
+    from raysign.lander.experiment3d import evaluate_3d, make_controllers_3d
+
+    controller = make_controllers_3d({name: residual}, config)[name]
+    return evaluate_3d(controller, task, [config.seed + 1000 + k
+                                          for k in range(config.eval_seeds)])
+
+
+def run_3d(args: argparse.Namespace) -> int:
+    """Collect 1-D flights (the vertical residual of the 3-D env is the 1-D one), train the
+    networks and fly the 3-D tasks, all as Ray tasks."""
+    import ray
+
+    from actors.cluster import connect
+    from raysign.lander.collect import collect_flights, merge
+    from raysign.lander.experiment3d import summarise_3d
+
+    fields = {f.name: getattr(args, f.name) for f in dataclasses.fields(LanderConfig)}
+    config = LanderConfig(**fields)
+    tasks, controllers = args.tasks.split(","), args.controllers_3d.split(",")
+    for task in tasks:
+        check_choice("tasks", task, TASKS)
+    for controller in controllers:
+        check_choice("controllers_3d", controller, CONTROLLERS_3D)
+    connect(args.address, args.num_cpus)
+    run_dir = RunDir.create(args.results_dir, args.name + "3d")
+    run_dir.write_json("config.json", {**to_dict(config), "tasks": tasks,
+                                       "controllers": controllers, "suite": "3d"})
+    collect = ray.remote(num_cpus=1)(collect_flights)
+    data = merge(ray.get([collect.remote(config.collect_config(), config.seed + k)
+                          for k in range(config.collect_seeds)]))
+    data_ref = ray.put(data)
+    train = ray.remote(num_cpus=1)(_train)
+    gammas = {"neural": config.gamma, "nosn": None}
+    refs = {c: train.remote(data_ref, config, gammas[c], args.threads)
+            for c in controllers if c in gammas}
+    residuals: dict[str, Any] = {"baseline": None, "oracle": None}
+    reports = {}
+    for name, ref in refs.items():
+        residuals[name], reports[name] = ray.get(ref)
+        print(f"[bench 3d] {name}: {reports[name]}")
+    run_dir.write_json("residuals.json", reports)
+    evaluate = ray.remote(num_cpus=1)(_evaluate_3d)
+    episodes = ray.get([evaluate.remote(residuals[c], c, t, config)
+                        for t in tasks for c in controllers])
+    rows = [e for batch in episodes for e in batch]
+    table = summarise_3d(rows)
+    run_dir.write_csv("episodes.csv", rows)
+    run_dir.write_csv("summary.csv", table)
+    bench = ratio_rows(table)
+    run_dir.write_csv("bench.csv", bench)
+    print(f"[bench 3d] {len(data['z'])} samples")
+    print_rows(bench)
+    print(f"[bench 3d] results: {run_dir.path}")
+    return 0
+
+
+def run_extrapolation(args: argparse.Namespace) -> int:
+    """One Ray task per (replicate, network type); both types of a replicate share its data."""
+    import ray
+
+    from actors.cluster import connect
+    from raysign.lander.extrapolation import (
+        replicate_data,
+        run_replicate,
+        summarise_extrapolation,
+    )
+
+    config = config_from_args(ExtrapolationConfig, args)
+    connect(args.address, args.num_cpus)
+    run_dir = RunDir.create(args.results_dir, args.name + "_extrapolation")
+    run_dir.write_json("config.json", to_dict(config))
+
+    def replicate(k: int, spectral: bool) -> dict[str, Any]:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        return run_replicate(config, k, spectral, replicate_data(config, k))
+
+    task = ray.remote(num_cpus=1)(replicate)
+    rows = ray.get([task.remote(k, spectral) for k in range(config.replicates)
+                    for spectral in (True, False)])
+    table = summarise_extrapolation(rows)
+    run_dir.write_csv("replicates.csv", rows)
+    run_dir.write_csv("extrapolation.csv", table)
+    print(f"\n{'metric':20s} {'SN mean':>9s} {'SN std':>8s} {'noSN mean':>9s} {'noSN std':>8s}"
+          f"  SN smaller")
+    for r in table:
+        print(f"{r['metric']:20s} {r['sn_mean']:9.4f} {r['sn_std']:8.4f} {r['nosn_mean']:9.4f}"
+              f" {r['nosn_std']:8.4f}  {r['sn_smaller']}/{r['replicates']}")
+    failed = [(r["network"], r["replicate"]) for r in rows if not r["fp_all_converged"]]
+    print(f"fixed-point solves that did not converge (network, replicate): {failed or 'none'}")
+    print(f"[bench extrapolation] results: {run_dir.path}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--suite", default="1d", choices=SUITES)
+    suite = pre.parse_known_args(argv)[0].suite
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], parents=[pre])
+    if suite == "extrapolation":
+        add_config_arguments(parser, ExtrapolationConfig, _EXTRAPOLATION_HELP)
+        parser.add_argument("--threads", type=int, default=1, help="torch threads per task")
+        parser.add_argument("--results-dir", default="runs", help="root folder for results")
+        parser.add_argument("--name", default="lander", help="run name prefix")
+        parser.add_argument("--address", default=None, help="Ray cluster address")
+        parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray")
+    else:
+        lander_job.add_arguments(parser)
+        parser.add_argument("--controllers-3d", default="baseline,neural,oracle",
+                            help=f"3d suite: out of {list(CONTROLLERS_3D)}")
+    parser.set_defaults(name="bench_lander")
+    args = parser.parse_args(argv)
+    return {"1d": run_1d, "3d": run_3d, "extrapolation": run_extrapolation}[suite](args)
 
 
 if __name__ == "__main__":

@@ -111,3 +111,51 @@ def min_jerk(z0: float, z1: float, duration: float) -> Callable[[float], tuple[f
         return pos, vel, acc
 
     return reference
+
+
+LateralResidual = Callable[[np.ndarray], np.ndarray]
+
+
+class TrackingController3D:
+    """Position tracking for the 3-D point mass (``raysign.lander.env3d``), same PD law per axis:
+    ``F = m (g e_z + a_d - k_p e - k_d e')``.
+
+    Ground effect acts on the vertical force only, so the vertical residual is the 1-D one,
+    ``f_z(z, v_z, F_z)``, and ``F_z`` solves ``F_z = F_z,d - f_z(z, v_z, F_z)`` by the same
+    fixed-point iteration; ``vertical=None`` is the baseline. ``lateral(v_xy)`` (N, shape (2,))
+    is subtracted from the horizontal force when given (the oracle knows the lateral drag; the
+    learned controllers do not). ``__call__(p, v, ref)`` with ``ref = (p_d, v_d, a_d)`` (arrays
+    of shape (3,)) returns the commanded force ``float64 (3,)`` and a ``SolveInfo``.
+    """
+
+    def __init__(self, vertical: Residual | None = None, lateral: LateralResidual | None = None,
+                 mass: float = 1.47, kp: float = 4.0, kd: float = 4.0,
+                 max_lateral: float = 0.5 * 1.47 * GRAVITY,
+                 max_thrust: float = 2.0 * 1.47 * GRAVITY, tol: float = 1e-6,
+                 max_iter: int = 50, name: str = "baseline"):
+        self.vertical, self.lateral, self.mass, self.kp, self.kd = vertical, lateral, mass, kp, kd
+        self.max_lateral, self.max_thrust = max_lateral, max_thrust
+        self.tol, self.max_iter, self.name = tol, max_iter, name
+        self.last_thrust = mass * GRAVITY
+
+    def reset(self) -> None:
+        self.last_thrust = self.mass * GRAVITY
+
+    def __call__(self, position: np.ndarray, velocity: np.ndarray,
+                 ref: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple[np.ndarray, SolveInfo]:
+        p_d, v_d, a_d = ref
+        force = self.mass * (np.array([0.0, 0.0, GRAVITY]) + a_d - self.kp * (position - p_d)
+                             - self.kd * (velocity - v_d))
+        if self.lateral is not None:
+            force[:2] -= self.lateral(velocity[:2])
+        force[:2] = np.clip(force[:2], -self.max_lateral, self.max_lateral)
+        if self.vertical is None:
+            force[2] = min(max(force[2], 0.0), self.max_thrust)
+            self.last_thrust = force[2]
+            return force, SolveInfo()
+        z, v_z, desired = float(position[2]), float(velocity[2]), float(force[2])
+        force[2], info = solve_fixed_point(lambda t: desired - self.vertical(z, v_z, t),
+                                           self.last_thrust, 0.0, self.max_thrust, self.tol,
+                                           self.max_iter)
+        self.last_thrust = force[2]
+        return force, info
