@@ -1,51 +1,175 @@
-"""Spectral LDA vs scikit-learn LatentDirichletAllocation (online, batch) on synthetic LDA.
+"""Spectral LDA vs scikit-learn LatentDirichletAllocation (online, batch) and gensim LdaModel.
 
-    python scripts/bench_topics.py --docs 3000 --words 300 --k 10 --seeds 1
+    python scripts/bench_topics.py --part synthetic --docs 50000 --words 2000 --k 20 --seeds 3
+    python scripts/bench_topics.py --part nyt --k 20
 
-Prints wall time, Hungarian-matched L1 topic error, alpha error and the time ratio vs online VB.
-The issue's full configuration is --docs 50000 --words 2000 --k 20 --seeds 3 (gensim not run).
+Run with OMP_NUM_THREADS=1 (and the same for MKL/OpenBLAS) so that every method gets one core.
+
+synthetic: LDA corpora with known topics (alpha_i = 1/k, topic-word Dirichlet 0.1, 50 words per
+document); per seed wall time, Hungarian-matched L1 topic error and alpha relative error, the
+speed-up over sklearn online VB, and the tensor method's topic error on the first --grow
+documents. nyt: the NYT corpus (10% of documents held out) - wall time, UMass/NPMI coherence of
+the top 10 words on the training documents, held-out perplexity by document completion (one
+evaluator, `completion_perplexity`, for all methods), top words of every topic printed and saved.
+
+Settings (every method is told the true / same document-topic prior alpha_i = 1/k, alpha0 = 1):
+tensor = TensorLDA power method, 10 restarts x 100 iterations; tensor+EM adds --refine-steps
+variational EM steps of --refine-inner E-step iterations. sklearn online/batch = library
+defaults (max_iter=10, batch_size=128, learning_offset=10, topic_word_prior=1/k, n_jobs=1).
+gensim = LdaModel defaults (passes=1, iterations=50, chunksize=2000, eta=1/k). Topics of the
+peers are their normalised topic-word matrices. Results go to runs/bench_topics/<timestamp>/.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from pathlib import Path
 
 import numpy as np
+import scipy.sparse as sp
 from sklearn.decomposition import LatentDirichletAllocation
 
 from raysign.topics.estimator import TensorLDA
-from raysign.topics.metrics import alpha_error, topic_error
+from raysign.topics.metrics import alpha_error, coherence, completion_perplexity, topic_error
 from raysign.topics.synthetic import make_lda_corpus
 
 
-def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--docs", type=int, default=3000)
-    p.add_argument("--words", type=int, default=300)
-    p.add_argument("--k", type=int, default=10)
-    p.add_argument("--doc-len", type=int, default=50)
-    p.add_argument("--seeds", type=int, default=1)
-    p.add_argument("--max-iter", type=int, default=10)
-    a = p.parse_args()
+def fit_tensor(X: sp.csr_matrix, k: int, seed: int, refine_steps: int, refine_inner: int
+               ) -> tuple[np.ndarray, np.ndarray]:
+    est = TensorLDA(k, alpha0=1.0, seed=seed, refine_steps=refine_steps,
+                    refine_inner=refine_inner).fit(X)
+    return est.components_, est.alpha_
+
+
+def fit_sklearn(X: sp.csr_matrix, k: int, seed: int, method: str
+                ) -> tuple[np.ndarray, np.ndarray]:
+    lda = LatentDirichletAllocation(k, doc_topic_prior=1.0 / k, learning_method=method,
+                                    random_state=seed, n_jobs=1).fit(X)
+    return lda.components_ / lda.components_.sum(1, keepdims=True), np.full(k, 1.0 / k)
+
+
+def fit_gensim(X: sp.csr_matrix, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    from gensim.matutils import Sparse2Corpus
+    from gensim.models import LdaModel
+
+    corpus = Sparse2Corpus(X, documents_columns=False)
+    alpha = np.full(k, 1.0 / k)
+    lda = LdaModel(corpus, num_topics=k, id2word={i: str(i) for i in range(X.shape[1])},
+                   alpha=alpha, random_state=seed)
+    return lda.get_topics(), alpha
+
+
+def methods(a: argparse.Namespace) -> dict:
+    """The selected methods (--methods name prefixes) as fit(X, seed) -> (topics, alpha)."""
+    every = {
+        "tensor": lambda X, s: fit_tensor(X, a.k, s, 0, a.refine_inner),
+        f"tensor+EM{a.refine_steps}": lambda X, s: fit_tensor(X, a.k, s, a.refine_steps,
+                                                              a.refine_inner),
+        "sklearn-online": lambda X, s: fit_sklearn(X, a.k, s, "online"),
+        "sklearn-batch": lambda X, s: fit_sklearn(X, a.k, s, "batch"),
+        "gensim": lambda X, s: fit_gensim(X, a.k, s),
+    }
+    prefixes = tuple(a.methods.split(","))
+    return {name: fit for name, fit in every.items() if name.startswith(prefixes)}
+
+
+def timed(fn, *args):
+    t = time.perf_counter()
+    out = fn(*args)
+    return time.perf_counter() - t, out
+
+
+def synthetic(a: argparse.Namespace, out: Path) -> None:
+    rows = []
+    alpha = np.full(a.k, 1.0 / a.k)
     for seed in range(a.seeds):
-        alpha = np.full(a.k, 1.0 / a.k)
         X, B, _ = make_lda_corpus(a.docs, a.words, a.k, alpha, a.doc_len, seed=seed)
-        rows = {}
-        t = time.perf_counter()
-        est = TensorLDA(a.k, alpha0=1.0, seed=seed).fit(X)
-        rows["tensor-power"] = (time.perf_counter() - t, topic_error(est.components_, B),
-                                alpha_error(est.alpha_, est.components_, alpha, B))
-        for method in ("online", "batch"):
-            t = time.perf_counter()
-            lda = LatentDirichletAllocation(a.k, doc_topic_prior=1.0 / a.k,
-                                            learning_method=method, max_iter=a.max_iter,
-                                            random_state=seed, n_jobs=1).fit(X)
-            comp = lda.components_ / lda.components_.sum(1, keepdims=True)
-            rows[f"sklearn-{method}"] = (time.perf_counter() - t, topic_error(comp, B), np.nan)
-        base = rows["sklearn-online"][0]
-        for name, (s, te, ae) in rows.items():
-            print(f"seed={seed} {name:15s} time={s:7.2f}s topic_L1={te:.3f} alpha_err={ae:.3f} "
-                  f"speedup_vs_online={base / s:6.1f}x")
+        for name, fit in methods(a).items():
+            if seed >= a.peer_seeds and not name.startswith("tensor"):
+                continue
+            s, (topics, est_alpha) = timed(fit, X, seed)
+            ae = alpha_error(est_alpha, topics, alpha, B) if name.startswith("tensor") else None
+            rows.append({"seed": seed, "method": name, "docs": a.docs, "time_s": s,
+                         "topic_l1": topic_error(topics, B), "alpha_err": ae})
+            print(json.dumps(rows[-1]), flush=True)
+        for D in a.grow:
+            if D < a.docs:
+                s, (topics, est_alpha) = timed(fit_tensor, X[:D], a.k, seed, 0, a.refine_inner)
+                rows.append({"seed": seed, "method": "tensor", "docs": D, "time_s": s,
+                             "topic_l1": topic_error(topics, B),
+                             "alpha_err": alpha_error(est_alpha, topics, alpha, B)})
+                print(json.dumps(rows[-1]), flush=True)
+        (out / "synthetic.json").write_text(json.dumps(rows, indent=1))
+    print("\nmethod            docs   time_s          topic_L1        alpha_err  speedup_vs_online")
+    full = [r for r in rows if r["docs"] == a.docs]
+    base = np.mean([r["time_s"] for r in full if r["method"] == "sklearn-online"] or [np.nan])
+    for name in dict.fromkeys(r["method"] for r in rows):
+        for D in sorted({r["docs"] for r in rows if r["method"] == name}):
+            sel = [r for r in rows if r["method"] == name and r["docs"] == D]
+            t = [r["time_s"] for r in sel]
+            e = [r["topic_l1"] for r in sel]
+            ae = [r["alpha_err"] for r in sel if r["alpha_err"] is not None]
+            ae_s = f"{np.mean(ae):.3f}+-{np.std(ae):.3f}" if ae else "-"
+            sp_s = f"{base / np.mean(t):.1f}x" if D == a.docs else "-"
+            print(f"{name:16s} {D:6d} {np.mean(t):7.2f}+-{np.std(t):5.2f} "
+                  f"{np.mean(e):.3f}+-{np.std(e):.3f}  {ae_s:13s} {sp_s}")
+
+
+def nyt(a: argparse.Namespace, out: Path) -> None:
+    from raysign.data import default_data_dir
+    from raysign.topics.corpus import load_ldac, load_vocab, split_heldout
+
+    d = default_data_dir() / "topics"
+    vocab = load_vocab(d / "nyt.tokens")
+    X, dropped = load_ldac(d / "nyt.ldac", n_words=len(vocab))
+    train, held = split_heldout(X, 0.1, 0)
+    print(f"NYT: {X.shape[0]} docs ({dropped} dropped), V={X.shape[1]}, train {train.shape[0]},"
+          f" held out {held.shape[0]}, k={a.k}")
+    rows, words = [], {}
+    for name, fit in methods(a).items():
+        s, (topics, est_alpha) = timed(fit, train, a.seed)
+        umass, npmi = coherence(topics, train)
+        rows.append({"method": name, "time_s": s, "umass": umass, "npmi": npmi,
+                     "heldout_perplexity": completion_perplexity(topics, est_alpha, held)})
+        words[name] = [" ".join(vocab[j] for j in np.argsort(t)[::-1][:10]) for t in topics]
+        print(json.dumps(rows[-1]), flush=True)
+        for i, w in enumerate(words[name]):
+            print(f"  {name} {i:2d}: {w}")
+        (out / "nyt.json").write_text(json.dumps({"rows": rows, "top_words": words}, indent=1))
+    print("\nmethod            time_s   UMass    NPMI   heldout_perplexity")
+    for r in rows:
+        print(f"{r['method']:16s} {r['time_s']:7.2f} {r['umass']:7.3f} {r['npmi']:7.3f} "
+              f"{r['heldout_perplexity']:9.1f}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--part", choices=["synthetic", "nyt", "all"], default="all")
+    p.add_argument("--docs", type=int, default=50000)
+    p.add_argument("--words", type=int, default=2000)
+    p.add_argument("--k", type=int, default=20)
+    p.add_argument("--doc-len", type=int, default=50)
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--peer-seeds", type=int, default=3,
+                   help="the peers run on the first this many seeds only (tensor on all)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the NYT fits")
+    p.add_argument("--grow", type=lambda s: [int(x) for x in s.split(",")],
+                   default=[5000, 20000], help="tensor-method document counts below --docs")
+    p.add_argument("--refine-steps", type=int, default=3)
+    p.add_argument("--refine-inner", type=int, default=10)
+    p.add_argument("--methods", default="tensor,sklearn-online,sklearn-batch,gensim",
+                   help="comma-separated name prefixes of the methods to run")
+    p.add_argument("--out", default="runs")
+    a = p.parse_args()
+    out = Path(a.out) / "bench_topics" / time.strftime("%Y%m%d-%H%M%S")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(vars(a), indent=1))
+    if a.part in ("synthetic", "all"):
+        synthetic(a, out)
+    if a.part in ("nyt", "all"):
+        nyt(a, out)
+    print(f"results in {out}")
 
 
 if __name__ == "__main__":
