@@ -1,0 +1,83 @@
+"""The scarce-and-noisy-data extrapolation experiment: its data, error measures and summary,
+each against an independent numpy computation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from raysign.lander.collect import CollectConfig, collect_flights
+from raysign.lander.env import GRAVITY, GroundEffectModel
+from raysign.lander.extrapolation import (
+    METRICS,
+    ExtrapolationConfig,
+    grid_errors,
+    replicate_data,
+    run_replicate,
+    summarise_extrapolation,
+)
+
+MASS = 1.47
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_replicate_data_keeps_the_training_range_and_adds_the_stated_label_noise():
+    # A high cut so that this short flight has samples on both sides of it.
+    config = ExtrapolationConfig(flights=1, duration=5.0, label_noise_std=0.5, min_height=0.7)
+    data = replicate_data(config, replicate=0)
+    raw = collect_flights(CollectConfig(flights=1, duration=5.0), seed=0)
+    keep = raw["z"] >= 0.7
+    assert 100 < len(data["z"]) == int(keep.sum()) < len(raw["z"])
+    np.testing.assert_array_equal(data["z"], raw["z"][keep])
+    noise = data["residual"] - raw["residual"][keep]
+    assert noise.std() == pytest.approx(0.5, rel=0.1) and abs(noise.mean()) < 0.1
+    # Against the true residual: process noise 0.05 and label noise 0.5 add in quadrature.
+    truth = GroundEffectModel()(data["z"], data["v"], data["thrust"]) / MASS
+    assert (data["residual"] - truth).std() == pytest.approx(np.hypot(0.05, 0.5), rel=0.1)
+
+
+def test_grid_errors_are_zero_for_the_truth_and_the_true_residual_for_zero():
+    truth = GroundEffectModel()
+    assert grid_errors(truth, 0.0, 0.12) == (0.0, 0.0)
+    rms, largest = grid_errors(lambda z, v, t: 0.0, 0.0, 0.12)
+    values = np.array([truth(z, v, t) for z in np.arange(9) * 0.12 / 9
+                       for v in (-0.5, -0.25, 0.0, 0.25, 0.5)
+                       for t in MASS * GRAVITY * np.array([0.7, 0.85, 1.0, 1.15, 1.3])]) / MASS
+    assert rms == pytest.approx(np.sqrt(np.mean(values**2)), rel=1e-12)
+    assert largest == pytest.approx(np.abs(values).max(), rel=1e-12)
+
+
+def test_summary_reports_mean_sample_std_and_paired_wins():
+    rng = np.random.default_rng(0)
+    rows = [{"network": net, "replicate": k, **{m: float(rng.uniform()) for m in METRICS}}
+            for k in range(4) for net in ("sn", "nosn")]
+    table = {r["metric"]: r for r in summarise_extrapolation(rows)}
+    for metric in METRICS:
+        sn = np.array([r[metric] for r in rows if r["network"] == "sn"])
+        free = np.array([r[metric] for r in rows if r["network"] == "nosn"])
+        row = table[metric]
+        assert row["sn_mean"] == pytest.approx(sn.mean())
+        assert row["nosn_std"] == pytest.approx(np.std(free, ddof=1))
+        assert row["sn_smaller"] == sum(a < b for a, b in zip(sn, free, strict=True))
+        assert row["replicates"] == 4
+
+
+def test_one_replicate_trains_both_networks_on_the_same_data_and_reports_every_metric():
+    config = ExtrapolationConfig(replicates=1, flights=1, duration=3.0, width=8, steps=30,
+                                 eval_seeds=1, gamma=1.0)
+    data = replicate_data(config, 0)
+    sn = run_replicate(config, 0, spectral=True, data=data)
+    free = run_replicate(config, 0, spectral=False, data=data)
+    assert sn["samples"] == free["samples"] == len(data["z"])
+    assert set(METRICS) <= set(sn) and set(METRICS) <= set(free)
+    assert sn["lipschitz_product"] <= 1.0 * (1 + 1e-6)
+    # Hover errors are physical: below the 0.5 m start height, non-negative.
+    assert all(0.0 <= sn[f"{t}_error"] < 0.5 for t in ("hover_5cm", "hover_10cm", "hover_20cm"))
