@@ -104,6 +104,7 @@ class SignSGDTrainer:
         self.byzantine = set(config.byzantine_ranks())
         self.honest = [r for r in range(config.num_workers) if r not in self.byzantine]
         self.resyncs = 0
+        self._vote_tag = 0  # which configuration the vote actors hold (0: the constructor's)
 
     # ----------------------------------------------------------------------------- placement
     def start(self) -> None:
@@ -116,7 +117,6 @@ class SignSGDTrainer:
         self.shard_size = len(train) // cfg.num_workers
         self.d = num_parameters(build_model(cfg.model))
         self.bounds = shard_bounds(self.d, cfg.vote_shards)
-        kind = wire.KIND_SIGNS if cfg.aggregator == "vote" else wire.KIND_FP32
         # The data sets go into the object store once; every worker reads them zero-copy.
         images, labels = ray.put(train.images), ray.put(train.labels)
         # Held for the whole run: a restarted worker re-runs its constructor with them.
@@ -136,11 +136,41 @@ class SignSGDTrainer:
         for shard, (start, stop) in enumerate(self.bounds):
             vote = ray.remote(VoteActor).options(num_cpus=VOTE_CPUS, max_restarts=MAX_RESTARTS,
                                                  scheduling_strategy=spread(shard))
-            aggregate = None if cfg.aggregator in ("vote", "mean") else cfg.make_aggregator()
-            self.votes.append(vote.remote(shard, start, stop, kind, aggregate))
+            self.votes.append(vote.remote(shard, start, stop, *self._vote_setup()))
         sizes = ray.get([w.num_parameters.remote() for w in self.workers])
         if set(sizes) != {self.d}:
             raise RuntimeError(f"workers disagree on the parameter count: {sizes}")
+
+    RESHAPING_FIELDS = ("num_workers", "vote_shards", "model", "dataset", "data_dir",
+                        "train_subset", "test_subset")
+
+    def reconfigure(self, config: TrainConfig, run_dir: RunDir | None = None) -> None:
+        """Run another configuration on the actors already started (a benchmark grid): every
+        worker gets a fresh replica, every vote actor the new payload kind and aggregator, as if
+        started anew but without new processes. The model, data set, worker count and vote
+        shards must stay the same; aggregator, attack, adversaries, seed, learning rate and
+        schedule may change."""
+        if not self.workers:
+            raise RuntimeError("reconfigure() needs started actors: call start() or run() first")
+        changed = [f for f in self.RESHAPING_FIELDS
+                   if getattr(config, f) != getattr(self.config, f)]
+        if changed:
+            raise ValueError(f"reconfigure() cannot change {', '.join(changed)}; start a new "
+                             "SignSGDTrainer for that")
+        self.config = config
+        self.run_dir = run_dir or RunDir.create(config.results_dir, config.name)
+        self.byzantine = set(config.byzantine_ranks())
+        self.honest = [r for r in range(config.num_workers) if r not in self.byzantine]
+        self.resyncs = 0
+        self._vote_tag += 1
+        ray.get([w.reset.remote(config, rank in self.byzantine)
+                 for rank, w in enumerate(self.workers)]
+                + [v.reset.remote(*self._vote_setup(), tag=self._vote_tag) for v in self.votes])
+
+    def _vote_setup(self) -> tuple[int, Any]:
+        cfg = self.config
+        kind = wire.KIND_SIGNS if cfg.aggregator == "vote" else wire.KIND_FP32
+        return kind, (None if cfg.aggregator in ("vote", "mean") else cfg.make_aggregator())
 
     # ---------------------------------------------------------------------------- one round
     def round(self, step: int, with_density: bool = False) -> dict[str, Any]:
@@ -179,6 +209,11 @@ class SignSGDTrainer:
             except ray.exceptions.RayActorError as err:
                 print(f"[raysign] step {step}: a vote actor died ({err.__class__.__name__}); "
                       "retrying the vote after its restart")
+                # A restarted actor ran its constructor with the first configuration's
+                # arguments; give it the current one (a no-op unless reconfigured).
+                for v in self.votes:
+                    if _call_when_alive(lambda v=v: v.tag.remote()) != self._vote_tag:
+                        ray.get(v.reset.remote(*self._vote_setup(), tag=self._vote_tag))
                 continue
             apply_stats, dead = _get_each(applied, "apply")
             failed |= dead
@@ -211,7 +246,11 @@ class SignSGDTrainer:
         print(f"[raysign] workers {ranks} failed; restarted and re-synced from rank {source}")
         state = self.workers[source].state.remote()
         for r in ranks:
-            _call_when_alive(lambda r=r: self.workers[r].load_state.remote(state, False))
+            # The restarted process ran its constructor with the first configuration's
+            # arguments: give it the current one before the state (matters after reconfigure).
+            _call_when_alive(lambda r=r: self.workers[r].reset.remote(self.config,
+                                                                      r in self.byzantine))
+            ray.get(self.workers[r].load_state.remote(state, False))
             ray.get(self.workers[r].seek.remote(step))
         self.resyncs += len(ranks)
 

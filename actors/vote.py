@@ -43,11 +43,23 @@ def _read_only_tensor(array: np.ndarray) -> torch.Tensor:
 class VoteActor:
     def __init__(self, shard: int, start: int, stop: int, kind: int,
                  aggregate: Callable[[np.ndarray], np.ndarray] | None = None):
-        self.shard, self.start, self.stop, self.kind = shard, start, stop, kind
-        self.aggregate = aggregate
+        self.shard, self.start, self.stop = shard, start, stop
         self.length = stop - start
-        self.rejected_total = 0
         self._crash_at: int | None = None
+        self.reset(kind, aggregate)
+
+    def reset(self, kind: int, aggregate: Callable[[np.ndarray], np.ndarray] | None,
+              tag: int = 0) -> None:
+        """Vote with another payload kind and aggregator (a benchmark grid reusing actors);
+        ``tag`` names the configuration, so the driver can tell a restarted actor (tag 0,
+        from its constructor) from one that already holds the current configuration."""
+        self.kind = kind
+        self.aggregate = aggregate
+        self.rejected_total = 0
+        self._tag = tag
+
+    def tag(self) -> int:
+        return self._tag
 
     def crash_at(self, step: int) -> None:
         """Exit the process when voting on ``step`` (fault-injection drill); a restarted

@@ -38,19 +38,28 @@ class SignWorker:
                  bounds: list[tuple[int, int]]):
         cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
         torch.set_num_threads(max(1, int(cpus)))
-        shard = shard_indices(len(labels), config.num_workers, config.seed)[rank]
-        self.config = config
         self.rank = rank
         self.bounds = bounds
+        self._data = (images, labels)  # zero-copy views of the object store, kept for reset
+        self.reset(config, self.byzantine)
+
+    def reset(self, config: TrainConfig, byzantine: bool) -> None:
+        """Start a fresh replica for another configuration of the same shape (same model,
+        data set, worker count and vote shards) in this process: a benchmark grid reuses its
+        actors instead of starting new processes for every cell."""
+        images, labels = self._data
+        shard = shard_indices(len(labels), config.num_workers, config.seed)[self.rank]
+        self.config = config
+        self.byzantine = byzantine
         self.kind = wire.KIND_SIGNS if config.aggregator == "vote" else wire.KIND_FP32
-        self.replica = Replica(config, rank, images[shard], labels[shard], _device(),
-                               byzantine=self.byzantine)
+        self.replica = Replica(config, self.rank, images[shard], labels[shard], _device(),
+                               byzantine=byzantine)
         self._poison = 0
         self.crafted = None
-        if self.byzantine and config.attack in OMNISCIENT_ATTACKS:
+        if byzantine and config.attack in OMNISCIENT_ATTACKS:
             self.crafted = make_crafted_attack(config.attack, config.num_byzantine,
                                                scale=config.attack_scale)
-            self.craft_rng = np.random.default_rng([config.seed, rank, 7])
+            self.craft_rng = np.random.default_rng([config.seed, self.rank, 7])
 
     def num_parameters(self) -> int:
         return self.replica.d
