@@ -7,7 +7,13 @@ import scipy.sparse as sp
 
 from raysign.topics.corpus import split_heldout
 from raysign.topics.estimator import TensorLDA
-from raysign.topics.metrics import alpha_error, match_topics, perplexity, topic_error
+from raysign.topics.metrics import (
+    alpha_error,
+    completion_perplexity,
+    match_topics,
+    perplexity,
+    topic_error,
+)
 from raysign.topics.moments import (
     first_moment,
     second_moment_dense,
@@ -157,3 +163,18 @@ def test_refinement_never_increases_heldout_perplexity_and_lowers_topic_error():
             assert topic_error(est.spectral_components_, B) == pytest.approx(errs[0])
     assert all(b <= a for a, b in zip(perps, perps[1:], strict=False)), perps
     assert errs[-1] < 0.9 * errs[0], errs
+
+
+def test_completion_perplexity_single_topic_closed_form_and_ranks_true_topics_first():
+    X, B, a = make_lda_corpus(400, 60, 4, 0.3, doc_len=40, seed=8)
+    X = sp.csr_matrix(X)
+    # k = 1: theta is 1 whatever the first half says; score the documented binomial split
+    unigram = np.asarray(X.sum(0)).ravel() + 1.0
+    unigram /= unigram.sum()
+    second = X.data - np.random.default_rng(3).binomial(X.data, 0.5)
+    expected = np.exp(-(second * np.log(unigram[X.indices])).sum() / second.sum())
+    got = completion_perplexity(unigram[None], np.ones(1), X, seed=3, smooth=0.0)
+    assert got == pytest.approx(expected, rel=1e-10)
+    true = completion_perplexity(B, a, X)
+    wrong = completion_perplexity(B[:, np.random.default_rng(0).permutation(60)], a, X)
+    assert true < completion_perplexity(unigram[None], np.ones(1), X) < wrong
