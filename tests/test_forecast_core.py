@@ -7,6 +7,8 @@ import csv
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from raysign.config import ConfigError
 from raysign.forecast.cells import TTLSTMCell, TTRNNCell, TTTransition, augmented_state
@@ -29,6 +31,15 @@ from raysign.forecast.train import (
     overall_rmse,
     rmse_per_horizon,
 )
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Small recurrences run ~30x slower with two intra-op threads on a loaded 2-core box."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def _dense_reference(cores: list[np.ndarray], s: np.ndarray) -> np.ndarray:
@@ -60,6 +71,26 @@ def test_tt_contraction_equals_dense_higher_order_transition(order, rank):
     # The tensor the module reports is the same W.
     dense = tt.dense_tensor().detach().numpy()
     assert dense.shape == (5,) * order + (3,)
+
+
+@settings(max_examples=40, deadline=None)
+@given(order=st.integers(1, 4), data=st.data(), state_dim=st.integers(1, 6),
+       out_dim=st.integers(1, 5), batch=st.integers(1, 3), seed=st.integers(0, 2 ** 16))
+def test_core_by_core_contraction_equals_dense_transition_for_any_ranks(order, data, state_dim,
+                                                                         out_dim, batch, seed):
+    """The one-matmul-per-core contraction (bond vector (x) state, then the reshaped core)
+    against the explicit p-fold outer product, for any per-core ranks and any state, including
+    states whose first entry is not the bias 1."""
+    ranks = data.draw(st.lists(st.integers(1, 4), min_size=order - 1, max_size=order - 1))
+    torch.manual_seed(seed)
+    tt = TTTransition(state_dim, out_dim, order, ranks).double()
+    with torch.no_grad():
+        for core in tt.cores:
+            core.normal_()
+    s = torch.randn(batch, state_dim, dtype=torch.float64)
+    expected = _dense_reference([c.detach().numpy() for c in tt.cores], s.numpy())
+    np.testing.assert_allclose(tt(s).detach().numpy(), expected, rtol=1e-9, atol=1e-9)
+    assert tt(s).shape == (batch, out_dim)
 
 
 def test_tt_lstm_gates_use_bias_augmented_lag_window():

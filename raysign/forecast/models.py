@@ -95,6 +95,26 @@ class Persistence(nn.Module):
         return history[:, -1:].expand(-1, horizon, -1).clone()
 
 
+def window_statistics(history: torch.Tensor, eps: float = 1e-5) -> tuple[torch.Tensor,
+                                                                          torch.Tensor]:
+    """Per-window, per-channel location and scale of ``history`` [B, T, d]: the mean over time
+    and the (population) standard deviation plus ``eps``, each [B, 1, d]. Only the burn-in
+    window is read, so a forecast never sees statistics of its own targets."""
+    mean = history.mean(dim=1, keepdim=True)
+    scale = history.std(dim=1, unbiased=False, keepdim=True) + eps
+    return mean, scale
+
+
+def normalise(x: torch.Tensor, mean: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Data units -> the window's own units: ``(x - mean) / scale`` (broadcast over time)."""
+    return (x - mean) / scale
+
+
+def denormalise(x: torch.Tensor, mean: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """The window's own units -> data units; inverts ``normalise`` for the same statistics."""
+    return x * scale + mean
+
+
 class InstanceNormalised(nn.Module):
     """Wraps a forecaster so that it sees every window in its own units: each channel of the
     burn-in window is shifted by its mean and scaled by its standard deviation, the inner model
@@ -109,12 +129,11 @@ class InstanceNormalised(nn.Module):
 
     def forward(self, history: torch.Tensor, horizon: int, target: torch.Tensor | None = None,
                 teacher_prob: float = 0.0) -> torch.Tensor:
-        mean = history.mean(dim=1, keepdim=True)
-        scale = history.std(dim=1, unbiased=False, keepdim=True) + self.eps
-        scaled_target = None if target is None else (target - mean) / scale
-        out = self.model((history - mean) / scale, horizon, target=scaled_target,
+        mean, scale = window_statistics(history, self.eps)
+        scaled_target = None if target is None else normalise(target, mean, scale)
+        out = self.model(normalise(history, mean, scale), horizon, target=scaled_target,
                          teacher_prob=teacher_prob)
-        return out * scale + mean
+        return denormalise(out, mean, scale)
 
 
 def count_parameters(model: nn.Module) -> int:
