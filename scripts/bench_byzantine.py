@@ -3,9 +3,9 @@
 Each cell is one distributed run (``SignSGDTrainer``, local Ray or ``$RAY_ADDRESS``) with the
 same model, data, steps and per-worker batch; the score of an aggregator at f adversaries is
 its worst test accuracy over the attacks (ByzFL's way of scoring), averaged over seeds.
-Writes ``byzantine.csv`` (every run), ``worst_case.csv`` and ``accuracy_vs_adversaries.png``
-(worst case against the adversarial fraction, the talk's figure) to
-``runs/bench_byzantine/<timestamp>/``.
+Writes ``byzantine.csv`` (every run), ``worst_case.csv``, ``tables.md`` (the two tables of
+docs/byzantine.md) and ``accuracy_vs_adversaries.png`` (worst case against the adversarial
+fraction, the talk's figure) to ``runs/bench_byzantine/<timestamp>/``.
 
 Before training, the aggregators are timed side by side with ByzFL's implementations on the
 same inputs (n = 7 vectors of the model's size) when ByzFL is installed (``pip install
@@ -87,6 +87,36 @@ def time_aggregators(d: int, f: int, out: RunDir) -> None:
     out.write_csv("aggregator_timing.csv", rows)
 
 
+def markdown_tables(rows: list[dict], worst: list[dict], aggregators_: list[str],
+                    adversaries: list[int]) -> str:
+    """Two tables for the docs: the worst case over attacks (mean +- std over seeds) per
+    aggregator and adversary count, and every attack at the largest adversary count."""
+    seeds = sorted({r["seed"] for r in rows})
+    fs = [f for f in adversaries if any(w["adversaries"] == f for w in worst)]
+    lines = [f"Worst case over attacks, mean +- std over seeds {seeds}:", "",
+             "| aggregator | " + " | ".join(f"f = {f} ({100 * f / 7:.0f}%)" for f in fs) + " |",
+             "|---|" + "---|" * len(fs)]
+    for agg in aggregators_:
+        cells = []
+        for f in fs:
+            w = [w for w in worst if w["aggregator"] == agg and w["adversaries"] == f]
+            cells.append(f"{w[0]['worst_case_accuracy']:.3f} +- {w[0]['spread']:.3f}"
+                         if w else "-")
+        lines.append(f"| {agg} | " + " | ".join(cells) + " |")
+    top = max(fs) if fs else 0
+    attacks = sorted({r["attack"] for r in rows if r["adversaries"] == top})
+    lines += ["", f"Every attack at f = {top}, mean over seeds:", "",
+              "| aggregator | " + " | ".join(attacks) + " |", "|---|" + "---|" * len(attacks)]
+    for agg in aggregators_:
+        cells = []
+        for attack in attacks:
+            accs = [r["test_accuracy"] for r in rows if r["aggregator"] == agg
+                    and r["attack"] == attack and r["adversaries"] == top]
+            cells.append(f"{np.mean(accs):.3f}" if accs else "-")
+        lines.append(f"| {agg} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def summarise(rows: list[dict], aggregators_: list[str], adversaries: list[int], model: str,
               out: RunDir) -> list[dict]:
     """Worst case over attacks per (aggregator, f, seed), averaged over the seeds present;
@@ -105,6 +135,7 @@ def summarise(rows: list[dict], aggregators_: list[str], adversaries: list[int],
                               "worst_case_accuracy": float(np.mean(per_seed)),
                               "spread": float(np.std(per_seed)), "seeds": len(per_seed)})
     out.write_csv("worst_case.csv", worst)
+    out.file("tables.md").write_text(markdown_tables(rows, worst, aggregators_, adversaries))
 
     import matplotlib
 
