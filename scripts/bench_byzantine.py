@@ -159,8 +159,9 @@ def summarise(rows: list[dict], aggregators_: list[str], adversaries: list[int],
     return worst
 
 
-GRID_FIELDS = ("aggregators", "attacks", "adversaries", "seeds", "model", "epochs", "max_steps",
-               "fp32_lr")
+GRID_FIELDS = {"aggregators": None, "attacks": None, "adversaries": None, "seeds": None,
+               "model": None, "epochs": None, "max_steps": None, "fp32_lr": None,
+               "clip_tau": 10.0}
 
 
 def resume(args: argparse.Namespace) -> tuple[RunDir, list[dict]]:
@@ -171,8 +172,8 @@ def resume(args: argparse.Namespace) -> tuple[RunDir, list[dict]]:
     if not config_path.is_file():
         raise SystemExit(f"--resume: {config_path} not found (expected an earlier run folder)")
     saved = json.loads(config_path.read_text())
-    for field in GRID_FIELDS:
-        setattr(args, field, saved[field])
+    for field, default in GRID_FIELDS.items():
+        setattr(args, field, saved[field] if default is None else saved.get(field, default))
     rows = []
     if csv_path.is_file():
         with open(csv_path, newline="") as fh:
@@ -183,6 +184,13 @@ def resume(args: argparse.Namespace) -> tuple[RunDir, list[dict]]:
                              "steps": int(r["steps"]), "wall_seconds": float(r["wall_seconds"])})
     print(f"resuming {folder}: {len(rows)} cells already measured", flush=True)
     return RunDir(folder), rows
+
+
+def label(aggregator: str, clip_tau: float) -> str:
+    """The aggregator's name in the tables (centered clipping carries a non-default radius)."""
+    if aggregator == "centered_clipping" and clip_tau != 10.0:
+        return f"centered_clipping(tau={clip_tau:g})"
+    return aggregator
 
 
 def run_grid(args: argparse.Namespace, rows: list[dict], done: set, out: RunDir) -> list[dict]:
@@ -198,25 +206,28 @@ def run_grid(args: argparse.Namespace, rows: list[dict], done: set, out: RunDir)
             cells += list(itertools.product(args.aggregators, args.attacks,
                                             [f for f in args.adversaries if f]))
             for i, (agg, attack, f) in enumerate(cells, 1):
-                if (agg, attack, f, seed) in done:
+                if (label(agg, args.clip_tau), attack, f, seed) in done:
                     continue
                 config = TrainConfig(model=args.model, aggregator=agg, num_byzantine=f,
                                      attack="negate" if attack == "none" else attack,
                                      lr=LR.get(agg, args.fp32_lr), epochs=args.epochs,
                                      max_steps=args.max_steps, seed=seed, num_workers=7,
-                                     results_dir=str(out.path), name=f"{agg}-{attack}-{f}-{seed}")
+                                     clip_tau=args.clip_tau, results_dir=str(out.path),
+                                     name=f"{agg}-{attack}-{f}-{seed}")
                 if trainer is None:
                     trainer = SignSGDTrainer(config, progress=False)
                 else:
                     trainer.reconfigure(config)  # same actors, fresh replicas: no start-up cost
                 summary = trainer.run()
-                rows.append({"aggregator": agg, "attack": attack, "adversaries": f, "seed": seed,
+                rows.append({"aggregator": label(agg, args.clip_tau), "attack": attack,
+                             "adversaries": f, "seed": seed,
                              "test_accuracy": summary.test_accuracy, "steps": summary.steps,
                              "wall_seconds": summary.wall_seconds})
                 out.write_csv("byzantine.csv", rows)
                 print(f"[seed {seed}: {i}/{len(cells)}] {agg:17s} {attack:13s} f={f}: "
                       f"{summary.test_accuracy:.4f}", flush=True)
-            worst = summarise(rows, args.aggregators, args.adversaries, args.model, out)
+            worst = summarise(rows, [label(a, args.clip_tau) for a in args.aggregators],
+                              args.adversaries, args.model, out)
     finally:
         if trainer is not None:
             trainer.shutdown()
@@ -233,6 +244,9 @@ def main() -> int:
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--max-steps", type=int, default=0)
     parser.add_argument("--fp32-lr", type=float, default=0.3)
+    parser.add_argument("--clip-tau", type=float, default=10.0,
+                        help="centered clipping's radius; rows are labelled "
+                             "centered_clipping(tau=...) when it is not the default 10")
     parser.add_argument("--quick", action="store_true",
                         help="MLP, 150 steps, adversaries 0 and 3, seed 0")
     parser.add_argument("--results-dir", default="runs")
