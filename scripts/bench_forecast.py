@@ -15,6 +15,11 @@ DLinear / Informer tables; RMSE = sqrt(MSE). (The RMSE at the *last* step alone 
 persistence on ETTh1: 96, 192, 336 and 720 hours are whole days, where the daily cycle
 repeats.)
 
+Runs go to a local Ray (``--ray 1``, one task per (model, seed), as ``raysign forecast``) or,
+with ``--ray 0``, to ``--workers`` plain processes that inherit the caller's niceness (Ray
+starts its workers at niceness 19, which on a machine shared with other jobs leaves them
+almost no CPU); ETTh1 then appends every finished run to ``etth1_runs.jsonl`` as it ends.
+
 Writes ``runs/bench_forecast/<timestamp>/``: one sub-folder per dataset (and horizon) with the
 CSV tables and PNG figures of ``raysign forecast``, plus ``bench.csv`` and ``bench.json``.
 """
@@ -24,7 +29,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import multiprocessing
 import sys
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +40,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from actors.forecast_job import compare  # noqa: E402
-from raysign.forecast.report import relative_gain  # noqa: E402
-from raysign.forecast.train import ForecastConfig  # noqa: E402
+from raysign.forecast.report import relative_gain, summarise, write_figures  # noqa: E402
+from raysign.forecast.train import ForecastConfig, run_forecast  # noqa: E402
 from raysign.results import RunDir  # noqa: E402
 
 SYNTHETIC = {
@@ -51,11 +58,58 @@ def paired_gains(results: list[dict[str, Any]], model: str, baseline: str) -> li
     return [1.0 - last[(model, s)] / last[(baseline, s)] for s in seeds]
 
 
+def run_jobs(jobs: list[tuple[ForecastConfig, tuple[int, ...]]], workers: int,
+             log: Path | None = None) -> list[dict[str, Any]]:
+    """Every (config, eval horizons) job in ``workers`` spawned processes (one torch thread
+    each), in order; each summary is appended to ``log`` (JSON lines) when it finishes."""
+    results = []
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        futures = [pool.submit(run_forecast, config, write=False, threads=1,
+                               eval_horizons=horizons) for config, horizons in jobs]
+        for future in as_completed(futures):
+            result = future.result()
+            results.append(result)
+            print(f"  done: {result['model']} seed {result['seed']} "
+                  f"({result['epochs_run']} epochs, {result['seconds_per_epoch']:.1f} s/epoch)",
+                  flush=True)
+            if log is not None:
+                with open(log, "a") as fh:
+                    fh.write(json.dumps({k: v for k, v in result.items() if k != "rollout"})
+                             + "\n")
+    return results
+
+
+def run_group(base: ForecastConfig, models: list[str], seeds: int, args: argparse.Namespace,
+              eval_horizons: tuple[int, ...] = ()) -> dict[str, Any]:
+    """``compare`` on Ray, or the same runs in local processes with the same tables and
+    figures under ``<results_dir>/<name>/``."""
+    if args.ray:
+        return compare(base, models, seeds, num_cpus=args.num_cpus,
+                       eval_horizons=eval_horizons)
+    jobs = [(dataclasses.replace(base, model=m, seed=base.seed + k), eval_horizons)
+            for m in models for k in range(seeds)]
+    return write_group(base, run_jobs(jobs, args.workers))
+
+
+def write_group(base: ForecastConfig, results: list[dict[str, Any]]) -> dict[str, Any]:
+    """``summary.csv``, ``rmse_per_horizon.csv`` and the figures of one group of runs."""
+    folder = Path(base.results_dir) / base.name
+    folder.mkdir(parents=True, exist_ok=True)
+    table = summarise(results)
+    RunDir(folder).write_csv("summary.csv", table)
+    RunDir(folder).write_csv("rmse_per_horizon.csv", (
+        {"model": r["model"], "seed": r["seed"], "step": k + 1, "rmse": v}
+        for r in results for k, v in enumerate(r["test_rmse_per_horizon"])))
+    write_figures(results, folder, title=base.dataset)
+    return {"run_dir": str(folder), "table": table, "results": results}
+
+
 def bench_synthetic(name: str, args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
     base = ForecastConfig(dataset=name, epochs=args.epochs, results_dir=str(root), name=name,
                           hidden_size=args.hidden_size, lags=args.lags, order=args.order,
                           rank=args.rank, lr=args.lr, **SYNTHETIC[name])
-    out = compare(base, args.models.split(","), args.seeds, num_cpus=args.num_cpus)
+    out = run_group(base, args.models.split(","), args.seeds, args)
     horizon = base.horizon
     rows = []
     for row in out["table"]:
@@ -86,18 +140,32 @@ def bench_etth1(args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
                           rank=args.rank, lr=args.etth1_lr, batch_size=32, patience=3,
                           teacher=args.etth1_teacher, instance_norm=bool(args.instance_norm))
     recurrent = [m for m in args.models.split(",") if m in ("ttlstm", "ttrnn", "lstm", "mlstm")]
-    scored = [h for h in horizons if h <= trained]
-    runs = []
-    if recurrent:
-        runs += compare(base, recurrent, args.etth1_seeds, num_cpus=args.num_cpus,
-                        eval_horizons=tuple(scored))["results"]
-    for horizon in horizons:
-        # DLinear as published (no instance normalisation), one model per horizon.
-        cfg = dataclasses.replace(base, horizon=horizon, stride=1, epochs=10, patience=3,
-                                  lr=args.etth1_linear_lr, instance_norm=False,
-                                  name=f"etth1-linear-h{horizon}")
-        runs += compare(cfg, ["dlinear", "persistence"], args.etth1_seeds,
-                        num_cpus=args.num_cpus, eval_horizons=(horizon,))["results"]
+    scored = tuple(h for h in horizons if h <= trained)
+    linear = {horizon: dataclasses.replace(  # DLinear as published: no instance normalisation
+        base, horizon=horizon, stride=1, epochs=10, patience=3, lr=args.etth1_linear_lr,
+        instance_norm=False, name=f"etth1-linear-h{horizon}") for horizon in horizons}
+    if args.ray:
+        runs = []
+        if recurrent:
+            runs += compare(base, recurrent, args.etth1_seeds, num_cpus=args.num_cpus,
+                            eval_horizons=scored)["results"]
+        for horizon, cfg in linear.items():
+            runs += compare(cfg, ["dlinear", "persistence"], args.etth1_seeds,
+                            num_cpus=args.num_cpus, eval_horizons=(horizon,))["results"]
+    else:
+        # One pool for everything: the cheap linear runs first, then the recurrent ones seed
+        # by seed, so that an interrupted run has complete seeds in etth1_runs.jsonl.
+        jobs = [(dataclasses.replace(cfg, model=m, seed=k), (horizon,))
+                for k in range(args.etth1_seeds) for horizon, cfg in linear.items()
+                for m in ("dlinear", "persistence")]
+        jobs += [(dataclasses.replace(base, model=m, seed=k), scored)
+                 for k in range(args.etth1_seeds) for m in recurrent]
+        runs = run_jobs(jobs, args.workers, log=root / "etth1_runs.jsonl")
+        if recurrent:
+            write_group(base, [r for r in runs if r["model"] in recurrent])
+        for horizon, cfg in linear.items():
+            write_group(cfg, [r for r in runs if r["model"] in ("dlinear", "persistence")
+                              and len(r["test_rmse_per_horizon"]) == horizon])
     rows = []
     for horizon in horizons:
         print(f"[etth1] horizon {horizon}: MSE / MAE over steps 1..{horizon} (normalised), "
@@ -150,6 +218,9 @@ def main() -> int:
                         help="DLinear learning rate (1e-3 reproduces the published 0.386 "
                              "MSE at horizon 96 with input 96)")
     parser.add_argument("--num-cpus", type=int, default=2, help="CPUs of the local Ray")
+    parser.add_argument("--ray", type=int, default=1,
+                        help="1: one Ray task per run; 0: --workers local processes")
+    parser.add_argument("--workers", type=int, default=2, help="processes with --ray 0")
     parser.add_argument("--results-dir", default="runs")
     args = parser.parse_args()
     run_dir = RunDir.create(args.results_dir, "bench_forecast")
