@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from raysign.config import ConfigError
 from raysign.forecast.cells import TTLSTMCell, TTRNNCell, TTTransition, augmented_state
 from raysign.forecast.datasets import ETTH1_COLUMNS, etth1
-from raysign.forecast.dynamics import lorenz_dynamics
+from raysign.forecast.dynamics import GENZ, lorenz_dynamics, lyapunov_exponent
 from raysign.forecast.models import (
     DLinear,
     InstanceNormalised,
@@ -200,6 +200,24 @@ def test_lorenz_generator_matches_scipy_integration():
     ref = solve_ivp(rhs, (0, 0.25), traj[0], t_eval=np.arange(6) * 0.05, rtol=1e-10,
                     atol=1e-10, method="DOP853").y.T
     np.testing.assert_allclose(traj, ref, rtol=1e-3, atol=1e-3)
+
+
+def test_lyapunov_exponent_matches_closed_forms():
+    starts = np.random.default_rng(0).uniform(0.05, 0.95, size=50)
+    # Logistic map at r = 4: ln 2 for almost every start; an affine contraction: ln |a|.
+    logistic = lyapunov_exponent(lambda x: 4 * x * (1 - x), starts, steps=4000)
+    assert abs(logistic.mean() - np.log(2)) < 0.02
+    np.testing.assert_allclose(lyapunov_exponent(lambda x: 0.5 * x + 1, starts), np.log(0.5),
+                               rtol=1e-6)
+    # The oscillatory Genz map against its analytic derivative -c sin(2 pi w + c x).
+    c, w = 2.0, 0.5
+    genz = lyapunov_exponent(lambda x: GENZ["oscillatory"](x, c, w), starts[:5], steps=500)
+    x, analytic = starts[:5].copy(), np.zeros(5)
+    for t in range(700):
+        if t >= 200:
+            analytic += np.log(np.abs(-c * np.sin(2 * np.pi * w + c * x)))
+        x = GENZ["oscillatory"](x, c, w)
+    np.testing.assert_allclose(genz, analytic / 500, rtol=1e-5)
 
 
 def test_dlinear_and_persistence_match_numpy():
