@@ -166,6 +166,13 @@ def bench_etth1(args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
         for horizon, cfg in linear.items():
             write_group(cfg, [r for r in runs if r["model"] in ("dlinear", "persistence")
                               and len(r["test_rmse_per_horizon"]) == horizon])
+    return etth1_rows(runs, horizons, recurrent, trained)
+
+
+def etth1_rows(runs: list[dict[str, Any]], horizons: list[int], recurrent: list[str],
+               trained: int) -> list[dict[str, Any]]:
+    """Per (horizon, model): MSE / MAE over steps 1..horizon, mean and std over the seeds
+    found in ``runs`` (summaries of ``run_forecast``); printed as a table."""
     rows = []
     for horizon in horizons:
         print(f"[etth1] horizon {horizon}: MSE / MAE over steps 1..{horizon} (normalised), "
@@ -173,6 +180,9 @@ def bench_etth1(args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
         for model in [*(recurrent if horizon <= trained else []), "dlinear", "persistence"]:
             picked = [r for r in runs if r["model"] == model
                       and str(horizon) in r["test_by_horizon"]]
+            if not picked:
+                print(f"  {model:12s} no finished run")
+                continue
             mse = np.array([r["test_by_horizon"][str(horizon)]["mse"] for r in picked])
             mae = np.array([r["test_by_horizon"][str(horizon)]["mae"] for r in picked])
             rows.append({"dataset": "etth1", "model": model, "horizon": horizon,
@@ -183,10 +193,14 @@ def bench_etth1(args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
                          "epochs_run": float(np.mean([r["epochs_run"] for r in picked])),
                          "mse_mean": float(mse.mean()), "mse_std": float(mse.std()),
                          "mae_mean": float(mae.mean()), "mae_std": float(mae.std()),
-                         "rmse_mean": float(np.sqrt(mse).mean()), "seeds": len(picked)})
+                         "rmse_mean": float(np.sqrt(mse).mean()),
+                         "rmse_std": float(np.sqrt(mse).std()),
+                         "seeds": sorted(r["seed"] for r in picked)})
             print(f"  {model:12s} {picked[0]['parameters']:>8,d} params  "
                   f"MSE {mse.mean():.3f}+-{mse.std():.3f}  MAE {mae.mean():.3f}+-{mae.std():.3f}"
-                  f"  RMSE {np.sqrt(mse).mean():.3f}")
+                  f"  RMSE {np.sqrt(mse).mean():.3f}+-{np.sqrt(mse).std():.3f}"
+                  f"  seeds {sorted(r['seed'] for r in picked)}"
+                  f"  epochs {np.mean([r['epochs_run'] for r in picked]):.1f}")
     return rows
 
 
@@ -222,7 +236,19 @@ def main() -> int:
                         help="1: one Ray task per run; 0: --workers local processes")
     parser.add_argument("--workers", type=int, default=2, help="processes with --ray 0")
     parser.add_argument("--results-dir", default="runs")
+    parser.add_argument("--from-log", default="",
+                        help="only tabulate the ETTh1 runs of an etth1_runs.jsonl (e.g. of an "
+                             "interrupted bench) with this bench's horizons and models")
     args = parser.parse_args()
+    if args.from_log:
+        runs = [json.loads(line) for line in Path(args.from_log).read_text().splitlines()]
+        horizons = [int(h) for h in args.etth1_horizons.split(",")]
+        recurrent = [m for m in args.models.split(",") if m in ("ttlstm", "ttrnn", "lstm",
+                                                                "mlstm")]
+        rows = etth1_rows(runs, horizons, recurrent,
+                          args.etth1_recurrent_horizon or max(horizons))
+        RunDir(Path(args.from_log).parent).write_csv("etth1_from_log.csv", rows)
+        return 0
     run_dir = RunDir.create(args.results_dir, "bench_forecast")
     run_dir.write_json("config.json", vars(args))
     rows: list[dict[str, Any]] = []
