@@ -178,3 +178,18 @@ def test_3d_env_hovers_with_a_pd_force_controller():
         force = 1.47 * (np.array([0, 0, GRAVITY]) - 4.0 * (p - [0, 0, 1.0]) - 4.0 * v)
         env.step(force.astype(np.float32))
     np.testing.assert_allclose(env.position, [0.0, 0.0, 1.0], atol=0.01)
+
+
+def test_fit_residual_is_reproducible_for_a_seed_and_differs_across_seeds():
+    from raysign.lander.experiment import LanderConfig, fit_residual
+
+    data = collect_flights(CollectConfig(flights=1, duration=2.0), seed=0)
+
+    def weights(seed):
+        config = LanderConfig(width=8, steps=20, seed=seed)
+        net, _ = fit_residual(data, config, gamma=2.0)
+        return np.concatenate([w.detach().numpy().ravel() for w in net.effective_weights()])
+
+    first, again, other = weights(0), weights(0), weights(1)
+    assert first.tobytes() == again.tobytes()
+    assert not np.allclose(first, other)

@@ -141,7 +141,10 @@ def fit_residual(data: dict[str, np.ndarray], config: LanderConfig, gamma: float
                  min_height: float = 0.0) -> tuple[ResidualNet, dict[str, Any]]:
     """Train one residual network on the samples with ``z >= min_height``; returns the network
     and a report (samples, final loss, Lipschitz product, certified thrust contraction)."""
+    import torch
+
     keep = data["z"] >= min_height
+    torch.manual_seed(config.seed)  # the initial weights; the batches use their own generator
     net = ResidualNet(width=config.width, depth=config.depth, gamma=gamma)
     features = net.scales.features(data["z"][keep], data["v"][keep], data["thrust"][keep])
     start = time.perf_counter()

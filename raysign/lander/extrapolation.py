@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 
 from raysign.config import check_range
 from raysign.lander.collect import CollectConfig, collect_flights
@@ -65,7 +64,8 @@ class ExtrapolationConfig:
         check_range("eval_seeds", self.eval_seeds, 1, 1000)
 
     def lander_config(self, replicate: int) -> LanderConfig:
-        """The training and controller settings of replicate ``replicate`` (torch seed)."""
+        """The training and controller settings of replicate ``replicate`` (its seed initialises
+        the weights and draws the batches)."""
         return LanderConfig(gamma=self.gamma, width=self.width, depth=self.depth,
                             steps=self.steps, eval_seeds=self.eval_seeds, seed=replicate)
 
@@ -99,7 +99,6 @@ def run_replicate(config: ExtrapolationConfig, replicate: int, spectral: bool,
     """Steps 2-3 for one network type of one replicate; one flat record."""
     data = replicate_data(config, replicate) if data is None else data
     lander = config.lander_config(replicate)
-    torch.manual_seed(replicate)
     net, report = fit_residual(data, lander, config.gamma if spectral else None)
     residual = net.to_numpy()
     truth = GroundEffectModel()
