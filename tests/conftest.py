@@ -1,4 +1,5 @@
-"""Shared fixtures: one local Ray for the whole session, and the real data folder."""
+"""Shared fixtures: one local Ray for the whole session, the real data folder, and one torch
+thread for modules of small models."""
 
 from __future__ import annotations
 
@@ -27,3 +28,15 @@ def ray_session():
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Small models run many times slower with two intra-op threads on a loaded 2-core box;
+    modules of them use this with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

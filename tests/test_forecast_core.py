@@ -32,14 +32,7 @@ from raysign.forecast.train import (
     rmse_per_horizon,
 )
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Small recurrences run ~30x slower with two intra-op threads on a loaded 2-core box."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _dense_reference(cores: list[np.ndarray], s: np.ndarray) -> np.ndarray:

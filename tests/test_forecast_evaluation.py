@@ -33,13 +33,7 @@ from raysign.forecast.train import (
 EPS = 1e-5  # InstanceNormalised's default
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Small recurrences run ~30x slower with two intra-op threads on a loaded 2-core box."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class ZeroForecast(nn.Module):

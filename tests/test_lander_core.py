@@ -19,13 +19,7 @@ from raysign.lander.env import GRAVITY, GroundEffectModel, ground_effect_ratio
 from raysign.lander.experiment import run_episode
 from raysign.lander.residual import ResidualNet, TrainSettings, train_residual
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize("env_id", [ENV_ID, ENV_3D_ID])

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from raysign.lander.collect import CollectConfig, collect_flights
 from raysign.lander.env import GRAVITY, GroundEffectModel
@@ -21,12 +20,7 @@ from raysign.lander.extrapolation import (
 MASS = 1.47
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_replicate_data_keeps_the_training_range_and_adds_the_stated_label_noise():
