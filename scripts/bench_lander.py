@@ -12,17 +12,21 @@
     python scripts/bench_lander.py --eval-seeds 3 --flights 4 --steps 1000   # quicker
     python scripts/bench_lander.py --suite 3d --num-cpus 2
     python scripts/bench_lander.py --suite extrapolation --num-cpus 2
+    python scripts/bench_lander.py --suite extrapolation --replicates 20 --first-replicate 5 \
+        --num-cpus 1 [--resume runs/bench_lander_extrapolation/<stamp>]
     ray job submit --working-dir . -- python scripts/bench_lander.py
 
 Data collection, training and evaluation run as Ray tasks. Prints the tables; writes CSVs to
 ``runs/<name>/<timestamp>/`` (``bench.csv``: final mean |z error| with the ratio to the
-baseline's of the same run; ``extrapolation.csv`` and ``replicates.csv`` for that suite).
+baseline's of the same run; ``extrapolation.csv`` (with the paired differences, their 95%
+intervals and p values) and ``replicates.csv`` / ``replicates.jsonl`` for that suite).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -39,6 +43,7 @@ from raysign.results import RunDir  # noqa: E402
 SUITES = ("1d", "3d", "extrapolation")
 _EXTRAPOLATION_HELP = {
     "replicates": "data and network seeds (each trains one SN and one unnormalised network)",
+    "first_replicate": "seed of the first replicate",
     "flights": "random near-ground flights per replicate",
     "duration": "seconds per flight",
     "label_noise_std": "extra Gaussian noise on the measured residual labels (m/s^2)",
@@ -162,7 +167,9 @@ def run_3d(args: argparse.Namespace) -> int:
 
 
 def run_extrapolation(args: argparse.Namespace) -> int:
-    """One Ray task per (replicate, network type); both types of a replicate share its data."""
+    """One Ray task per (replicate, network type); both types of a replicate share its data.
+    Each finished row is appended to ``replicates.jsonl`` at once; ``--resume DIR`` continues
+    a run in ``DIR`` (same configuration), skipping the rows it already has."""
     import ray
 
     from actors.cluster import connect
@@ -171,11 +178,22 @@ def run_extrapolation(args: argparse.Namespace) -> int:
         run_replicate,
         summarise_extrapolation,
     )
+    from raysign.results import read_jsonl
 
     config = config_from_args(ExtrapolationConfig, args)
-    connect(args.address, args.num_cpus)
-    run_dir = RunDir.create(args.results_dir, args.name + "_extrapolation")
-    run_dir.write_json("config.json", to_dict(config))
+    if args.resume:
+        run_dir = RunDir(args.resume)
+        stored = json.loads(run_dir.file("config.json").read_text())
+        if stored != to_dict(config):
+            raise ValueError(f"--resume {args.resume}: its config.json {stored} differs from "
+                             f"this run's {to_dict(config)}")
+        log = run_dir.file("replicates.jsonl")
+        rows = read_jsonl(log) if log.exists() else []
+    else:
+        run_dir = RunDir.create(args.results_dir, args.name + "_extrapolation")
+        run_dir.write_json("config.json", to_dict(config))
+        rows = []
+    done = {(r["replicate"], r["network"]) for r in rows}
 
     def replicate(k: int, spectral: bool) -> dict[str, Any]:
         import torch
@@ -183,17 +201,32 @@ def run_extrapolation(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
         return run_replicate(config, k, spectral, replicate_data(config, k))
 
-    task = ray.remote(num_cpus=1)(replicate)
-    rows = ray.get([task.remote(k, spectral) for k in range(config.replicates)
-                    for spectral in (True, False)])
+    todo = [(k, spectral) for k in config.replicate_ids for spectral in (True, False)
+            if (k, "sn" if spectral else "nosn") not in done]
+    if todo:
+        connect(args.address, args.num_cpus)
+        task = ray.remote(num_cpus=1)(replicate)
+        pending = {task.remote(k, spectral): (k, spectral) for k, spectral in todo}
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            pending.pop(ready[0])
+            row = ray.get(ready[0])
+            run_dir.log(row, "replicates.jsonl")
+            rows.append(row)
+            print(f"[bench extrapolation] replicate {row['replicate']} {row['network']}: "
+                  f"hover 5/10 cm {row['hover_5cm_error']:.4f} / "
+                  f"{row['hover_10cm_error']:.4f} m", flush=True)
+    rows.sort(key=lambda r: (r["replicate"], r["network"] != "sn"))
     table = summarise_extrapolation(rows)
     run_dir.write_csv("replicates.csv", rows)
     run_dir.write_csv("extrapolation.csv", table)
-    print(f"\n{'metric':20s} {'SN mean':>9s} {'SN std':>8s} {'noSN mean':>9s} {'noSN std':>8s}"
-          f"  SN smaller")
+    print(f"\n{'metric':20s} {'SN mean':>9s} {'noSN mean':>9s}  SN smaller  "
+          f"{'noSN-SN':>8s} {'95% CI':>19s} {'p (t)':>7s} {'p (W)':>7s}")
     for r in table:
-        print(f"{r['metric']:20s} {r['sn_mean']:9.4f} {r['sn_std']:8.4f} {r['nosn_mean']:9.4f}"
-              f" {r['nosn_std']:8.4f}  {r['sn_smaller']}/{r['replicates']}")
+        print(f"{r['metric']:20s} {r['sn_mean']:9.4f} {r['nosn_mean']:9.4f}  "
+              f"{r['sn_smaller']:4d}/{r['replicates']:<4d}  {r['diff_mean']:8.4f} "
+              f"[{r['diff_ci_low']:8.4f}, {r['diff_ci_high']:8.4f}] {r['diff_p_t']:7.4f} "
+              f"{r['diff_p_wilcoxon']:7.4f}")
     failed = [(r["network"], r["replicate"]) for r in rows if not r["fp_all_converged"]]
     print(f"fixed-point solves that did not converge (network, replicate): {failed or 'none'}")
     print(f"[bench extrapolation] results: {run_dir.path}")
@@ -212,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument("--name", default="lander", help="run name prefix")
         parser.add_argument("--address", default=None, help="Ray cluster address")
         parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray")
+        parser.add_argument("--resume", default=None,
+                            help="continue the run in this folder (same settings)")
     else:
         lander_job.add_arguments(parser)
         parser.add_argument("--controllers-3d", default="baseline,neural,oracle",

@@ -12,6 +12,7 @@ from raysign.lander.extrapolation import (
     METRICS,
     ExtrapolationConfig,
     grid_errors,
+    paired_difference,
     replicate_data,
     run_replicate,
     summarise_extrapolation,
@@ -62,6 +63,33 @@ def test_summary_reports_mean_sample_std_and_paired_wins():
         assert row["nosn_std"] == pytest.approx(np.std(free, ddof=1))
         assert row["sn_smaller"] == sum(a < b for a, b in zip(sn, free, strict=True))
         assert row["replicates"] == 4
+
+
+def test_paired_difference_matches_the_t_table_and_the_exact_signed_rank_distribution():
+    sn = np.array([0.05, 0.02, 0.03, 0.01, 0.04])
+    nosn = sn + np.array([0.010, 0.030, 0.005, 0.020, 0.015])
+    out = paired_difference(sn, nosn)
+    d = nosn - sn
+    se = np.std(d, ddof=1) / np.sqrt(5)
+    assert out["diff_mean"] == pytest.approx(0.016)
+    assert out["diff_t"] == pytest.approx(0.016 / se)
+    # t(0.975, 4 d.o.f.) = 2.776 (any t table).
+    assert out["diff_ci_low"] == pytest.approx(0.016 - 2.776 * se, rel=1e-3)
+    assert out["diff_ci_high"] == pytest.approx(0.016 + 2.776 * se, rel=1e-3)
+    # All five differences positive: exact two-sided signed-rank p = 2 / 2^5.
+    assert out["diff_p_wilcoxon"] == pytest.approx(2 / 32)
+    assert out["diff_positive"] == 5
+    assert out["diff_p_t"] < 0.05 < out["diff_p_wilcoxon"]
+    flipped = paired_difference(nosn, sn)
+    assert flipped["diff_ci_high"] == pytest.approx(-out["diff_ci_low"])
+    assert flipped["diff_positive"] == 0
+
+
+def test_extension_runs_the_stated_replicates():
+    assert list(ExtrapolationConfig(replicates=20, first_replicate=5).replicate_ids) == list(
+        range(5, 25))
+    with pytest.raises(ValueError, match="first_replicate"):
+        ExtrapolationConfig(first_replicate=-1)
 
 
 def test_one_replicate_trains_both_networks_on_the_same_data_and_reports_every_metric():
