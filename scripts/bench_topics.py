@@ -49,6 +49,30 @@ def fit_sklearn(X: sp.csr_matrix, k: int, seed: int, method: str
     return lda.components_ / lda.components_.sum(1, keepdims=True), np.full(k, 1.0 / k)
 
 
+def sklearn_batch_iterations(X: sp.csr_matrix, k: int, seed: int, max_iter: int = 10,
+                             cap_s: float = float("inf")):
+    """sklearn batch VB one EM iteration at a time: the same updates and random draws as
+    ``LatentDirichletAllocation(learning_method="batch").fit`` (its own ``_em_step``), so that
+    a run stopped by a wall-time cap still reports how far it got. Yields (iteration, wall
+    seconds of EM so far, CPU seconds of EM so far, normalised k x V topics); stops after
+    ``max_iter`` iterations or when the next iteration, at the mean wall time per iteration so
+    far, would end past ``cap_s``. Unlike ``fit`` it skips the final E-step that only computes
+    the training bound ``bound_``."""
+    lda = LatentDirichletAllocation(k, doc_topic_prior=1.0 / k, learning_method="batch",
+                                    random_state=seed, n_jobs=1, max_iter=max_iter)
+    X = lda._check_non_neg_array(X, reset_n_features=True, whom="sklearn_batch_iterations")
+    lda._init_latent_vars(X.shape[1], dtype=X.dtype)
+    spent = cpu = 0.0
+    for i in range(1, max_iter + 1):
+        t, c = time.perf_counter(), time.process_time()
+        lda._em_step(X, total_samples=X.shape[0], batch_update=True)
+        spent += time.perf_counter() - t
+        cpu += time.process_time() - c
+        yield i, spent, cpu, lda.components_ / lda.components_.sum(1, keepdims=True)
+        if spent + spent / i > cap_s:
+            return
+
+
 def fit_gensim(X: sp.csr_matrix, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     from gensim.matutils import Sparse2Corpus
     from gensim.models import LdaModel
@@ -61,14 +85,15 @@ def fit_gensim(X: sp.csr_matrix, k: int, seed: int) -> tuple[np.ndarray, np.ndar
 
 
 def methods(a: argparse.Namespace) -> dict:
-    """The selected methods (--methods name prefixes) as fit(X, seed) -> (topics, alpha)."""
+    """The selected methods (--methods name prefixes) as fit(X, seed) -> (topics, alpha),
+    the quick ones first so that a run stopped early has them."""
     every = {
         "tensor": lambda X, s: fit_tensor(X, a.k, s, 0, a.refine_inner),
         f"tensor+EM{a.refine_steps}": lambda X, s: fit_tensor(X, a.k, s, a.refine_steps,
                                                               a.refine_inner),
+        "gensim": lambda X, s: fit_gensim(X, a.k, s),
         "sklearn-online": lambda X, s: fit_sklearn(X, a.k, s, "online"),
         "sklearn-batch": lambda X, s: fit_sklearn(X, a.k, s, "batch"),
-        "gensim": lambda X, s: fit_gensim(X, a.k, s),
     }
     prefixes = tuple(a.methods.split(","))
     return {name: fit for name, fit in every.items() if name.startswith(prefixes)}
@@ -80,19 +105,40 @@ def timed(fn, *args):
     return time.perf_counter() - t, out
 
 
+def capped_batch(X: sp.csr_matrix, B: np.ndarray, a: argparse.Namespace, seed: int,
+                 out: Path) -> dict:
+    """sklearn batch VB under the wall-time cap ``a.batch_cap_s``: topic error after every EM
+    iteration appended to batch_progress.jsonl; the row of the last iteration reached."""
+    row = {}
+    for i, spent, cpu, topics in sklearn_batch_iterations(X, a.k, seed, cap_s=a.batch_cap_s):
+        row = {"seed": seed, "method": "sklearn-batch", "docs": a.docs, "time_s": spent,
+               "cpu_s": cpu,
+               "topic_l1": topic_error(topics, B), "alpha_err": None, "iterations": i,
+               "finished": i == 10, "cap_s": a.batch_cap_s}
+        with open(out / "batch_progress.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+        print(json.dumps(row), flush=True)
+    return row
+
+
 def synthetic(a: argparse.Namespace, out: Path) -> None:
     rows = []
     alpha = np.full(a.k, 1.0 / a.k)
-    for seed in range(a.seeds):
+    for seed in a.seed_list or range(a.seeds):
         X, B, _ = make_lda_corpus(a.docs, a.words, a.k, alpha, a.doc_len, seed=seed)
         for name, fit in methods(a).items():
             if seed >= a.peer_seeds and not name.startswith("tensor"):
                 continue
-            s, (topics, est_alpha) = timed(fit, X, seed)
-            ae = alpha_error(est_alpha, topics, alpha, B) if name.startswith("tensor") else None
-            rows.append({"seed": seed, "method": name, "docs": a.docs, "time_s": s,
-                         "topic_l1": topic_error(topics, B), "alpha_err": ae})
+            if name == "sklearn-batch" and a.batch_cap_s:
+                rows.append(capped_batch(X, B, a, seed, out))
+            else:
+                s, (topics, est_alpha) = timed(fit, X, seed)
+                ae = (alpha_error(est_alpha, topics, alpha, B) if name.startswith("tensor")
+                      else None)
+                rows.append({"seed": seed, "method": name, "docs": a.docs, "time_s": s,
+                             "topic_l1": topic_error(topics, B), "alpha_err": ae})
             print(json.dumps(rows[-1]), flush=True)
+            (out / "synthetic.json").write_text(json.dumps(rows, indent=1))
         for D in a.grow:
             if D < a.docs:
                 s, (topics, est_alpha) = timed(fit_tensor, X[:D], a.k, seed, 0, a.refine_inner)
@@ -143,6 +189,10 @@ def nyt(a: argparse.Namespace, out: Path) -> None:
               f"{r['heldout_perplexity']:9.1f}")
 
 
+def int_list(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--part", choices=["synthetic", "nyt", "all"], default="all")
@@ -151,10 +201,15 @@ def main() -> None:
     p.add_argument("--k", type=int, default=20)
     p.add_argument("--doc-len", type=int, default=50)
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--seed-list", type=int_list, default=None,
+                   help="run exactly these seeds (e.g. 1,2) instead of range(--seeds)")
+    p.add_argument("--batch-cap-s", type=float, default=None,
+                   help="wall-time cap (s) of sklearn batch: run it one EM iteration at a "
+                        "time and stop before an iteration that would end past the cap")
     p.add_argument("--peer-seeds", type=int, default=3,
                    help="the peers run on the first this many seeds only (tensor on all)")
     p.add_argument("--seed", type=int, default=0, help="seed of the NYT fits")
-    p.add_argument("--grow", type=lambda s: [int(x) for x in s.split(",")],
+    p.add_argument("--grow", type=int_list,
                    default=[5000, 20000], help="tensor-method document counts below --docs")
     p.add_argument("--refine-steps", type=int, default=3)
     p.add_argument("--refine-inner", type=int, default=10)
