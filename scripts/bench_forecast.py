@@ -18,10 +18,12 @@ repeats.)
 Runs go to a local Ray (``--ray 1``, one task per (model, seed), as ``raysign forecast``) or,
 with ``--ray 0``, to ``--workers`` plain processes that inherit the caller's niceness (Ray
 starts its workers at niceness 19, which on a machine shared with other jobs leaves them
-almost no CPU); ETTh1 then appends every finished run to ``etth1_runs.jsonl`` as it ends.
+almost no CPU); ETTh1 then appends every finished run to ``etth1_runs.jsonl`` as it ends, and
+``--resume <folder>`` continues a stopped ETTh1 bench without repeating its finished runs.
 
 Writes ``runs/bench_forecast/<timestamp>/``: one sub-folder per dataset (and horizon) with the
-CSV tables and PNG figures of ``raysign forecast``, plus ``bench.csv`` and ``bench.json``.
+CSV tables and PNG figures of ``raysign forecast``, plus ``bench.csv`` and ``bench.json``
+(and, for ETTh1, ``etth1_mse_vs_horizon.png``).
 """
 
 from __future__ import annotations
@@ -40,7 +42,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from actors.forecast_job import compare  # noqa: E402
-from raysign.forecast.report import relative_gain, summarise, write_figures  # noqa: E402
+from raysign.forecast.report import (  # noqa: E402
+    relative_gain,
+    summarise,
+    write_figures,
+    write_horizon_figure,
+)
 from raysign.forecast.train import ForecastConfig, run_forecast  # noqa: E402
 from raysign.results import RunDir  # noqa: E402
 
@@ -75,8 +82,7 @@ def run_jobs(jobs: list[tuple[ForecastConfig, tuple[int, ...]]], workers: int,
                   flush=True)
             if log is not None:
                 with open(log, "a") as fh:
-                    fh.write(json.dumps({k: v for k, v in result.items() if k != "rollout"})
-                             + "\n")
+                    fh.write(json.dumps(result) + "\n")
     return results
 
 
@@ -160,13 +166,40 @@ def bench_etth1(args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
                 for m in ("dlinear", "persistence")]
         jobs += [(dataclasses.replace(base, model=m, seed=k), scored)
                  for k in range(args.etth1_seeds) for m in recurrent]
-        runs = run_jobs(jobs, args.workers, log=root / "etth1_runs.jsonl")
+        log = root / "etth1_runs.jsonl"
+        kept = finished_runs(log, [config for config, _ in jobs])
+        if kept:
+            print(f"[etth1] resuming {root}: {len(kept)} of {len(jobs)} runs already in {log}")
+        done = {run_key(r) for r in kept}
+        runs = kept + run_jobs([(config, h) for config, h in jobs
+                                if (config.model, config.seed, config.horizon) not in done],
+                               args.workers, log=log)
         if recurrent:
             write_group(base, [r for r in runs if r["model"] in recurrent])
         for horizon, cfg in linear.items():
             write_group(cfg, [r for r in runs if r["model"] in ("dlinear", "persistence")
                               and len(r["test_rmse_per_horizon"]) == horizon])
-    return etth1_rows(runs, horizons, recurrent, trained)
+    rows = etth1_rows(runs, horizons, recurrent, trained)
+    write_horizon_figure(rows, root / "etth1_mse_vs_horizon.png", title="ETTh1")
+    return rows
+
+
+def run_key(summary: dict[str, Any]) -> tuple[str, int, int]:
+    """(model, seed, trained horizon) of a ``run_forecast`` summary."""
+    return summary["model"], summary["seed"], len(summary["test_rmse_per_horizon"])
+
+
+def finished_runs(log: Path, configs: list[ForecastConfig]) -> list[dict[str, Any]]:
+    """The summaries in ``log`` (JSON lines; none if it does not exist) of runs in
+    ``configs``, one per (model, seed, horizon)."""
+    wanted = {(c.model, c.seed, c.horizon) for c in configs}
+    found: dict[tuple[str, int, int], dict[str, Any]] = {}
+    if log.exists():
+        for line in log.read_text().splitlines():
+            summary = json.loads(line)
+            if run_key(summary) in wanted:
+                found[run_key(summary)] = summary
+    return list(found.values())
 
 
 def etth1_rows(runs: list[dict[str, Any]], horizons: list[int], recurrent: list[str],
@@ -236,6 +269,9 @@ def main() -> int:
                         help="1: one Ray task per run; 0: --workers local processes")
     parser.add_argument("--workers", type=int, default=2, help="processes with --ray 0")
     parser.add_argument("--results-dir", default="runs")
+    parser.add_argument("--resume", default="",
+                        help="ETTh1 with --ray 0: continue the bench in this folder, keeping "
+                             "the runs its etth1_runs.jsonl already holds")
     parser.add_argument("--from-log", default="",
                         help="only tabulate the ETTh1 runs of an etth1_runs.jsonl (e.g. of an "
                              "interrupted bench) with this bench's horizons and models")
@@ -248,9 +284,17 @@ def main() -> int:
         rows = etth1_rows(runs, horizons, recurrent,
                           args.etth1_recurrent_horizon or max(horizons))
         RunDir(Path(args.from_log).parent).write_csv("etth1_from_log.csv", rows)
+        write_horizon_figure(rows, Path(args.from_log).parent / "etth1_mse_vs_horizon.png",
+                             title="ETTh1")
         return 0
-    run_dir = RunDir.create(args.results_dir, "bench_forecast")
-    run_dir.write_json("config.json", vars(args))
+    if args.resume and (args.ray or args.datasets != "etth1"):
+        parser.error("--resume continues an ETTh1 bench run with --ray 0 --datasets etth1")
+    if args.resume:
+        run_dir = RunDir(args.resume)
+        run_dir.write_json("config_resume.json", vars(args))
+    else:
+        run_dir = RunDir.create(args.results_dir, "bench_forecast")
+        run_dir.write_json("config.json", vars(args))
     rows: list[dict[str, Any]] = []
     for name in args.datasets.split(","):
         rows += bench_etth1(args, run_dir.path) if name == "etth1" else bench_synthetic(

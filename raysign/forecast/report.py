@@ -46,7 +46,8 @@ def relative_gain(table: list[dict[str, Any]], model: str, baseline: str, step: 
 
 def write_figures(results: list[dict[str, Any]], folder: str | Path, title: str = "") -> None:
     """``rmse_vs_horizon.png`` (mean with a +-1 std band) and ``rollouts.png`` (first seed of
-    every model on the first test windows, first channel)."""
+    every model on the first test windows, first channel; left out when no run kept its
+    rollout)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -69,6 +70,11 @@ def write_figures(results: list[dict[str, Any]], folder: str | Path, title: str 
     fig.savefig(folder / "rmse_vs_horizon.png", dpi=120)
     plt.close(fig)
 
+    # Summaries read back from a log (e.g. an interrupted ETTh1 bench) may lack the rollouts.
+    groups = {m: [r for r in runs if "rollout" in r] for m, runs in groups.items()}
+    groups = {m: runs for m, runs in groups.items() if runs}
+    if not groups:
+        return
     first = next(iter(groups.values()))[0]["rollout"]
     windows = len(first["truth"])
     fig, axes = plt.subplots(windows, 1, figsize=(8, 2.4 * windows), squeeze=False)
@@ -88,4 +94,28 @@ def write_figures(results: list[dict[str, Any]], folder: str | Path, title: str 
     axes[0, 0].set_title(f"{title}: example rollouts (channel 0)")
     fig.tight_layout()
     fig.savefig(folder / "rollouts.png", dpi=120)
+    plt.close(fig)
+
+
+def write_horizon_figure(rows: list[dict[str, Any]], path: str | Path, title: str = "") -> None:
+    """MSE over steps 1..H against the horizon H, one line per model with +-1 std error bars
+    over seeds; ``rows`` hold ``model``, ``horizon``, ``mse_mean`` and ``mse_std`` (the
+    ETTh1 rows of ``scripts/bench_forecast.py``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for model in dict.fromkeys(r["model"] for r in rows):
+        picked = sorted((r for r in rows if r["model"] == model), key=lambda r: r["horizon"])
+        ax.errorbar([r["horizon"] for r in picked], [r["mse_mean"] for r in picked],
+                    yerr=[r["mse_std"] for r in picked], marker="o", capsize=3,
+                    label=f"{model} ({picked[0]['parameters']:,} params)")
+    ax.set_xlabel("horizon H (steps)")
+    ax.set_ylabel("test MSE over steps 1..H (normalised)")
+    ax.set_title(f"{title}: MSE vs horizon, mean +- std over seeds")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
     plt.close(fig)
