@@ -150,7 +150,7 @@ def run_land(config: LanderConfig, tasks: list[str], controllers: list[str], *,
     plot_trajectories(recorded, str(run_dir.file("trajectories.png")))
     print_tables(table, claims)
     print(f"[raysign land] results: {run_dir.path}")
-    return {"run_dir": str(run_dir.path), "table": table, "claims": claims,
+    return {"run_dir": str(run_dir.path), "table": table, "claims": claims, "episodes": rows,
             "residuals": reports, "samples": int(len(data["z"]))}
 
 

@@ -62,7 +62,9 @@ def ratio_rows(table: list[dict[str, Any]]) -> list[dict[str, Any]]:
     base = {r["task"]: r["final_mean_abs_z_error"] for r in table
             if r["controller"] == "baseline"}
     keep = ("final_max_abs_z_error", "final_mean_lateral_error", "final_max_lateral_error",
-            "touchdowns", "touchdown_speed_max", "time_to_touchdown_mean",
+            "touchdowns", "touchdown_speed_mean", "touchdown_speed_std", "touchdown_speed_max",
+            "time_to_touchdown_mean", "descent_end_speed_mean", "descent_end_speed_std",
+            "descent_end_speed_max", "min_height_mean", "min_height_min", "airborne_s_mean",
             "fp_iterations_mean", "fp_iterations_max", "fp_max_contraction", "fp_all_converged")
     return [{"task": r["task"], "controller": r["controller"],
              "final_mean_abs_z_error": r["final_mean_abs_z_error"],
@@ -80,6 +82,30 @@ def print_rows(rows: list[dict[str, Any]]) -> None:
               f"  x{r['ratio_to_baseline']:.3f}  touchdowns {r['touchdowns']}"
               f"  v_td max {r['touchdown_speed_max']:.4f}  t_td {r['time_to_touchdown_mean']:.2f}"
               f"  fp {r['fp_iterations_mean']:.2f}/{r['fp_iterations_max']}{lateral}")
+    print("\ntouchdown and descent (downward speed when the reference reaches its height):")
+    for r in rows:
+        print(f"  {r['task']:11s} {r['controller']:11s} touchdowns {r['touchdowns']:2d}"
+              f"  v_td mean {r['touchdown_speed_mean']:.4f} std {r['touchdown_speed_std']:.4f}"
+              f" max {r['touchdown_speed_max']:.4f} m/s  descent-end speed mean"
+              f" {r['descent_end_speed_mean']:.4f} std {r['descent_end_speed_std']:.4f} max"
+              f" {r['descent_end_speed_max']:.4f} m/s  lowest z mean {r['min_height_mean']:.4f}"
+              f" min {r['min_height_min']:.4f} m  airborne {r['airborne_s_mean']:.2f} s")
+
+
+def write_paired(run_dir: RunDir, episodes: list[dict[str, Any]]) -> None:
+    """The oracle against Neural Lander per task, paired by seed (``paired.csv``)."""
+    from raysign.lander.experiment import compare_by_seed
+
+    rows = compare_by_seed(episodes, "neural", "oracle")
+    if not rows:
+        return
+    run_dir.write_csv("paired.csv", rows)
+    print("\noracle - neural, final mean |z error| paired by seed (m):")
+    for r in rows:
+        print(f"  {r['task']:11s} {r['second_mean']:.5f} - {r['first_mean']:.5f} = "
+              f"{r['diff_mean']:+.5f}  95% CI [{r['diff_ci_low']:+.5f}, {r['diff_ci_high']:+.5f}]"
+              f"  p(t) {r['diff_p_t']:.3f}  p(Wilcoxon) {r['diff_p_wilcoxon']:.3f}"
+              f"  oracle larger in {r['diff_positive']}/{r['seeds']} seeds")
 
 
 def run_1d(args: argparse.Namespace) -> int:
@@ -91,6 +117,7 @@ def run_1d(args: argparse.Namespace) -> int:
     rows = ratio_rows(out["table"])
     RunDir(out["run_dir"]).write_csv("bench.csv", rows)
     print_rows(rows)
+    write_paired(RunDir(out["run_dir"]), out["episodes"])
     for name, report in out["residuals"].items():
         print(f"  {name:11s} Lipschitz product {report['lipschitz_product']:.3f} "
               f"(gamma {report['gamma']}), certified |df/dT| <= "
@@ -162,6 +189,7 @@ def run_3d(args: argparse.Namespace) -> int:
     run_dir.write_csv("bench.csv", bench)
     print(f"[bench 3d] {len(data['z'])} samples")
     print_rows(bench)
+    write_paired(run_dir, rows)
     print(f"[bench 3d] results: {run_dir.path}")
     return 0
 

@@ -16,7 +16,7 @@ from raysign.lander import ENV_3D_ID, ENV_ID
 from raysign.lander.collect import CollectConfig, collect_flights
 from raysign.lander.controllers import TrackingController, min_jerk, solve_fixed_point
 from raysign.lander.env import GRAVITY, GroundEffectModel, ground_effect_ratio
-from raysign.lander.experiment import run_episode
+from raysign.lander.experiment import compare_by_seed, descent_metrics, run_episode, summarise
 from raysign.lander.residual import ResidualNet, TrainSettings, train_residual
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -187,3 +187,44 @@ def test_fit_residual_is_reproducible_for_a_seed_and_differs_across_seeds():
     first, again, other = weights(0), weights(0), weights(1)
     assert first.tobytes() == again.tobytes()
     assert not np.allclose(first, other)
+
+
+def test_descent_metrics_read_the_speed_at_the_reference_end_the_lowest_point_and_airtime():
+    heights = np.array([0.5, 0.3, 0.2, 0.25, 0.0])
+    velocities = np.array([-1.0, -2.0, -0.5, 0.3, -0.1])
+    # Descent ends at t = 0.03 s, after the third step (index 2).
+    out = descent_metrics(heights, velocities, dt=0.01, descent_s=0.03, touchdown_time=0.05)
+    assert out == {"descent_end_speed": 0.5, "min_height": 0.0, "airborne_s": 0.05}
+    never = descent_metrics(heights[:4], velocities[:4], 0.01, 0.03, float("nan"))
+    assert never["airborne_s"] == pytest.approx(0.04) and never["min_height"] == 0.2
+    assert np.isnan(descent_metrics(heights, velocities, 0.01, 1.0, 0.05)["descent_end_speed"])
+
+
+def test_baseline_landing_never_touches_down_and_its_descent_speed_matches_the_trajectory():
+    out = run_episode(TrackingController(name="baseline"), "landing", seed=2, record=True)
+    assert np.isnan(out["touchdown_speed"]) and out["airborne_s"] == pytest.approx(10.0)
+    z = out["trajectory"]["z"]
+    # Semi-implicit Euler: z_k = z_{k-1} + v_k dt, so the speed after step 500 (t = 5 s) is
+    # the height difference of steps 499 and 500 over dt.
+    assert out["descent_end_speed"] == pytest.approx(-(z[499] - z[498]) / 0.01, abs=1e-9)
+    assert out["min_height"] == pytest.approx(z.min())
+    # Ground effect holds it well above the ground; it dips below its final equilibrium
+    # height (the PD equilibrium, see the hover test above) before settling.
+    assert 0.05 < out["min_height"] < out["final_mean_abs_z_error"]
+    table = summarise([out, run_episode(TrackingController(name="baseline"), "landing", 3)])
+    assert table[0]["touchdowns"] == 0 and table[0]["airborne_s_mean"] == pytest.approx(10.0)
+
+
+def test_compare_by_seed_pairs_the_same_seeds_of_two_controllers_per_task():
+    neural = {0: 0.010, 1: 0.020, 2: 0.030, 3: 0.5}
+    oracle = {2: 0.026, 0: 0.011, 1: 0.022}  # seed 3 missing: left out of the pairs
+    rows = ([{"task": "hover_10cm", "controller": "neural", "seed": s,
+              "final_mean_abs_z_error": e} for s, e in neural.items()]
+            + [{"task": "hover_10cm", "controller": "oracle", "seed": s,
+                "final_mean_abs_z_error": e} for s, e in oracle.items()])
+    (row,) = compare_by_seed(rows, "neural", "oracle")
+    d = np.array([0.001, 0.002, -0.004])
+    assert row["seeds"] == 3 and row["diff_positive"] == 2
+    assert row["diff_mean"] == pytest.approx(d.mean())
+    assert row["diff_std"] == pytest.approx(d.std(ddof=1))
+    assert row["first_mean"] == pytest.approx(0.02)

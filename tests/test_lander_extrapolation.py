@@ -8,11 +8,11 @@ import pytest
 
 from raysign.lander.collect import CollectConfig, collect_flights
 from raysign.lander.env import GRAVITY, GroundEffectModel
+from raysign.lander.experiment import paired_difference
 from raysign.lander.extrapolation import (
     METRICS,
     ExtrapolationConfig,
     grid_errors,
-    paired_difference,
     replicate_data,
     run_replicate,
     summarise_extrapolation,

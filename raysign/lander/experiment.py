@@ -11,7 +11,9 @@ Tasks (1-D environment, 10 s = 1000 steps each):
 Metrics per episode: mean and max ``|z - z_d|`` over the final window (the last 2 s),
 ``touchdown_speed`` and ``time_to_touchdown`` at the first ground contact (NaN if none),
 and the fixed-point iterations per control step (mean and max) with the largest observed
-contraction ratio.
+contraction ratio. For a controller that never touches down, the descent metrics
+(``descent_metrics``) say how it ends its descent: the downward speed when the reference
+reaches its final height, the lowest height reached and the time spent airborne.
 
 Controllers: ``baseline`` (no residual), ``neural`` (spectrally normalised residual),
 ``nosn`` (the same network without normalisation), ``oracle`` (the true residual); the
@@ -82,15 +84,38 @@ class LanderConfig:
                              seed=self.seed)
 
 
+def descent_duration(task: str) -> float:
+    """Seconds the reference of ``task`` takes to reach its final height."""
+    if task == "landing":
+        return 5.0
+    if task.startswith("hover_") and task.endswith("cm"):
+        return 3.0
+    raise ValueError(f"task={task!r} is not one of {TASKS} (or hover_<N>cm)")
+
+
 def task_setup(task: str, rng: np.random.Generator):
     """``(z0, reference, target)`` of one episode of ``task``."""
+    duration = descent_duration(task)
     if task == "landing":
         z0 = float(rng.uniform(1.0, 2.0))
-        return z0, min_jerk(z0, 0.0, 5.0), 0.0
-    if task.startswith("hover_") and task.endswith("cm"):
-        height = float(task[len("hover_"):-2]) / 100.0
-        return 0.5, min_jerk(0.5, height, 3.0), height
-    raise ValueError(f"task={task!r} is not one of {TASKS} (or hover_<N>cm)")
+        return z0, min_jerk(z0, 0.0, duration), 0.0
+    height = float(task[len("hover_"):-2]) / 100.0
+    return 0.5, min_jerk(0.5, height, duration), height
+
+
+def descent_metrics(heights: np.ndarray, velocities: np.ndarray, dt: float,
+                    descent_s: float, touchdown_time: float) -> dict[str, float]:
+    """How an episode ends its descent, from the state after each step (``heights`` and
+    ``velocities``, float arrays of shape (steps,), m and m/s): the downward speed ``-v`` when
+    the reference reaches its final height (``descent_s``; NaN if the episode ended before),
+    the lowest height reached, and the time airborne (until the first touchdown, or the whole
+    episode without one), in seconds."""
+    step = int(round(descent_s / dt)) - 1
+    return {"descent_end_speed": float(-velocities[step]) if step < len(velocities)
+            else math.nan,
+            "min_height": float(np.min(heights)),
+            "airborne_s": touchdown_time if not math.isnan(touchdown_time)
+            else len(heights) * dt}
 
 
 def run_episode(controller: TrackingController, task: str, seed: int,
@@ -102,7 +127,7 @@ def run_episode(controller: TrackingController, task: str, seed: int,
     base = env.unwrapped
     env.reset(seed=seed, options={"z0": z0})
     controller.reset()
-    errors, zs, thrusts, iterations = [], [], [], []
+    errors, zs, vs, thrusts, iterations = [], [], [], [], []
     contraction, converged = 0.0, True
     touchdown_speed = touchdown_time = math.nan
     for k in range(steps):
@@ -117,6 +142,7 @@ def run_episode(controller: TrackingController, task: str, seed: int,
             touchdown_speed, touchdown_time = step_info["touchdown_speed"], step_info["time"]
         errors.append(abs(base.state[0] - reference((k + 1) * base.dt)[0]))
         zs.append(base.state[0])
+        vs.append(base.state[1])
         thrusts.append(base.state[2])
         if terminated or truncated:
             break
@@ -129,7 +155,9 @@ def run_episode(controller: TrackingController, task: str, seed: int,
            "touchdown_speed": touchdown_speed, "time_to_touchdown": touchdown_time,
            "fp_iterations_mean": float(np.mean(iterations)),
            "fp_iterations_max": int(np.max(iterations)),
-           "fp_max_contraction": contraction, "fp_all_converged": converged}
+           "fp_max_contraction": contraction, "fp_all_converged": converged,
+           **descent_metrics(np.asarray(zs), np.asarray(vs), base.dt, descent_duration(task),
+                             touchdown_time)}
     if record:
         times = base.dt * np.arange(1, len(zs) + 1)
         out["trajectory"] = {"t": times, "z": np.asarray(zs), "thrust": np.asarray(thrusts),
@@ -198,13 +226,30 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "final_max_abs_z_error": float(np.max([r["final_max_abs_z_error"] for r in sel])),
             "touchdowns": len(speeds),
             "touchdown_speed_mean": float(np.mean(speeds)) if speeds else math.nan,
+            "touchdown_speed_std": float(np.std(speeds, ddof=1)) if len(speeds) > 1
+            else math.nan,
             "touchdown_speed_max": float(np.max(speeds)) if speeds else math.nan,
             "time_to_touchdown_mean": float(np.mean(times)) if times else math.nan,
             "fp_iterations_mean": float(np.mean([r["fp_iterations_mean"] for r in sel])),
             "fp_iterations_max": int(np.max([r["fp_iterations_max"] for r in sel])),
             "fp_max_contraction": float(np.max([r["fp_max_contraction"] for r in sel])),
-            "fp_all_converged": all(r["fp_all_converged"] for r in sel)})
+            "fp_all_converged": all(r["fp_all_converged"] for r in sel),
+            **_descent_summary(sel)})
     return table
+
+
+def _descent_summary(sel: list[dict[str, Any]]) -> dict[str, float]:
+    """Mean, sample std and max of the descent-end speed, lowest height (mean and min) and
+    mean time airborne over the episodes ``sel`` (NaN for rows without descent metrics)."""
+    if not all("descent_end_speed" in r for r in sel):
+        return {}
+    speed = np.array([r["descent_end_speed"] for r in sel])
+    low = np.array([r["min_height"] for r in sel])
+    return {"descent_end_speed_mean": float(np.mean(speed)),
+            "descent_end_speed_std": float(np.std(speed, ddof=1)) if len(sel) > 1 else math.nan,
+            "descent_end_speed_max": float(np.max(speed)),
+            "min_height_mean": float(np.mean(low)), "min_height_min": float(np.min(low)),
+            "airborne_s_mean": float(np.mean([r["airborne_s"] for r in sel]))}
 
 
 def plot_trajectories(episodes: list[dict[str, Any]], path: str, mass: float = 1.47) -> None:
@@ -239,6 +284,52 @@ def evaluate(controller: TrackingController, task: str, seeds: list[int],
     """``run_episode`` for each seed; the first keeps its trajectory when ``record_first``."""
     return [run_episode(controller, task, s, record=record_first and k == 0)
             for k, s in enumerate(seeds)]
+
+
+def paired_difference(first: np.ndarray, second: np.ndarray,
+                      level: float = 0.95) -> dict[str, float]:
+    """Paired statistics of ``d = second - first`` (float arrays of shape (n,), one entry per
+    pair, e.g. per replicate or per seed): mean, sample std, t statistic, two-sided ``level``
+    confidence interval of the mean from the t distribution with ``n - 1`` degrees of freedom,
+    the paired t test's and the Wilcoxon signed-rank test's two-sided p values, and the number
+    of ``d > 0``. NaN where
+    ``n < 2`` or every difference is zero."""
+    from scipy import stats
+
+    d = np.asarray(second, dtype=float) - np.asarray(first, dtype=float)
+    n = len(d)
+    out = {"diff_mean": float(d.mean()), "diff_std": math.nan, "diff_t": math.nan,
+           "diff_ci_low": math.nan, "diff_ci_high": math.nan, "diff_p_t": math.nan,
+           "diff_p_wilcoxon": math.nan, "diff_positive": int(np.sum(d > 0))}
+    if n < 2 or not np.any(d != 0):
+        return out
+    std = float(d.std(ddof=1))
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * std / math.sqrt(n)
+    t = out["diff_mean"] / (std / math.sqrt(n)) if std > 0 else math.copysign(math.inf,
+                                                                               out["diff_mean"])
+    out.update(diff_std=std, diff_t=t, diff_ci_low=out["diff_mean"] - half,
+               diff_ci_high=out["diff_mean"] + half,
+               diff_p_t=float(2 * stats.t.sf(abs(t), n - 1)),
+               diff_p_wilcoxon=float(stats.wilcoxon(d).pvalue))
+    return out
+
+
+def compare_by_seed(rows: list[dict[str, Any]], first: str, second: str,
+                    metric: str = "final_mean_abs_z_error") -> list[dict[str, Any]]:
+    """Per task, ``paired_difference`` of ``metric`` between the controllers ``first`` and
+    ``second`` over the seeds both ran (the same seed gives both the same start and noise)."""
+    out = []
+    for task in dict.fromkeys(r["task"] for r in rows):
+        value = {(r["controller"], r["seed"]): r[metric] for r in rows if r["task"] == task}
+        seeds = sorted(s for c, s in value if c == first and (second, s) in value)
+        if not seeds:
+            continue
+        a = np.array([value[(first, s)] for s in seeds])
+        b = np.array([value[(second, s)] for s in seeds])
+        out.append({"task": task, "first": first, "second": second, "metric": metric,
+                    "seeds": len(seeds), "first_mean": float(a.mean()),
+                    "second_mean": float(b.mean()), **paired_difference(a, b)})
+    return out
 
 
 def check_claims(table: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -15,8 +15,8 @@ here (``tests/test_lander_3d.py`` checks it). Controllers (``make_controllers_3d
 lateral drag).
 
 Metrics per episode: those of the 1-D experiment (final-window mean/max ``|z - z_d|``,
-touchdown speed and time, fixed-point iterations and contraction) plus the final-window mean
-and max lateral error ``||(x, y) - (x_d, y_d)||``.
+touchdown speed and time, fixed-point iterations and contraction, descent metrics) plus the
+final-window mean and max lateral error ``||(x, y) - (x_d, y_d)||``.
 """
 
 from __future__ import annotations
@@ -30,7 +30,13 @@ import numpy as np
 from raysign.lander import ENV_3D_ID
 from raysign.lander.controllers import TrackingController3D, min_jerk
 from raysign.lander.env import GroundEffectModel
-from raysign.lander.experiment import FINAL_WINDOW_S, TASKS, LanderConfig, summarise
+from raysign.lander.experiment import (
+    FINAL_WINDOW_S,
+    LanderConfig,
+    descent_duration,
+    descent_metrics,
+    summarise,
+)
 from raysign.lander.residual import NumpyResidual
 
 CONTROLLERS_3D = ("baseline", "neural", "nosn", "oracle")
@@ -38,13 +44,12 @@ CONTROLLERS_3D = ("baseline", "neural", "nosn", "oracle")
 
 def task_setup_3d(task: str, rng: np.random.Generator):
     """``(start position (3,), reference t -> (p_d, v_d, a_d), target height)`` of ``task``."""
+    duration = descent_duration(task)
     x0, y0 = rng.uniform(-0.5, 0.5, size=2)
     if task == "landing":
-        z0, height, duration = float(rng.uniform(1.0, 2.0)), 0.0, 5.0
-    elif task.startswith("hover_") and task.endswith("cm"):
-        z0, height, duration = 0.5, float(task[len("hover_"):-2]) / 100.0, 3.0
+        z0, height = float(rng.uniform(1.0, 2.0)), 0.0
     else:
-        raise ValueError(f"task={task!r} is not one of {TASKS} (or hover_<N>cm)")
+        z0, height = 0.5, float(task[len("hover_"):-2]) / 100.0
     start = np.array([x0, y0, z0])
     axes = [min_jerk(a, b, duration) for a, b in zip(start, (0.0, 0.0, height), strict=True)]
 
@@ -64,7 +69,7 @@ def run_episode_3d(controller: TrackingController3D, task: str, seed: int,
     base = env.unwrapped
     env.reset(seed=seed, options={"position": start})
     controller.reset()
-    z_errors, lateral_errors, iterations = [], [], []
+    z_errors, lateral_errors, iterations, heights, speeds = [], [], [], [], []
     contraction, converged = 0.0, True
     touchdown_speed = touchdown_time = math.nan
     for k in range(steps):
@@ -78,6 +83,8 @@ def run_episode_3d(controller: TrackingController3D, task: str, seed: int,
         p_d = reference((k + 1) * base.dt)[0]
         z_errors.append(abs(base.position[2] - p_d[2]))
         lateral_errors.append(float(np.linalg.norm(base.position[:2] - p_d[:2])))
+        heights.append(float(base.position[2]))
+        speeds.append(float(base.velocity[2]))
         if terminated or truncated:
             break
     env.close()
@@ -91,7 +98,9 @@ def run_episode_3d(controller: TrackingController3D, task: str, seed: int,
             "touchdown_speed": touchdown_speed, "time_to_touchdown": touchdown_time,
             "fp_iterations_mean": float(np.mean(iterations)),
             "fp_iterations_max": int(np.max(iterations)),
-            "fp_max_contraction": contraction, "fp_all_converged": converged}
+            "fp_max_contraction": contraction, "fp_all_converged": converged,
+            **descent_metrics(np.asarray(heights), np.asarray(speeds), base.dt,
+                              descent_duration(task), touchdown_time)}
 
 
 def make_controllers_3d(residuals: dict[str, NumpyResidual | None],

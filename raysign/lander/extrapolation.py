@@ -48,7 +48,13 @@ import numpy as np
 from raysign.config import check_range
 from raysign.lander.collect import CollectConfig, collect_flights
 from raysign.lander.env import GRAVITY, GroundEffectModel
-from raysign.lander.experiment import LanderConfig, evaluate, fit_residual, make_controllers
+from raysign.lander.experiment import (
+    LanderConfig,
+    evaluate,
+    fit_residual,
+    make_controllers,
+    paired_difference,
+)
 from raysign.lander.residual import NumpyResidual
 
 POINT_HEIGHTS = (0.0, 0.05, 0.10, 0.20, 0.50)
@@ -150,32 +156,6 @@ def run_replicate(config: ExtrapolationConfig, replicate: int, spectral: bool,
 METRICS = ([f"residual_err_{round(h * 100)}cm" for h in POINT_HEIGHTS]
            + ["grid_rms_outside", "grid_max_outside", "grid_rms_inside", "grid_max_inside"]
            + [f"{task}_error" for task in HOVER_TASKS] + ["lipschitz_product", "final_loss"])
-
-
-def paired_difference(sn: np.ndarray, nosn: np.ndarray, level: float = 0.95) -> dict[str, float]:
-    """Step 6: paired statistics of ``d = nosn - sn`` (float arrays of shape (n,), one entry per
-    replicate): mean, sample std, t statistic, two-sided ``level`` confidence interval of the
-    mean from the t distribution with ``n - 1`` degrees of freedom, the paired t test's and the
-    Wilcoxon signed-rank test's two-sided p values, and the number of ``d > 0``. NaN where
-    ``n < 2`` or every difference is zero."""
-    from scipy import stats
-
-    d = np.asarray(nosn, dtype=float) - np.asarray(sn, dtype=float)
-    n = len(d)
-    out = {"diff_mean": float(d.mean()), "diff_std": math.nan, "diff_t": math.nan,
-           "diff_ci_low": math.nan, "diff_ci_high": math.nan, "diff_p_t": math.nan,
-           "diff_p_wilcoxon": math.nan, "diff_positive": int(np.sum(d > 0))}
-    if n < 2 or not np.any(d != 0):
-        return out
-    std = float(d.std(ddof=1))
-    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * std / math.sqrt(n)
-    t = out["diff_mean"] / (std / math.sqrt(n)) if std > 0 else math.copysign(math.inf,
-                                                                               out["diff_mean"])
-    out.update(diff_std=std, diff_t=t, diff_ci_low=out["diff_mean"] - half,
-               diff_ci_high=out["diff_mean"] + half,
-               diff_p_t=float(2 * stats.t.sf(abs(t), n - 1)),
-               diff_p_wilcoxon=float(stats.wilcoxon(d).pvalue))
-    return out
 
 
 def summarise_extrapolation(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
