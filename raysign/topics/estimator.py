@@ -57,17 +57,20 @@ class TensorLDA:
         k, a0 = self.n_topics, self.alpha0
         W, _, _ = whitening(X, a0, k, seed=self.seed)
         T = whitened_third_moment(X, W, a0)
-        if self.method == "power":
-            lam, V = power_method(T, k, np.random.default_rng(self.seed), self.n_restarts,
-                                  self.n_iter)
-        elif self.method == "tl-power":
-            lam, V = tl_power_method(T, k, self.seed, self.n_restarts, self.n_iter,
-                                     backend=self.backend)
-        else:
-            lam, V = cp_als(T, k, random_state=self.seed, n_restarts=self.n_restarts,
-                            backend=self.backend)
-        self.set_from_tensor(W, T, lam, V)
+        self.set_from_tensor(W, T, *self.decompose(T))
         return self.refine(X, self.refine_steps)
+
+    def decompose(self, T: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """T [k, k, k] ~ sum_i lam_i v_i^3 by ``method``: (lam [k], V [k, k] columns v_i)."""
+        k = self.n_topics
+        if self.method == "power":
+            return power_method(T, k, np.random.default_rng(self.seed), self.n_restarts,
+                                self.n_iter)
+        if self.method == "tl-power":
+            return tl_power_method(T, k, self.seed, self.n_restarts, self.n_iter,
+                                   backend=self.backend)
+        return cp_als(T, k, random_state=self.seed, n_restarts=self.n_restarts,
+                      backend=self.backend)
 
     def refine(self, X: sp.spmatrix, n_steps: int) -> TensorLDA:
         """n_steps variational EM steps on X from the current topics (alpha_ kept)."""
