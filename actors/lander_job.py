@@ -151,7 +151,8 @@ def run_land(config: LanderConfig, tasks: list[str], controllers: list[str], *,
     print_tables(table, claims)
     print(f"[raysign land] results: {run_dir.path}")
     return {"run_dir": str(run_dir.path), "table": table, "claims": claims, "episodes": rows,
-            "residuals": reports, "samples": int(len(data["z"]))}
+            "residuals": reports, "samples": int(len(data["z"])),
+            "networks": {c: r for c, r in residuals.items() if r is not None}}
 
 
 def print_tables(table: list[dict[str, Any]], claims: list[dict[str, Any]]) -> None:

@@ -92,6 +92,35 @@ def print_rows(rows: list[dict[str, Any]]) -> None:
               f" min {r['min_height_min']:.4f} m  airborne {r['airborne_s_mean']:.2f} s")
 
 
+def write_cancellation(run_dir: RunDir, networks: dict[str, Any],
+                       config: LanderConfig) -> None:
+    """Per learned network and hover height: residual error, the ground effect's stiffness and
+    the part left uncancelled, and the noise floor of mean |e| it predicts next to the oracle's
+    (``cancellation.csv``)."""
+    from raysign.lander.env import GroundEffectLanderEnv
+    from raysign.lander.experiment import ground_effect_cancellation, noise_floor_error
+
+    env = GroundEffectLanderEnv()
+    rows = []
+    for name, residual in networks.items():
+        for r in ground_effect_cancellation(residual, [0.05, 0.10, 0.20]):
+            rows.append({"network": name, **r,
+                         "predicted_error": noise_floor_error(
+                             config.kp, config.kd, env.accel_noise_std, env.dt,
+                             r["leftover_stiffness"], r["residual_error"]),
+                         "predicted_oracle_error": noise_floor_error(
+                             config.kp, config.kd, env.accel_noise_std, env.dt)})
+    if not rows:
+        return
+    run_dir.write_csv("cancellation.csv", rows)
+    print("\nground-effect cancellation while hovering (stiffness in 1/s^2, errors in m):")
+    for r in rows:
+        print(f"  {r['network']:11s} {r['height']:.2f} m  residual error "
+              f"{r['residual_error']:+.4f} m/s^2  stiffness {r['true_stiffness']:.2f}, left "
+              f"{r['leftover_stiffness']:+.2f}  predicted mean |e| {r['predicted_error']:.5f}"
+              f" (oracle {r['predicted_oracle_error']:.5f})")
+
+
 def write_paired(run_dir: RunDir, episodes: list[dict[str, Any]]) -> None:
     """The oracle against Neural Lander per task, paired by seed (``paired.csv``)."""
     from raysign.lander.experiment import compare_by_seed
@@ -118,6 +147,7 @@ def run_1d(args: argparse.Namespace) -> int:
     RunDir(out["run_dir"]).write_csv("bench.csv", rows)
     print_rows(rows)
     write_paired(RunDir(out["run_dir"]), out["episodes"])
+    write_cancellation(RunDir(out["run_dir"]), out["networks"], LanderConfig(**fields))
     for name, report in out["residuals"].items():
         print(f"  {name:11s} Lipschitz product {report['lipschitz_product']:.3f} "
               f"(gamma {report['gamma']}), certified |df/dT| <= "
@@ -190,6 +220,7 @@ def run_3d(args: argparse.Namespace) -> int:
     print(f"[bench 3d] {len(data['z'])} samples")
     print_rows(bench)
     write_paired(run_dir, rows)
+    write_cancellation(run_dir, {c: r for c, r in residuals.items() if r is not None}, config)
     print(f"[bench 3d] results: {run_dir.path}")
     return 0
 

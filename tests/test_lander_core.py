@@ -16,7 +16,14 @@ from raysign.lander import ENV_3D_ID, ENV_ID
 from raysign.lander.collect import CollectConfig, collect_flights
 from raysign.lander.controllers import TrackingController, min_jerk, solve_fixed_point
 from raysign.lander.env import GRAVITY, GroundEffectModel, ground_effect_ratio
-from raysign.lander.experiment import compare_by_seed, descent_metrics, run_episode, summarise
+from raysign.lander.experiment import (
+    compare_by_seed,
+    descent_metrics,
+    ground_effect_cancellation,
+    noise_floor_error,
+    run_episode,
+    summarise,
+)
 from raysign.lander.residual import ResidualNet, TrainSettings, train_residual
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -228,3 +235,44 @@ def test_compare_by_seed_pairs_the_same_seeds_of_two_controllers_per_task():
     assert row["diff_mean"] == pytest.approx(d.mean())
     assert row["diff_std"] == pytest.approx(d.std(ddof=1))
     assert row["first_mean"] == pytest.approx(0.02)
+
+
+MASS = 1.47
+
+
+def test_ground_effect_cancellation_against_the_closed_form_derivative():
+    truth = GroundEffectModel()
+    exact, none = (ground_effect_cancellation(fn, [0.10, 0.20])
+                   for fn in (truth, lambda z, v, t: 0.0))
+    for h, perfect, zero in zip((0.10, 0.20), exact, none, strict=True):
+        x = 0.3 / (4 * h)
+        ratio = 1 / (1 - x * x)
+        thrust = MASS * GRAVITY / (1 + truth.gain * (ratio - 1))
+        assert perfect["hover_thrust"] == pytest.approx(thrust)
+        # d ratio / dz = -2 x^2 / (z (1 - x^2)^2)
+        stiffness = truth.gain * thrust * 2 * x * x / (h * (1 - x * x) ** 2) / MASS
+        assert perfect["true_stiffness"] == pytest.approx(stiffness, rel=5e-3)
+        assert perfect["residual_error"] == 0.0 and perfect["leftover_stiffness"] == 0.0
+        assert zero["leftover_stiffness"] == pytest.approx(stiffness, rel=5e-3)
+        assert zero["residual_error"] == pytest.approx(-truth(h, 0.0, thrust) / MASS)
+
+
+def test_noise_floor_error_is_the_folded_normal_mean_of_the_stationary_pd_error():
+    # No bias: sigma^2 = q / (2 kd kp) with q = std^2 dt, E|e| = sigma sqrt(2 / pi).
+    sigma = np.sqrt(0.05**2 * 0.01 / (2 * 4.0 * 4.0))
+    assert noise_floor_error(4.0, 4.0, 0.05, 0.01) == pytest.approx(sigma * np.sqrt(2 / np.pi))
+    # Extra stiffness and a bias: compare with a sample of |N(mu, sigma^2)|.
+    k = 4.0 + 5.0
+    mu, sigma = -0.02 / k, np.sqrt(0.05**2 * 0.01 / (2 * 4.0 * k))
+    sample = np.abs(np.random.default_rng(0).normal(mu, sigma, 1_000_000))
+    assert noise_floor_error(4.0, 4.0, 0.05, 0.01, 5.0, 0.02) == pytest.approx(sample.mean(),
+                                                                               rel=3e-3)
+
+
+def test_pd_noise_floor_matches_the_oracle_hover_far_from_the_ground():
+    # At 20 cm the oracle cancels the residual; its error is the PD loop's noise floor
+    # (the motor lag, ignored by the formula, makes it slightly larger).
+    oracle = TrackingController(GroundEffectModel(), name="oracle")
+    errors = [run_episode(oracle, "hover_20cm", seed)["final_mean_abs_z_error"]
+              for seed in range(6)]
+    assert np.mean(errors) == pytest.approx(noise_floor_error(4.0, 4.0, 0.05, 0.01), rel=0.4)

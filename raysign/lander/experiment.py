@@ -198,6 +198,47 @@ def residual_error(residual: NumpyResidual, heights: list[float], mass: float = 
             for h in heights}
 
 
+def ground_effect_cancellation(residual: NumpyResidual, heights: list[float],
+                               mass: float = 1.47, dz: float = 1e-3) -> list[dict[str, float]]:
+    """How well ``residual`` cancels the true one while hovering at each height (v = 0, thrust
+    ``T_h`` with ``T_h + f_a(h, 0, T_h) = m g``): the residual error ``(f_hat - f_a) / m``
+    (m/s^2), the stiffness the true ground effect adds to an uncompensated PD loop,
+    ``-(d f_a / dz) / m`` (1/s^2), and the part of it the residual leaves uncancelled,
+    ``-(d (f_a - f_hat) / dz) / m`` (central differences with step ``dz``)."""
+    from raysign.lander.env import GroundEffectModel
+
+    truth = GroundEffectModel(mass)
+    out = []
+    for h in heights:
+        thrust = mass * GRAVITY / (1.0 + truth(h, 0.0, 1.0))  # f_a is linear in T at v = 0
+
+        def gap(z: float, thrust: float = thrust) -> float:
+            return truth(z, 0.0, thrust) - residual(z, 0.0, thrust)
+
+        out.append({"height": h, "hover_thrust": thrust,
+                    "residual_error": -gap(h) / mass,
+                    "true_stiffness": -(truth(h + dz, 0.0, thrust) - truth(h - dz, 0.0, thrust))
+                    / (2 * dz * mass),
+                    "leftover_stiffness": -(gap(h + dz) - gap(h - dz)) / (2 * dz * mass)})
+    return out
+
+
+def noise_floor_error(kp: float, kd: float, noise_std: float, dt: float,
+                      stiffness: float = 0.0, residual_error: float = 0.0) -> float:
+    """Stationary mean ``|e|`` (m) of ``e'' + kd e' + (kp + stiffness) e = -residual_error + w``
+    with ``w`` the environment's acceleration noise (std ``noise_std`` per step of ``dt``, i.e.
+    white noise of intensity ``noise_std^2 dt``): ``e`` is Gaussian with mean
+    ``mu = -residual_error / (kp + stiffness)`` and variance ``noise_std^2 dt / (2 kd (kp +
+    stiffness))``, and ``E|e|`` is the folded normal mean. Ignores the motor lag."""
+    from scipy import stats
+
+    k = kp + stiffness
+    mu = -residual_error / k
+    sigma = math.sqrt(noise_std**2 * dt / (2.0 * kd * k))
+    return float(sigma * math.sqrt(2.0 / math.pi) * math.exp(-mu**2 / (2 * sigma**2))
+                 + abs(mu) * (1.0 - 2.0 * stats.norm.cdf(-abs(mu) / sigma)))
+
+
 def make_controllers(residuals: dict[str, NumpyResidual | None],
                      config: LanderConfig) -> dict[str, TrackingController]:
     """One ``TrackingController`` per name; ``oracle`` gets the environment's true residual."""
