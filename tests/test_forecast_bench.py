@@ -1,5 +1,6 @@
-"""Specifications of the ETTh1 benchmark's bookkeeping: a stopped bench resumes without
-repeating finished runs, and its table is the mean / spread of exactly the runs it holds."""
+"""Specifications of the forecasting bookkeeping: a stopped ETTh1 bench resumes without
+repeating finished runs, its table is the mean / spread of exactly the runs it holds, and the
+trials of a TT-LSTM sweep are read back from Ray Tune's folder with their ASHA outcome."""
 
 from __future__ import annotations
 
@@ -90,3 +91,37 @@ def test_finished_runs_keeps_one_summary_per_wanted_run(bench, tmp_path):
     found = bench.finished_runs(log, configs)
     assert [(r["model"], r["epochs_run"]) for r in found] == [("lstm", 7)]
     assert bench.finished_runs(tmp_path / "missing.jsonl", configs) == []
+
+
+def write_trial(folder: Path, trial_id: str, vals: list[float], *, final: dict | None = None,
+                done: bool = True) -> None:
+    """A Ray Tune trial folder: one result.json line per epoch, then the final report."""
+    config = {"rank": 2, "order": 3, "lags": 2, "hidden_size": 8, "lr": 1e-3}
+    lines = [{"val_rmse": v, "epoch": k + 1, "training_iteration": k + 1, "done": False,
+              "trial_id": trial_id, "config": config, "time_total_s": float(k + 1)}
+             for k, v in enumerate(vals)]
+    if final is not None:
+        lines.append({**lines[-1], **final, "training_iteration": len(vals) + 1})
+    lines[-1]["done"] = done
+    (folder / trial_id).mkdir(parents=True)
+    (folder / trial_id / "result.json").write_text("".join(json.dumps(x) + "\n" for x in lines))
+
+
+def test_sweep_trials_and_asha_statistics_classify_every_trial(tmp_path):
+    from raysign.forecast.report import asha_statistics, sweep_trials
+
+    write_trial(tmp_path, "a", [0.9, 0.8, 0.85])                       # ASHA: rung 3
+    write_trial(tmp_path, "b", [0.9, 0.7, 0.6, 0.65, 0.7], final={      # early stopping
+        "val_rmse": 0.6, "test_rmse": 0.5, "test_rmse_last": 0.7, "parameters": 99})
+    write_trial(tmp_path, "c", [1.0, 0.95, 0.99])                      # ASHA: rung 3
+    write_trial(tmp_path, "d", [1.2, 1.1, 1.0, 0.9], done=False)       # cut off by the end
+    trials = sweep_trials(tmp_path)
+    assert [(t["trial_id"], t["status"], t["epochs"]) for t in trials] == [
+        ("b", "completed", 5), ("a", "stopped", 3), ("d", "running", 4), ("c", "stopped", 3)]
+    assert [t["best_val_rmse"] for t in trials] == [0.6, 0.8, 0.9, 0.95]
+    assert trials[0]["test_rmse_last"] == 0.7 and trials[1]["test_rmse"] is None
+    assert trials[0]["rank"] == 2 and trials[0]["parameters"] == 99
+    stats = asha_statistics(trials, max_epochs=30)
+    assert stats == {"trials": 4, "by_status": {"completed": 1, "stopped": 2, "running": 1},
+                     "stopped_after_epochs": {3: 2}, "completed_after_epochs": {5: 1},
+                     "epochs_trained": 15, "epochs_without_stopping": 120}

@@ -1,9 +1,11 @@
 """Tables and figures of forecasting comparisons: RMSE against horizon (mean and spread over
-seeds) and example rollouts, from the summaries that ``train.run_forecast`` returns."""
+seeds) and example rollouts, from the summaries that ``train.run_forecast`` returns; and the
+trials of a ``raysign sweep ttrnn`` read back from its Ray Tune folder (ASHA statistics)."""
 
 from __future__ import annotations
 
-from collections import defaultdict
+import json
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -119,3 +121,45 @@ def write_horizon_figure(rows: list[dict[str, Any]], path: str | Path, title: st
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def sweep_trials(tune_dir: str | Path) -> list[dict[str, Any]]:
+    """One row per trial of a Ray Tune experiment folder (``<trial>/result.json``, read
+    without Ray, so a sweep stopped midway can be read too), best validation RMSE first.
+
+    ``status`` is ``completed`` when the trial sent its final report (trained until early
+    stopping or the last epoch; it carries ``test_rmse``), ``stopped`` when ASHA ended it at
+    a rung and ``running`` when the sweep ended first. ``epochs`` counts the epochs trained.
+    """
+    rows = []
+    for result in sorted(Path(tune_dir).glob("*/result.json")):
+        records = [json.loads(line) for line in result.read_text().splitlines() if line.strip()]
+        if not records:
+            continue
+        final = records[-1]
+        completed = "test_rmse" in final
+        status = "completed" if completed else "stopped" if final.get("done") else "running"
+        rows.append({**final["config"], "trial_id": final["trial_id"], "status": status,
+                     "epochs": len(records) - completed,
+                     "best_val_rmse": min(r["val_rmse"] for r in records),
+                     "test_rmse": final.get("test_rmse"),
+                     "test_rmse_last": final.get("test_rmse_last"),
+                     "parameters": final.get("parameters"),
+                     "seconds": final.get("time_total_s")})
+    return sorted(rows, key=lambda r: r["best_val_rmse"])
+
+
+def asha_statistics(trials: list[dict[str, Any]], max_epochs: int) -> dict[str, Any]:
+    """Counts of ``sweep_trials`` rows: trials per status, ASHA stops per epoch reached, and
+    the epochs trained against ``max_epochs`` for every trial (the cost without ASHA and
+    without early stopping)."""
+    return {
+        "trials": len(trials),
+        "by_status": dict(Counter(t["status"] for t in trials)),
+        "stopped_after_epochs": dict(sorted(Counter(
+            t["epochs"] for t in trials if t["status"] == "stopped").items())),
+        "completed_after_epochs": dict(sorted(Counter(
+            t["epochs"] for t in trials if t["status"] == "completed").items())),
+        "epochs_trained": sum(t["epochs"] for t in trials),
+        "epochs_without_stopping": max_epochs * len(trials),
+    }
