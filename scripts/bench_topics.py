@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 from sklearn.decomposition import LatentDirichletAllocation
+from sklearn.utils import gen_batches
 
 from raysign.topics.estimator import TensorLDA
 from raysign.topics.metrics import alpha_error, coherence, completion_perplexity, topic_error
@@ -49,23 +50,26 @@ def fit_sklearn(X: sp.csr_matrix, k: int, seed: int, method: str
     return lda.components_ / lda.components_.sum(1, keepdims=True), np.full(k, 1.0 / k)
 
 
-def sklearn_batch_iterations(X: sp.csr_matrix, k: int, seed: int, max_iter: int = 10,
-                             cap_s: float = float("inf")):
-    """sklearn batch VB one EM iteration at a time: the same updates and random draws as
-    ``LatentDirichletAllocation(learning_method="batch").fit`` (its own ``_em_step``), so that
-    a run stopped by a wall-time cap still reports how far it got. Yields (iteration, wall
-    seconds of EM so far, CPU seconds of EM so far, normalised k x V topics); stops after
-    ``max_iter`` iterations or when the next iteration, at the mean wall time per iteration so
-    far, would end past ``cap_s``. Unlike ``fit`` it skips the final E-step that only computes
-    the training bound ``bound_``."""
-    lda = LatentDirichletAllocation(k, doc_topic_prior=1.0 / k, learning_method="batch",
+def sklearn_iterations(X: sp.csr_matrix, k: int, seed: int, method: str, max_iter: int = 10,
+                       cap_s: float = float("inf")):
+    """sklearn VB (``method`` "batch" or "online") one pass over the documents at a time: the
+    same updates and random draws as ``LatentDirichletAllocation(learning_method=method).fit``
+    (its own ``_em_step`` on the same mini-batches), so that a run stopped by a wall-time cap
+    still reports how far it got. Yields (pass, wall seconds of EM so far, CPU seconds of EM
+    so far, normalised k x V topics); stops after ``max_iter`` passes or when the next pass, at
+    the mean wall time per pass so far, would end past ``cap_s``. Unlike ``fit`` it skips the
+    final E-step that only computes the training bound ``bound_``."""
+    lda = LatentDirichletAllocation(k, doc_topic_prior=1.0 / k, learning_method=method,
                                     random_state=seed, n_jobs=1, max_iter=max_iter)
-    X = lda._check_non_neg_array(X, reset_n_features=True, whom="sklearn_batch_iterations")
+    X = lda._check_non_neg_array(X, reset_n_features=True, whom="sklearn_iterations")
     lda._init_latent_vars(X.shape[1], dtype=X.dtype)
+    n = X.shape[0]
+    batches = [slice(0, n)] if method == "batch" else list(gen_batches(n, lda.batch_size))
     spent = cpu = 0.0
     for i in range(1, max_iter + 1):
         t, c = time.perf_counter(), time.process_time()
-        lda._em_step(X, total_samples=X.shape[0], batch_update=True)
+        for rows in batches:
+            lda._em_step(X[rows], total_samples=n, batch_update=method == "batch")
         spent += time.perf_counter() - t
         cpu += time.process_time() - c
         yield i, spent, cpu, lda.components_ / lda.components_.sum(1, keepdims=True)
@@ -105,17 +109,16 @@ def timed(fn, *args):
     return time.perf_counter() - t, out
 
 
-def capped_batch(X: sp.csr_matrix, B: np.ndarray, a: argparse.Namespace, seed: int,
-                 out: Path) -> dict:
-    """sklearn batch VB under the wall-time cap ``a.batch_cap_s``: topic error after every EM
-    iteration appended to batch_progress.jsonl; the row of the last iteration reached."""
+def capped_sklearn(X: sp.csr_matrix, B: np.ndarray, a: argparse.Namespace, seed: int,
+                   method: str, cap_s: float, out: Path) -> dict:
+    """sklearn ``method`` VB under the wall-time cap ``cap_s``: topic error after every pass
+    appended to sklearn-<method>_progress.jsonl; the row of the last pass reached."""
     row = {}
-    for i, spent, cpu, topics in sklearn_batch_iterations(X, a.k, seed, cap_s=a.batch_cap_s):
-        row = {"seed": seed, "method": "sklearn-batch", "docs": a.docs, "time_s": spent,
-               "cpu_s": cpu,
-               "topic_l1": topic_error(topics, B), "alpha_err": None, "iterations": i,
-               "finished": i == 10, "cap_s": a.batch_cap_s}
-        with open(out / "batch_progress.jsonl", "a") as f:
+    for i, spent, cpu, topics in sklearn_iterations(X, a.k, seed, method, cap_s=cap_s):
+        row = {"seed": seed, "method": f"sklearn-{method}", "docs": a.docs, "time_s": spent,
+               "cpu_s": cpu, "topic_l1": topic_error(topics, B), "alpha_err": None,
+               "iterations": i, "finished": i == 10, "cap_s": cap_s}
+        with open(out / f"sklearn-{method}_progress.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
         print(json.dumps(row), flush=True)
     return row
@@ -129,8 +132,9 @@ def synthetic(a: argparse.Namespace, out: Path) -> None:
         for name, fit in methods(a).items():
             if seed >= a.peer_seeds and not name.startswith("tensor"):
                 continue
-            if name == "sklearn-batch" and a.batch_cap_s:
-                rows.append(capped_batch(X, B, a, seed, out))
+            cap_s = {"sklearn-batch": a.batch_cap_s, "sklearn-online": a.online_cap_s}.get(name)
+            if cap_s:
+                rows.append(capped_sklearn(X, B, a, seed, name.split("-")[1], cap_s, out))
             else:
                 s, (topics, est_alpha) = timed(fit, X, seed)
                 ae = (alpha_error(est_alpha, topics, alpha, B) if name.startswith("tensor")
@@ -206,6 +210,8 @@ def main() -> None:
     p.add_argument("--batch-cap-s", type=float, default=None,
                    help="wall-time cap (s) of sklearn batch: run it one EM iteration at a "
                         "time and stop before an iteration that would end past the cap")
+    p.add_argument("--online-cap-s", type=float, default=None,
+                   help="the same for sklearn online VB (one pass over the documents at a time)")
     p.add_argument("--peer-seeds", type=int, default=3,
                    help="the peers run on the first this many seeds only (tensor on all)")
     p.add_argument("--seed", type=int, default=0, help="seed of the NYT fits")
