@@ -41,7 +41,7 @@ from ray.util.placement_group import PlacementGroup
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from actors.trainer import round_stage_times
-from actors.vote import VoteActor
+from actors.vote import DirectVoteActor, VoteActor
 from raysign import wire
 from raysign.signs import pack_signs, shard_bounds, unpack_signs
 
@@ -116,6 +116,16 @@ class CommWorker:
                  "t_compress_end": time.time(), "bytes_sent": sum(m.nbytes for m in out)}
         return (*out, stats)
 
+    def exchange(self, step: int, votes: list[Any], senders: tuple[int, ...],
+                 timeout: float) -> tuple[dict, list[dict], dict]:
+        """Steps 1-5 with the direct transport: message s straight to vote actor s, whose
+        reply is the voted message (as ``actors.worker.SignWorker.exchange``)."""
+        *out, stats = self.compress(step)
+        replies = ray.get([vote.submit.remote(step, self.rank, message, senders, timeout)
+                           for vote, message in zip(votes, out, strict=True)])
+        return stats, [vote_stats for _, vote_stats in replies], self.apply(
+            step, *[message for message, _ in replies])
+
     def apply(self, step: int, *voted: np.ndarray) -> dict[str, Any]:
         """Step 5: validate the S results and write them into the update buffer [d]."""
         t_start = time.time()
@@ -159,15 +169,19 @@ class VoteRound:
     """M ``CommWorker`` actors and S ``VoteActor`` shards; worker i and shard i in bundle i."""
 
     def __init__(self, group: PlacementGroup, num_workers: int, d: int, num_shards: int,
-                 kind: int, seed: int = 0):
+                 kind: int, seed: int = 0, transport: str = "objects"):
         if num_shards > num_workers:
             raise ValueError(f"num_shards={num_shards} must be <= num_workers={num_workers} "
                              "(one shard per worker's node)")
+        if transport not in ("objects", "direct"):
+            raise ValueError(f"transport={transport!r} must be 'objects' or 'direct'")
         self.num_workers, self.num_shards, self.kind, self.d = num_workers, num_shards, kind, d
+        self.transport = transport
         self.workers = [ray.remote(CommWorker).options(
             num_cpus=0.2, scheduling_strategy=_in_bundle(group, i)).remote(
                 i, d, num_shards, kind, seed) for i in range(num_workers)]
-        self.votes = [ray.remote(VoteActor).options(
+        vote_cls = DirectVoteActor if transport == "direct" else VoteActor
+        self.votes = [ray.remote(vote_cls).options(
             num_cpus=0.05, scheduling_strategy=_in_bundle(group, j)).remote(j, start, stop, kind)
             for j, (start, stop) in enumerate(shard_bounds(d, num_shards))]
 
@@ -180,14 +194,22 @@ class VoteRound:
         """One communication round; wall seconds at the driver and the five-stage split."""
         m, s = self.num_workers, self.num_shards
         t0 = time.perf_counter()
-        outs = [w.compress.options(num_returns=s + 1).remote(step) for w in self.workers]
-        voted = [self.votes[j].vote.options(num_returns=2).remote(
-            step, *[outs[i][j] for i in range(m)]) for j in range(s)]
-        applied = [w.apply.remote(step, *[v[0] for v in voted]) for w in self.workers]
-        apply_stats = ray.get(applied)
-        wall = time.perf_counter() - t0
-        worker_stats = ray.get([o[s] for o in outs])
-        vote_stats = ray.get([v[1] for v in voted])
+        if self.transport == "direct":
+            senders = tuple(range(m))
+            results = ray.get([w.exchange.remote(step, self.votes, senders, 120.0)
+                               for w in self.workers])
+            wall = time.perf_counter() - t0
+            worker_stats = [r[0] for r in results]
+            vote_stats, apply_stats = results[0][1], [r[2] for r in results]
+        else:
+            outs = [w.compress.options(num_returns=s + 1).remote(step) for w in self.workers]
+            voted = [self.votes[j].vote.options(num_returns=2).remote(
+                step, *[outs[i][j] for i in range(m)]) for j in range(s)]
+            applied = [w.apply.remote(step, *[v[0] for v in voted]) for w in self.workers]
+            apply_stats = ray.get(applied)
+            wall = time.perf_counter() - t0
+            worker_stats = ray.get([o[s] for o in outs])
+            vote_stats = ray.get([v[1] for v in voted])
         if any(v["num_valid"] != m for v in vote_stats):
             raise RuntimeError(f"a vote shard rejected payloads: {vote_stats}")
         stages = round_stage_times(worker_stats, vote_stats, apply_stats)

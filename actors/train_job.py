@@ -25,6 +25,8 @@ _HELP = {
                   "(parameter server), median, trimmed_mean, krum, multi_krum, "
                   "centered_clipping",
     "vote_shards": "vote actors, each owning a contiguous slice of the parameters (S)",
+    "transport": "objects (messages as Ray objects, refs through the driver) or direct "
+                 "(workers call the vote actors themselves; fastest across nodes)",
     "lr": "learning rate",
     "momentum": "Signum momentum beta (0 = signSGD)",
     "weight_decay": "lambda in x <- x - lr (V + lambda x)",

@@ -36,7 +36,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from actors.byzantine import ByzantineWorker
 from actors.cluster import ActorResources, worker_resources
-from actors.vote import VoteActor
+from actors.vote import DirectVoteActor, VoteActor
 from actors.worker import SignWorker
 from raysign import wire
 from raysign.attacks import OMNISCIENT_ATTACKS
@@ -52,6 +52,9 @@ STAGES = ("compress", "gather", "vote", "broadcast", "decompress")
 VOTE_CPUS = 0.1
 MAX_RESTARTS = 3
 ROUND_ATTEMPTS = 4
+# Direct transport: how long a vote actor waits for a worker's message before it votes
+# over the messages that came (the driver tells it sooner when it sees a worker die).
+DIRECT_TIMEOUT_S = 120.0
 
 
 @dataclass
@@ -134,15 +137,16 @@ class SignSGDTrainer:
                 **res.options())
             self.workers.append(actor.remote(cfg, rank, images, labels, self.bounds))
         for shard, (start, stop) in enumerate(self.bounds):
-            vote = ray.remote(VoteActor).options(num_cpus=VOTE_CPUS, max_restarts=MAX_RESTARTS,
-                                                 scheduling_strategy=spread(shard))
+            vote_cls = DirectVoteActor if cfg.transport == "direct" else VoteActor
+            vote = ray.remote(vote_cls).options(num_cpus=VOTE_CPUS, max_restarts=MAX_RESTARTS,
+                                                scheduling_strategy=spread(shard))
             self.votes.append(vote.remote(shard, start, stop, *self._vote_setup()))
         sizes = ray.get([w.num_parameters.remote() for w in self.workers])
         if set(sizes) != {self.d}:
             raise RuntimeError(f"workers disagree on the parameter count: {sizes}")
 
     RESHAPING_FIELDS = ("num_workers", "vote_shards", "model", "dataset", "data_dir",
-                        "train_subset", "test_subset")
+                        "train_subset", "test_subset", "transport")
 
     def reconfigure(self, config: TrainConfig, run_dir: RunDir | None = None) -> None:
         """Run another configuration on the actors already started (a benchmark grid): every
@@ -179,10 +183,18 @@ class SignSGDTrainer:
         honest replica; a vote actor that dies is restarted and its vote retried."""
         s = self.config.vote_shards
         live = list(range(self.config.num_workers))
-        outs = {i: self.workers[i].compute.options(num_returns=s + 1).remote(step, with_density)
-                for i in live}
         failed: set[int] = set()
-        if self.config.attack in OMNISCIENT_ATTACKS and self.byzantine:
+        omniscient = self.config.attack in OMNISCIENT_ATTACKS and bool(self.byzantine)
+        if self.config.transport == "direct" and not omniscient:
+            done, failed, outs = self._direct_round(step, with_density)
+            live = [i for i in live if i not in failed]
+            if done is not None:
+                return self._record(step, *done, failed, with_density)
+            self._reset_restarted_votes()
+        else:
+            outs = {i: self.workers[i].compute.options(num_returns=s + 1).remote(
+                step, with_density) for i in live}
+        if omniscient:
             # The adversaries see the honest messages of this round before sending theirs.
             _, dead = _get_each({i: outs[i][s] for i in live}, "compute")
             failed |= dead
@@ -209,17 +221,60 @@ class SignSGDTrainer:
             except ray.exceptions.RayActorError as err:
                 print(f"[raysign] step {step}: a vote actor died ({err.__class__.__name__}); "
                       "retrying the vote after its restart")
-                # A restarted actor ran its constructor with the first configuration's
-                # arguments; give it the current one (a no-op unless reconfigured).
-                for v in self.votes:
-                    if _call_when_alive(lambda v=v: v.tag.remote()) != self._vote_tag:
-                        ray.get(v.reset.remote(*self._vote_setup(), tag=self._vote_tag))
+                self._reset_restarted_votes()
                 continue
             apply_stats, dead = _get_each(applied, "apply")
             failed |= dead
             break
         else:
             raise RuntimeError(f"step {step}: no complete round after {ROUND_ATTEMPTS} attempts")
+        return self._record(step, worker_stats, vote_stats, apply_stats, failed, with_density)
+
+    def _reset_restarted_votes(self) -> None:
+        """A restarted vote actor ran its constructor with the first configuration's
+        arguments; give it the current one (a no-op unless reconfigured)."""
+        for v in self.votes:
+            if _call_when_alive(lambda v=v: v.tag.remote()) != self._vote_tag:
+                ray.get(v.reset.remote(*self._vote_setup(), tag=self._vote_tag))
+
+    def _direct_round(self, step: int, with_density: bool):
+        """One round with the direct transport (``SignWorker.exchange``). Returns
+        ``(stats, failed, None)`` when every live worker applied the vote, where ``stats`` is
+        (worker, vote, apply stats); a worker that dies is left out of the vote (the driver
+        tells the vote actors at once). If a vote actor died, returns ``(None, failed, outs)``
+        with the live workers' messages of this step as object refs, for the object path."""
+        s = self.config.vote_shards
+        senders = tuple(range(self.config.num_workers))
+        refs = {self.workers[i].exchange.remote(step, self.votes, senders, DIRECT_TIMEOUT_S,
+                                                with_density): i for i in senders}
+        results, failed, vote_died = {}, set(), False
+        pending = list(refs)
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            rank = refs[ready[0]]
+            try:
+                results[rank] = ray.get(ready[0])
+            except ray.exceptions.RayTaskError as err:
+                # Raised inside the worker's call: a vote actor died under it.
+                if not isinstance(err, ray.exceptions.RayActorError):
+                    raise RuntimeError(f"worker rank {rank} failed in exchange: {err}") from err
+                vote_died = True
+            except ray.exceptions.RayActorError:  # the worker's own process died
+                failed.add(rank)
+                for vote in self.votes:
+                    vote.drop.remote(step, rank)
+        if not vote_died:
+            first = results[min(results)]
+            return ((([results[i][0] for i in sorted(results)], first[1],
+                      [results[i][2] for i in sorted(results)])), failed, None)
+        print(f"[raysign] step {step}: a vote actor died; voting this step again through the "
+              "object store after its restart")
+        live = [i for i in senders if i not in failed]
+        return None, failed, {i: self.workers[i].resend.options(num_returns=s + 1).remote(step)
+                              for i in live}
+
+    def _record(self, step: int, worker_stats: list[dict], vote_stats: list[dict],
+                apply_stats: list[dict], failed: set[int], with_density: bool) -> dict[str, Any]:
         if failed:
             self._resync(sorted(failed), step)
         honest_stats = [st for st in worker_stats if st["rank"] not in self.byzantine]

@@ -55,6 +55,8 @@ class SignWorker:
         self.replica = Replica(config, self.rank, images[shard], labels[shard], _device(),
                                byzantine=byzantine)
         self._poison = 0
+        self._outbox: tuple[int, tuple[Any, ...]] | None = None
+        self._applied_step: int | None = None
         self.crafted = None
         if byzantine and config.attack in OMNISCIENT_ATTACKS:
             self.crafted = make_crafted_attack(config.attack, config.num_byzantine,
@@ -96,6 +98,26 @@ class SignWorker:
             self._own, self._own_stats = message, stats
         return (*out, stats)
 
+    def exchange(self, step: int, votes: list[Any], senders: tuple[int, ...], timeout: float,
+                 with_density: bool = False) -> tuple[dict, list[dict], dict]:
+        """One round with the direct transport (``actors.vote.DirectVoteActor``): compute,
+        send message s straight to vote actor s, wait for the S voted messages (the calls'
+        return values) and apply them. Returns this worker's compute, vote and apply stats.
+        The messages are kept until the next round (``resend``), in case a vote actor dies
+        and the driver falls back to the object path."""
+        *out, stats = self.compute(step, with_density)
+        self._outbox = (step, (*out, stats))
+        replies = ray.get([vote.submit.remote(step, self.rank, message, senders, timeout)
+                           for vote, message in zip(votes, out, strict=True)])
+        applied = self.apply(step, *[message for message, _ in replies])
+        return stats, [vote_stats for _, vote_stats in replies], applied
+
+    def resend(self, step: int) -> tuple[Any, ...]:
+        """The S messages and stats this worker computed for ``step`` in ``exchange``."""
+        if self._outbox is None or self._outbox[0] != step:
+            raise RuntimeError(f"worker {self.rank} holds no messages for step {step}")
+        return self._outbox[1]
+
     def _encode(self, step: int, shard: int, values: torch.Tensor, flags: int) -> np.ndarray:
         msg = wire.new_message(self.kind, sender=self.rank, step=step, shard=shard,
                                length=values.numel(), flags=flags)
@@ -132,8 +154,13 @@ class SignWorker:
         return (*out, stats)
 
     def apply(self, step: int, *voted: np.ndarray) -> dict[str, Any]:
-        """Validate the S voted messages and apply the update to the replica."""
+        """Validate the S voted messages and apply the update to the replica (once per
+        step: a second call for the same step, after a fallback from the direct transport,
+        changes nothing)."""
         t_start = time.time()
+        if step == self._applied_step:
+            return {"rank": self.rank, "t_apply_start": t_start, "t_apply_end": t_start,
+                    "bytes_received": 0, "skipped_shards": [], "already_applied": True}
         skipped = []
         for shard, (start, stop) in enumerate(self.bounds):
             header, body = wire.read_message(voted[shard], kind=self.kind, step=step,
@@ -146,6 +173,7 @@ class SignWorker:
             else:
                 self.replica.apply_mean(torch.from_numpy(body.view(np.float32).copy()),
                                         start, stop)
+        self._applied_step = step
         return {"rank": self.rank, "t_apply_start": t_start, "t_apply_end": time.time(),
                 "bytes_received": sum(v.nbytes for v in voted), "skipped_shards": skipped}
 

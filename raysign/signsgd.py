@@ -36,6 +36,11 @@ from raysign.signs import unpack_signs
 
 # "vote": majority vote of packed signs; the rest aggregate fp32 messages (raysign.aggregators).
 AGGREGATORS = ("vote", *FP32_AGGREGATORS)
+# How messages travel: "objects" - each worker returns its S messages as Ray objects and the
+# driver hands the references to the vote actors; "direct" - each worker sends message s
+# straight to vote actor s and gets the vote back as the call's return value
+# (``actors.vote.DirectVoteActor``).
+TRANSPORTS = ("objects", "direct")
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,7 @@ class TrainConfig:
     num_workers: int = 7
     aggregator: str = "vote"
     vote_shards: int = 1
+    transport: str = "objects"
     lr: float = 1e-3
     momentum: float = 0.9
     weight_decay: float = 0.0
@@ -77,6 +83,7 @@ class TrainConfig:
         check_range("num_workers", self.num_workers, 1, 1024)
         check_choice("aggregator", self.aggregator, AGGREGATORS)
         check_range("vote_shards", self.vote_shards, 1, 1024)
+        check_choice("transport", self.transport, TRANSPORTS)
         check_range("lr", self.lr, 0, None, low_open=True)
         check_range("momentum", self.momentum, 0, 1, high_open=True)
         check_range("weight_decay", self.weight_decay, 0, None)

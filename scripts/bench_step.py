@@ -32,6 +32,7 @@ import argparse
 import json
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -115,8 +116,9 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
     m = sum(node["Alive"] for node in ray.nodes())
     if m != args.nodes:
         raise RuntimeError(f"the cluster has {m} nodes, expected --nodes {args.nodes}")
-    d = num_parameters(build_model(args.model))
+    d = args.params or num_parameters(build_model(args.model))
     rate, rows = args.rate_label, []
+    ray_paths = {"transport": args.transport}  # every Ray row says how its messages travelled
     vote_ref, mean_ref = _reference_checks(d, m, args.seed)
     total_rounds = args.warmup + args.rounds
 
@@ -124,7 +126,7 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
     group = spread_group(m)
     benches = {label: VoteRound(group, m, d, shards,
                                 wire.KIND_SIGNS if aggregator == "vote" else wire.KIND_FP32,
-                                args.seed)
+                                args.seed, transport=args.transport)
                for label, shards, aggregator in _methods(m, args.methods)}
     where = {label: bench.placement() for label, bench in benches.items()}
     # Rounds of the methods alternate, so that every method sees the same machine load.
@@ -143,7 +145,7 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
             bytes_sent_per_worker=steady[0]["bytes_sent_per_worker"],
             correct=bool(correct and bench.updates_identical()),
             worker_nodes=len(set(where[label]["workers"])),
-            vote_nodes=len(set(where[label]["votes"]))))
+            vote_nodes=len(set(where[label]["votes"])), **ray_paths))
         bench.shutdown()
     if "gloo" in args.methods:
         gloo = GlooGroup(group, m, d, args.seed)
@@ -168,7 +170,8 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
                              aggregator=aggregator, vote_shards=shards, lr=1e-3,
                              batch_size=args.batch_size, max_steps=args.warmup + args.steps,
                              train_subset=need, test_subset=100, checksum_every=10**6,
-                             seed=args.seed, name="bench_step_train")
+                             seed=args.seed, name="bench_step_train",
+                             transport=args.transport)
         before = set(ray.util.placement_group_table())
         trainer = SignSGDTrainer(config, RunDir(Path(args.rows_out).parent / "trainer"),
                                  progress=False,
@@ -186,7 +189,7 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
             rate, label, "step", walls[args.warmup:], records[args.warmup:], nodes=m, d=d,
             vote_shards=shards, bytes_sent_per_worker=records[-1]["bytes_sent_per_worker"],
             correct=bool(identical), worker_nodes=len(worker_nodes),
-            vote_nodes=len(vote_nodes)))
+            vote_nodes=len(vote_nodes), **ray_paths))
         trainer.shutdown()
         _remove_groups(_new_groups(before))  # the trainer leaves its spread group behind
     if "gloo" not in args.methods:
@@ -266,6 +269,26 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+def _keep_reniced(nodes: int, niceness: int) -> threading.Event:
+    """Every second, set the niceness of every process in the cluster's namespaces (Ray starts
+    workers at 19); returns the event that stops it."""
+    import netns_cluster
+
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(1.0):
+            for i in range(nodes):
+                for pid in netns_cluster.namespace_pids(netns_cluster.node_namespace(i)):
+                    try:
+                        os.setpriority(os.PRIO_PROCESS, pid, niceness)
+                    except OSError:
+                        pass  # the process has exited
+
+    threading.Thread(target=loop, daemon=True).start()
+    return stop
+
+
 def orchestrate(args: argparse.Namespace) -> int:
     """Bring the cluster up at each rate, measure inside namespace rs0, bring it down."""
     import netns_cluster
@@ -283,15 +306,23 @@ def orchestrate(args: argparse.Namespace) -> int:
     rows: list[dict[str, Any]] = []
     for rate in args.rates.split(","):
         out = run_dir.file(f"rows_{rate}.json")
-        netns_cluster.up(args.nodes, rate, args.delay, args.cpus_per_node)
+        # The object path keeps Ray's default inline size: above it, the messages that the
+        # driver owns would travel through the driver.
+        netns_cluster.up(args.nodes, rate, args.delay, args.cpus_per_node,
+                         direct_call_bytes=(netns_cluster.DIRECT_CALL_BYTES
+                                            if args.transport == "direct" else 0))
+        stop = _keep_reniced(args.nodes, args.priority) if args.priority else None
         try:
             cmd = [sys.executable, str(Path(__file__).resolve()), "--attach", "--rate-label",
                    rate, "--rows-out", str(out), "--nodes", str(args.nodes), "--model",
                    args.model, "--rounds", str(args.rounds), "--warmup", str(args.warmup),
                    "--steps", str(args.steps), "--batch-size", str(args.batch_size),
-                   "--seed", str(args.seed), "--methods", args.methods]
+                   "--seed", str(args.seed), "--methods", args.methods,
+                   "--transport", args.transport, "--params", str(args.params)]
             code = netns_cluster.exec_in(0, cmd)
         finally:
+            if stop is not None:
+                stop.set()
             netns_cluster.down(quiet=True)
         if code != 0:
             print(f"the measurement at rate {rate} failed (exit {code})", file=sys.stderr)
@@ -338,6 +369,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", default=",".join(METHODS),
                         help=f"comma-separated subset of {','.join(METHODS)} "
                              "(voteM: S = M vote shards; ps: fp32 parameter server)")
+    parser.add_argument("--params", type=int, default=0,
+                        help="communication rounds for d parameters instead of the model's "
+                             "(e.g. 25557032, ResNet-50's size; needs --steps 0)")
+    parser.add_argument("--transport", default="direct", choices=("direct", "objects"),
+                        help="how the Ray paths move messages (TrainConfig.transport): direct "
+                             "worker -> vote actor calls, or Ray objects handed on by the "
+                             "driver")
+    parser.add_argument("--priority", type=int, default=0,
+                        help="as root: renice the cluster's processes to this niceness every "
+                             "second (e.g. -10 on a machine busy with other work; Ray starts "
+                             "its workers at niceness 19); 0: leave them alone")
     parser.add_argument("--results-dir", default="runs")
     parser.add_argument("--attach", action="store_true",
                         help="measure on the cluster at $RAY_ADDRESS (one rate)")
@@ -345,6 +387,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows-out", default="",
                         help="--attach: write the rows here (default: a new run folder)")
     args = parser.parse_args(argv)
+    if args.params and args.steps:
+        parser.error("--params sets the size of the communication round only: add --steps 0")
     if not args.attach:
         return orchestrate(args)
     from raysign.results import RunDir

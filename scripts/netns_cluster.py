@@ -48,6 +48,8 @@ BRIDGE_NS = "rsbr"
 BRIDGE = "rsbr0"
 SUBNET = "10.77.0"
 RAY_PORT = 6379
+# = actors.cluster.DIRECT_CALL_BYTES (this script imports only the standard library)
+DIRECT_CALL_BYTES = 8 * 2**20
 _RATE = re.compile(r"^\d+(\.\d+)?(bit|kbit|mbit|gbit)$")
 _DELAY = re.compile(r"^\d+(\.\d+)?(us|ms|s)$")
 
@@ -71,6 +73,9 @@ class ClusterState:
     namespaces: list[str] = field(default_factory=list)
     ray_started: list[str] = field(default_factory=list)
     delay_applied: bool = False
+    # Ray's max_direct_call_object_size on every node and driver (0: Ray's default, 100 KiB);
+    # the default matches actors.cluster.DIRECT_CALL_BYTES, which the direct transport needs.
+    direct_call_bytes: int = DIRECT_CALL_BYTES
     token_path: str = str(STATE_DIR / "auth_token")
     address: str = f"{SUBNET}.1:{RAY_PORT}"
 
@@ -87,7 +92,12 @@ class ClusterState:
     def driver_env(self) -> dict[str, str]:
         """Environment a driver inside a namespace needs to join this cluster."""
         return {"RAY_ADDRESS": self.address, "RAY_AUTH_MODE": "token",
-                "RAY_AUTH_TOKEN_PATH": self.token_path}
+                "RAY_AUTH_TOKEN_PATH": self.token_path, **self.ray_config_env()}
+
+    def ray_config_env(self) -> dict[str, str]:
+        if not self.direct_call_bytes:
+            return {}
+        return {"RAY_max_direct_call_object_size": str(self.direct_call_bytes)}
 
 
 def missing_requirements() -> str | None:
@@ -140,7 +150,7 @@ def _ray_executable() -> str:
 
 def _ray_env(state: ClusterState) -> dict[str, str]:
     return {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": state.token_path,
-            "RAY_USAGE_STATS_ENABLED": "0"}
+            "RAY_USAGE_STATS_ENABLED": "0", **state.ray_config_env()}
 
 
 def _ray_start_command(state: ClusterState, i: int, object_store_bytes: int) -> list[str]:
@@ -186,7 +196,7 @@ def _wait_for_nodes(state: ClusterState, timeout: float = 90.0) -> None:
 
 
 def up(nodes: int, rate: str = "none", delay: str = "", cpus_per_node: int = 1,
-       object_store_mb: int = 1024) -> ClusterState:
+       object_store_mb: int = 1024, direct_call_bytes: int = DIRECT_CALL_BYTES) -> ClusterState:
     """Build the namespaces, links and Ray nodes; on any failure remove what was made."""
     if not 2 <= nodes <= 32:
         raise ValueError(f"nodes={nodes} must be in [2, 32]")
@@ -201,7 +211,10 @@ def up(nodes: int, rate: str = "none", delay: str = "", cpus_per_node: int = 1,
         raise RuntimeError(f"cannot build the cluster: {why}")
     if ClusterState.load() is not None:
         raise RuntimeError(f"a cluster is already up ({STATE_FILE}); run `down` first")
-    state = ClusterState(nodes=nodes, rate=rate, delay=delay, cpus_per_node=cpus_per_node)
+    if direct_call_bytes < 0:
+        raise ValueError(f"direct_call_bytes={direct_call_bytes} must be >= 0")
+    state = ClusterState(nodes=nodes, rate=rate, delay=delay, cpus_per_node=cpus_per_node,
+                         direct_call_bytes=direct_call_bytes)
     STATE_DIR.mkdir(parents=True, exist_ok=True)
     state.save()
     try:
@@ -249,8 +262,7 @@ def _kill_namespace_processes(namespaces: list[str], grace: float = 5.0) -> dict
     """SIGTERM, then after ``grace`` seconds SIGKILL, every process in ``namespaces`` (by
     process id). Returns how many processes each namespace had."""
     def pids(ns: str) -> list[int]:
-        out = _run("ip", "netns", "pids", ns, check=False).stdout.split()
-        return [int(p) for p in out if p.isdigit() and int(p) != os.getpid()]
+        return [p for p in namespace_pids(ns) if p != os.getpid()]
 
     found = {ns: len(pids(ns)) for ns in namespaces}
     for sig in (signal.SIGTERM, signal.SIGKILL):
@@ -300,6 +312,12 @@ def status() -> int:
     return 0
 
 
+def namespace_pids(ns: str) -> list[int]:
+    """Process ids of the processes inside namespace ``ns``."""
+    out = _run("ip", "netns", "pids", ns, check=False).stdout.split()
+    return [int(p) for p in out if p.isdigit()]
+
+
 def exec_in(node: int, command: list[str]) -> int:
     """Run ``command`` inside node ``node``'s namespace with the driver environment."""
     state = ClusterState.load()
@@ -321,6 +339,9 @@ def main(argv: list[str] | None = None) -> int:
     p_up.add_argument("--delay", default="", help="per-link netem delay, e.g. 0.2ms")
     p_up.add_argument("--cpus-per-node", type=int, default=1)
     p_up.add_argument("--object-store-mb", type=int, default=1024)
+    p_up.add_argument("--direct-call-bytes", type=int, default=DIRECT_CALL_BYTES,
+                      help="Ray's max_direct_call_object_size on every node (0: Ray's "
+                           "default); the direct transport sends messages up to it inline")
     sub.add_parser("down", help="stop Ray in the namespaces and delete them")
     sub.add_parser("status", help="show what is up")
     p_exec = sub.add_parser("exec", help="run a command (a driver) inside a node's namespace")
@@ -328,7 +349,8 @@ def main(argv: list[str] | None = None) -> int:
     p_exec.add_argument("cmd", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     if args.command == "up":
-        state = up(args.nodes, args.rate, args.delay, args.cpus_per_node, args.object_store_mb)
+        state = up(args.nodes, args.rate, args.delay, args.cpus_per_node, args.object_store_mb,
+                   args.direct_call_bytes)
         env = " ".join(f"{k}={v}" for k, v in state.driver_env().items())
         print(f"RAY_ADDRESS={state.address}\n"
               f"run a driver inside node 0's namespace:\n"

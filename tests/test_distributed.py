@@ -87,8 +87,11 @@ def run_trainer(config: TrainConfig) -> tuple[SignSGDTrainer, object]:
     return summary, params, digests
 
 
-def test_majority_vote_run_equals_in_process_algorithm_bit_for_bit(ray_session, tmp_path):
-    config = tiny_config(tmp_path, num_workers=4, max_steps=6, eval_every=3)
+@pytest.mark.parametrize("transport,shards", [("objects", 1), ("direct", 1), ("direct", 3)])
+def test_majority_vote_run_equals_in_process_algorithm_bit_for_bit(ray_session, tmp_path,
+                                                                   transport, shards):
+    config = tiny_config(tmp_path, num_workers=4, max_steps=6, eval_every=3,
+                         transport=transport, vote_shards=shards)
     summary, params, digests = run_trainer(config)
     assert params.tobytes() == simulate(config, 6).tobytes()
     assert len(set(digests)) == 1 and summary.replicas_identical
@@ -100,26 +103,32 @@ def test_majority_vote_run_equals_in_process_algorithm_bit_for_bit(ray_session, 
     records = read_jsonl(run.file("metrics.jsonl"))
     assert [r["step"] for r in records] == list(range(1, 7))
     d = summary.num_parameters
+    overhead = shards * (wire.HEADER_BYTES + 8)  # a header and at most one padding word each
     for r in records:
-        assert r["bytes_sent_per_worker"] <= -(-d // 8) + 64
-        assert r["bytes_received_per_worker"] <= -(-d // 8) + 64
+        assert r["bytes_sent_per_worker"] <= -(-d // 8) + overhead
+        assert r["bytes_received_per_worker"] <= -(-d // 8) + overhead
         for stage in ("compress", "gather", "vote", "broadcast", "decompress"):
             assert r[stage] >= 0
     assert "test_accuracy" in records[2] and 0 < records[2]["density"] <= 1
 
 
-@pytest.mark.parametrize("attack,shards", [("negate", 3), ("colluding", 2)])
-def test_byzantine_run_equals_in_process_algorithm(ray_session, tmp_path, attack, shards):
+@pytest.mark.parametrize("attack,shards,transport", [("negate", 3, "objects"),
+                                                      ("colluding", 2, "objects"),
+                                                      ("negate", 2, "direct"),
+                                                      ("colluding", 2, "direct")])
+def test_byzantine_run_equals_in_process_algorithm(ray_session, tmp_path, attack, shards,
+                                                   transport):
     config = tiny_config(tmp_path, num_workers=5, num_byzantine=2, attack=attack,
-                         vote_shards=shards, max_steps=5)
+                         vote_shards=shards, max_steps=5, transport=transport)
     _, params, digests = run_trainer(config)
     assert params.tobytes() == simulate(config, 5).tobytes()
     assert len(set(digests)) == 1  # adversaries apply the vote too
 
 
-def test_mean_aggregator_equals_parameter_server_sgd(ray_session, tmp_path):
+@pytest.mark.parametrize("transport", ["objects", "direct"])
+def test_mean_aggregator_equals_parameter_server_sgd(ray_session, tmp_path, transport):
     config = tiny_config(tmp_path, num_workers=3, aggregator="mean", lr=0.05, max_steps=5,
-                         vote_shards=2)
+                         vote_shards=2, transport=transport)
     _, params, _ = run_trainer(config)
     np.testing.assert_allclose(params, simulate(config, 5), rtol=1e-5, atol=1e-6)
 

@@ -64,7 +64,8 @@ def test_killed_and_resumed_run_is_bit_identical_to_uninterrupted(ray_session, t
     assert summary.replicas_identical
 
 
-def test_dead_worker_is_left_out_restarted_and_resynced(ray_session, tmp_path):
+@pytest.mark.parametrize("transport", ["objects", "direct"])
+def test_dead_worker_is_left_out_restarted_and_resynced(ray_session, tmp_path, transport):
     def crash_worker_1(trainer):
         def hook(record):
             if record["step"] == 2:
@@ -83,7 +84,8 @@ def test_dead_worker_is_left_out_restarted_and_resynced(ray_session, tmp_path):
                 positions.update({r: (s["epoch"], s["cursor"]) for r, s in enumerate(states)})
         return hook
 
-    summary, _ = run(tiny(tmp_path, num_workers=4), crash_worker_1_and_record_positions)
+    summary, _ = run(tiny(tmp_path, num_workers=4, transport=transport),
+                     crash_worker_1_and_record_positions)
     # The restarted worker's data stream was moved to where it would be without the crash.
     assert positions[1] == positions[0] == (0, 6 * 16)
     records = read_jsonl(f"{summary.run_dir}/metrics.jsonl")
@@ -94,28 +96,33 @@ def test_dead_worker_is_left_out_restarted_and_resynced(ray_session, tmp_path):
     assert summary.resyncs >= 1 and summary.replicas_identical
 
 
-def test_dead_vote_actor_is_restarted_and_its_round_retried(ray_session, tmp_path):
+@pytest.mark.parametrize("transport", ["objects", "direct"])
+def test_dead_vote_actor_is_restarted_and_its_round_retried(ray_session, tmp_path, transport):
     def crash_vote_at_3(trainer):
         def hook(record):
             if record["step"] == 1:
                 ray.get(trainer.votes[0].crash_at.remote(3))
         return hook
 
-    summary, _ = run(tiny(tmp_path, vote_shards=2), crash_vote_at_3)
+    summary, params = run(tiny(tmp_path, vote_shards=2, transport=transport), crash_vote_at_3)
     records = read_jsonl(f"{summary.run_dir}/metrics.jsonl")
     assert [r["step"] for r in records] == list(range(1, 7))
     assert all(r["voters"] == 3 and not r["failed_workers"] for r in records)
     assert summary.replicas_identical
+    # The retried vote is the same vote: the run equals one without the crash.
+    _, undisturbed = run(tiny(tmp_path, vote_shards=2, transport=transport))
+    assert params.tobytes() == undisturbed.tobytes()
 
 
-def test_nan_gradient_is_an_abstention_not_a_crash(ray_session, tmp_path):
+@pytest.mark.parametrize("transport", ["objects", "direct"])
+def test_nan_gradient_is_an_abstention_not_a_crash(ray_session, tmp_path, transport):
     def poison_worker_0(trainer):
         def hook(record):
             if record["step"] == 2:
                 ray.get(trainer.workers[0].poison_next_gradient.remote(10))
         return hook
 
-    summary, params = run(tiny(tmp_path, vote_shards=2), poison_worker_0)
+    summary, params = run(tiny(tmp_path, vote_shards=2, transport=transport), poison_worker_0)
     records = read_jsonl(f"{summary.run_dir}/metrics.jsonl")
     step3 = records[2]
     assert step3["rejected"] == 2 and step3["voters"] == 2  # both shards, 2 of 3 voted

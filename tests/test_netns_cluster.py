@@ -43,7 +43,7 @@ from raysign.signsgd import TrainConfig
 connect()
 ips = sorted(n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"])
 group = spread_group({nodes})
-bench = VoteRound(group, {nodes}, {d}, {nodes}, wire.KIND_SIGNS)
+bench = VoteRound(group, {nodes}, {d}, {nodes}, wire.KIND_SIGNS, transport="direct")
 where = bench.placement()
 times = [bench.round(step)["round_s"] for step in range(2)]
 vote = ray.get(bench.workers[1].update_values.remote())
@@ -52,7 +52,8 @@ bench.shutdown()
 ray.util.remove_placement_group(group)
 
 config = TrainConfig(model="mlp", num_workers={nodes}, vote_shards={nodes}, max_steps=2,
-                     batch_size=16, train_subset=256, test_subset=100, name="netns_test")
+                     batch_size=16, train_subset=256, test_subset=100, name="netns_test",
+                     transport="direct")
 trainer = SignSGDTrainer(config, RunDir({out_dir!r}), progress=False)
 trainer.start()
 train_workers = [node_of(w) for w in trainer.workers]
@@ -125,14 +126,16 @@ def test_comm_round_vote_and_gloo_match_numpy_on_local_ray(ray_session):
     grads = np.stack([synthetic_gradient(r, d).numpy() for r in range(m)])
     group = spread_group(m, cpus_per_bundle=0.5, strategy="PACK")
     try:
-        vote = VoteRound(group, m, d, 2, wire.KIND_SIGNS)
-        record = vote.round(0)
-        # Two messages (32-byte headers) of whole 64-bit words: 1 bit per parameter.
-        assert record["bytes_sent_per_worker"] == 2 * 32 + 8 * -(-d // 64)
         expected = np.where((grads < 0).sum(0) > m // 2, -1.0, 1.0)
-        np.testing.assert_array_equal(ray.get(vote.workers[1].update_values.remote()), expected)
-        assert vote.updates_identical()
-        vote.shutdown()
+        for transport in ("objects", "direct"):
+            vote = VoteRound(group, m, d, 2, wire.KIND_SIGNS, transport=transport)
+            record = vote.round(0)
+            # Two messages (32-byte headers) of whole 64-bit words: 1 bit per parameter.
+            assert record["bytes_sent_per_worker"] == 2 * 32 + 8 * -(-d // 64)
+            np.testing.assert_array_equal(ray.get(vote.workers[1].update_values.remote()),
+                                          expected)
+            assert vote.updates_identical()
+            vote.shutdown()
         gloo = GlooGroup(group, m, d)
         assert len(gloo.allreduce_rounds(1)) == 1
         np.testing.assert_allclose(ray.get(gloo.workers[1].mean_values.remote()),
