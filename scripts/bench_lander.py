@@ -14,6 +14,8 @@
     python scripts/bench_lander.py --suite extrapolation --num-cpus 2
     python scripts/bench_lander.py --suite extrapolation --replicates 20 --first-replicate 5 \
         --num-cpus 1 [--resume runs/bench_lander_extrapolation/<stamp>]
+    python scripts/bench_lander.py --suite extrapolation --replicates 25 --num-cpus 1 \
+        --reuse runs/bench_lander_extrapolation/<stamp>       # pooled, computes 0-4 only
     ray job submit --working-dir . -- python scripts/bench_lander.py
 
 Data collection, training and evaluation run as Ray tasks. Prints the tables; writes CSVs to
@@ -225,10 +227,30 @@ def run_3d(args: argparse.Namespace) -> int:
     return 0
 
 
+def reused_rows(run_dir: RunDir, config: ExtrapolationConfig,
+                have: set[tuple[int, str]]) -> list[dict[str, Any]]:
+    """The rows of ``run_dir``'s ``replicates.jsonl`` that this run would compute itself: its
+    settings equal ``config``'s but for the replicate range (replicate ``k`` depends on its
+    seed only), the replicate is one of ``config``'s and not in ``have``."""
+    from raysign.results import read_jsonl
+
+    stored = json.loads(run_dir.file("config.json").read_text())
+    ours = to_dict(config)
+    other = {k for k in ours if stored.get(k) != ours[k]} - {"replicates", "first_replicate"}
+    if other:
+        raise ValueError(f"--reuse {run_dir.path}: settings {sorted(other)} differ from this "
+                         f"run's ({ {k: stored.get(k) for k in other} } vs "
+                         f"{ {k: ours[k] for k in other} })")
+    return [r for r in read_jsonl(run_dir.file("replicates.jsonl"))
+            if r["replicate"] in config.replicate_ids
+            and (r["replicate"], r["network"]) not in have]
+
+
 def run_extrapolation(args: argparse.Namespace) -> int:
     """One Ray task per (replicate, network type); both types of a replicate share its data.
     Each finished row is appended to ``replicates.jsonl`` at once; ``--resume DIR`` continues
-    a run in ``DIR`` (same configuration), skipping the rows it already has."""
+    a run in ``DIR`` (same configuration), skipping the rows it already has; ``--reuse DIR ...``
+    takes the replicates other runs of the same settings already computed."""
     import ray
 
     from actors.cluster import connect
@@ -252,6 +274,11 @@ def run_extrapolation(args: argparse.Namespace) -> int:
         run_dir = RunDir.create(args.results_dir, args.name + "_extrapolation")
         run_dir.write_json("config.json", to_dict(config))
         rows = []
+    for folder in args.reuse or []:
+        for row in reused_rows(RunDir(folder), config,
+                               {(r["replicate"], r["network"]) for r in rows}):
+            run_dir.log(row, "replicates.jsonl")  # so that --resume finds it
+            rows.append(row)
     done = {(r["replicate"], r["network"]) for r in rows}
 
     def replicate(k: int, spectral: bool) -> dict[str, Any]:
@@ -306,6 +333,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray")
         parser.add_argument("--resume", default=None,
                             help="continue the run in this folder (same settings)")
+        parser.add_argument("--reuse", nargs="*", default=None,
+                            help="take the replicates these runs already computed (same "
+                            "settings, other replicate range)")
     else:
         lander_job.add_arguments(parser)
         parser.add_argument("--controllers-3d", default="baseline,neural,oracle",
