@@ -3,6 +3,8 @@ each against an independent numpy computation."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -103,3 +105,27 @@ def test_one_replicate_trains_both_networks_on_the_same_data_and_reports_every_m
     assert sn["lipschitz_product"] <= 1.0 * (1 + 1e-6)
     # Hover errors are physical: below the 0.5 m start height, non-negative.
     assert all(0.0 <= sn[f"{t}_error"] < 0.5 for t in ("hover_5cm", "hover_10cm", "hover_20cm"))
+
+
+def test_bench_reuses_only_the_missing_replicates_of_runs_with_the_same_settings(tmp_path):
+    import importlib.util
+
+    from raysign.config import to_dict
+    from raysign.results import RunDir
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_lander", Path(__file__).resolve().parents[1] / "scripts" / "bench_lander.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    earlier = RunDir(tmp_path / "earlier")
+    earlier.write_json("config.json", to_dict(ExtrapolationConfig(replicates=3,
+                                                                  first_replicate=4)))
+    for k in (4, 5, 6):
+        for net in ("sn", "nosn"):
+            earlier.log({"replicate": k, "network": net}, "replicates.jsonl")
+    pooled = ExtrapolationConfig(replicates=6)  # replicates 0-5
+    rows = bench.reused_rows(earlier, pooled, have={(4, "sn")})
+    assert sorted((r["replicate"], r["network"]) for r in rows) == [
+        (4, "nosn"), (5, "nosn"), (5, "sn")]
+    with pytest.raises(ValueError, match="steps"):
+        bench.reused_rows(earlier, ExtrapolationConfig(replicates=6, steps=10), have=set())
