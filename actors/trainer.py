@@ -263,6 +263,8 @@ class SignSGDTrainer:
                 failed.add(rank)
                 for vote in self.votes:
                     vote.drop.remote(step, rank)
+        if not results and not vote_died:
+            raise RuntimeError(f"step {step}: every worker died")
         if not vote_died:
             first = results[min(results)]
             return ((([results[i][0] for i in sorted(results)], first[1],
