@@ -102,42 +102,64 @@ class CommWorker:
     def compress(self, step: int) -> tuple[Any, ...]:
         """Step 1: S messages (packed signs or fp32 slices) and the timestamps."""
         t_start = time.time()
-        out = []
-        for shard, (start, stop) in enumerate(self.bounds):
-            msg = wire.new_message(self.kind, sender=self.rank, step=step, shard=shard,
-                                   length=stop - start)
-            body = torch.from_numpy(wire.body(msg))
-            if self.kind == wire.KIND_SIGNS:
-                pack_signs(self.grad[start:stop], out=body)
-            else:
-                body.view(torch.float32).copy_(self.grad[start:stop])
-            out.append(msg)
+        out = [self._encode(step, shard) for shard in range(len(self.bounds))]
         stats = {"rank": self.rank, "t_start": t_start, "t_grad": t_start,
                  "t_compress_end": time.time(), "bytes_sent": sum(m.nbytes for m in out)}
         return (*out, stats)
 
+    def _encode(self, step: int, shard: int) -> np.ndarray:
+        start, stop = self.bounds[shard]
+        msg = wire.new_message(self.kind, sender=self.rank, step=step, shard=shard,
+                               length=stop - start)
+        body = torch.from_numpy(wire.body(msg))
+        if self.kind == wire.KIND_SIGNS:
+            pack_signs(self.grad[start:stop], out=body)
+        else:
+            body.view(torch.float32).copy_(self.grad[start:stop])
+        return msg
+
     def exchange(self, step: int, votes: list[Any], senders: tuple[int, ...],
                  timeout: float) -> tuple[dict, list[dict], dict]:
-        """Steps 1-5 with the direct transport: message s straight to vote actor s, whose
-        reply is the voted message (as ``actors.worker.SignWorker.exchange``)."""
-        *out, stats = self.compress(step)
-        replies = ray.get([vote.submit.remote(step, self.rank, message, senders, timeout)
-                           for vote, message in zip(votes, out, strict=True)])
-        return stats, [vote_stats for _, vote_stats in replies], self.apply(
-            step, *[message for message, _ in replies])
+        """Steps 1-5 with the direct transport, pipelined over the shards as in
+        ``actors.worker.SignWorker.exchange``: message s goes to vote actor s as soon as it
+        is packed; each voted message is unpacked as soon as it arrives."""
+        t_start = time.time()
+        calls, sent = {}, 0
+        for shard, vote in enumerate(votes):
+            message = self._encode(step, shard)
+            sent += message.nbytes
+            calls[vote.submit.remote(step, self.rank, message, senders, timeout)] = shard
+        stats = {"rank": self.rank, "t_start": t_start, "t_grad": t_start,
+                 "t_compress_end": time.time(), "bytes_sent": sent}
+        vote_stats, pending, applying, received = [None] * len(votes), list(calls), 0.0, 0
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            shard = calls[ready[0]]
+            voted, vote_stats[shard] = ray.get(ready[0])
+            t_arrived = time.time()
+            self._apply_shard(step, shard, voted)
+            received += voted.nbytes
+            applying += time.time() - t_arrived
+        t_end = time.time()
+        return stats, vote_stats, {"rank": self.rank, "t_apply_start": t_end - applying,
+                                   "t_apply_end": t_end, "bytes_received": received}
 
     def apply(self, step: int, *voted: np.ndarray) -> dict[str, Any]:
         """Step 5: validate the S results and write them into the update buffer [d]."""
         t_start = time.time()
-        for shard, (start, stop) in enumerate(self.bounds):
-            _, body = wire.read_message(voted[shard], kind=self.kind, step=step, shard=shard,
-                                        length=stop - start)
-            if self.kind == wire.KIND_SIGNS:
-                unpack_signs(_readable(body), stop - start, out=self.update[start:stop])
-            else:
-                self.update[start:stop].copy_(_readable(body).view(torch.float32))
+        for shard in range(len(self.bounds)):
+            self._apply_shard(step, shard, voted[shard])
         return {"rank": self.rank, "t_apply_start": t_start, "t_apply_end": time.time(),
                 "bytes_received": sum(v.nbytes for v in voted)}
+
+    def _apply_shard(self, step: int, shard: int, voted: np.ndarray) -> None:
+        start, stop = self.bounds[shard]
+        _, body = wire.read_message(voted, kind=self.kind, step=step, shard=shard,
+                                    length=stop - start)
+        if self.kind == wire.KIND_SIGNS:
+            unpack_signs(_readable(body), stop - start, out=self.update[start:stop])
+        else:
+            self.update[start:stop].copy_(_readable(body).view(torch.float32))
 
     def update_values(self) -> np.ndarray:
         return self.update.numpy().copy()

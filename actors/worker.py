@@ -56,7 +56,8 @@ class SignWorker:
                                byzantine=byzantine)
         self._poison = 0
         self._outbox: tuple[int, tuple[Any, ...]] | None = None
-        self._applied_step: int | None = None
+        self._applied_step: int | None = None  # every shard of this step is applied
+        self._applied_shards: set[tuple[int, int]] = set()  # (step, shard) applied so far
         self.crafted = None
         if byzantine and config.attack in OMNISCIENT_ATTACKS:
             self.crafted = make_crafted_attack(config.attack, config.num_byzantine,
@@ -68,6 +69,16 @@ class SignWorker:
 
     def compute(self, step: int, with_density: bool = False) -> tuple[Any, ...]:
         """Gradient, momentum, sign and pack; returns S messages and a stats dict."""
+        message, flags, stats = self._message(with_density)
+        out = [self._encode(step, shard, message[start:stop], flags)
+               for shard, (start, stop) in enumerate(self.bounds)]
+        stats.update(t_compress_end=time.time(), bytes_sent=sum(m.nbytes for m in out))
+        if self.crafted is not None:
+            self._own, self._own_stats = message, stats
+        return (*out, stats)
+
+    def _message(self, with_density: bool) -> tuple[torch.Tensor, int, dict[str, Any]]:
+        """Gradient and momentum: the vector to send, its flags and the stats so far."""
         t_start = time.time()
         grad, loss = self.replica.gradient()
         if self._poison:
@@ -79,38 +90,45 @@ class SignWorker:
         message = self.replica.message(grad) if finite else torch.zeros_like(grad)
         finite = finite and bool(torch.isfinite(message).all())
         flags = 0 if finite else wire.FLAG_ABSTAIN
-        out = [self._encode(step, shard, message[start:stop], flags)
-               for shard, (start, stop) in enumerate(self.bounds)]
-        t_end = time.time()
-        stats = {
-            "rank": self.rank,
-            "loss": loss,
-            "t_start": t_start,
-            "t_grad": t_grad,
-            "t_compress_end": t_end,
-            "bytes_sent": sum(m.nbytes for m in out),
-            "abstained": bool(flags),
-            "epoch": self.replica.epoch,
-        }
+        stats = {"rank": self.rank, "loss": loss, "t_start": t_start, "t_grad": t_grad,
+                 "abstained": bool(flags), "epoch": self.replica.epoch}
         if with_density:
             stats["density"] = gradient_density(grad)
-        if self.crafted is not None:
-            self._own, self._own_stats = message, stats
-        return (*out, stats)
+        return message, flags, stats
 
     def exchange(self, step: int, votes: list[Any], senders: tuple[int, ...], timeout: float,
                  with_density: bool = False) -> tuple[dict, list[dict], dict]:
-        """One round with the direct transport (``actors.vote.DirectVoteActor``): compute,
-        send message s straight to vote actor s, wait for the S voted messages (the calls'
-        return values) and apply them. Returns this worker's compute, vote and apply stats.
+        """One round with the direct transport (``actors.vote.DirectVoteActor``), pipelined
+        over the S shards: message s goes to vote actor s as soon as it is packed, and each
+        voted message (the call's return value) is applied as soon as it arrives, while the
+        others are still on the wire. Returns this worker's compute, vote and apply stats.
         The messages are kept until the next round (``resend``), in case a vote actor dies
         and the driver falls back to the object path."""
-        *out, stats = self.compute(step, with_density)
+        message, flags, stats = self._message(with_density)
+        out, calls = [], {}
+        for shard, ((start, stop), vote) in enumerate(zip(self.bounds, votes, strict=True)):
+            out.append(self._encode(step, shard, message[start:stop], flags))
+            calls[vote.submit.remote(step, self.rank, out[-1], senders, timeout)] = shard
+        stats.update(t_compress_end=time.time(), bytes_sent=sum(m.nbytes for m in out))
         self._outbox = (step, (*out, stats))
-        replies = ray.get([vote.submit.remote(step, self.rank, message, senders, timeout)
-                           for vote, message in zip(votes, out, strict=True)])
-        applied = self.apply(step, *[message for message, _ in replies])
-        return stats, [vote_stats for _, vote_stats in replies], applied
+        vote_stats, skipped, received = [None] * len(out), [], 0
+        pending, applying = list(calls), 0.0
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            shard = calls[ready[0]]
+            voted, vote_stats[shard] = ray.get(ready[0])
+            t_arrived = time.time()
+            received += voted.nbytes
+            if not self._apply_shard(step, shard, voted):
+                skipped.append(shard)
+            applying += time.time() - t_arrived
+        t_end = time.time()
+        # Unpacking overlaps the wait for later shards; the stage split counts the unpack
+        # time that did not overlap as decompress, the rest of the wait as broadcast.
+        self._applied_step = step
+        return stats, vote_stats, {"rank": self.rank, "t_apply_start": t_end - applying,
+                                   "t_apply_end": t_end, "bytes_received": received,
+                                   "skipped_shards": skipped}
 
     def resend(self, step: int) -> tuple[Any, ...]:
         """The S messages and stats this worker computed for ``step`` in ``exchange``."""
@@ -155,27 +173,31 @@ class SignWorker:
 
     def apply(self, step: int, *voted: np.ndarray) -> dict[str, Any]:
         """Validate the S voted messages and apply the update to the replica (once per
-        step: a second call for the same step, after a fallback from the direct transport,
-        changes nothing)."""
+        shard and step: after a fallback from the direct transport, the shards a worker had
+        applied are not applied again)."""
         t_start = time.time()
-        if step == self._applied_step:
-            return {"rank": self.rank, "t_apply_start": t_start, "t_apply_end": t_start,
-                    "bytes_received": 0, "skipped_shards": [], "already_applied": True}
-        skipped = []
-        for shard, (start, stop) in enumerate(self.bounds):
-            header, body = wire.read_message(voted[shard], kind=self.kind, step=step,
-                                             shard=shard, length=stop - start)
-            if header.abstains:
-                skipped.append(shard)
-                continue
-            if self.kind == wire.KIND_SIGNS:
-                self.replica.apply_signs(torch.from_numpy(body.copy()), start, stop)
-            else:
-                self.replica.apply_mean(torch.from_numpy(body.view(np.float32).copy()),
-                                        start, stop)
+        skipped = [shard for shard in range(len(self.bounds))
+                   if not self._apply_shard(step, shard, voted[shard])]
         self._applied_step = step
         return {"rank": self.rank, "t_apply_start": t_start, "t_apply_end": time.time(),
                 "bytes_received": sum(v.nbytes for v in voted), "skipped_shards": skipped}
+
+    def _apply_shard(self, step: int, shard: int, voted: np.ndarray) -> bool:
+        """Validate one voted message and apply it to its slice; False if it abstains."""
+        if step == self._applied_step or (step, shard) in self._applied_shards:
+            return True
+        start, stop = self.bounds[shard]
+        header, body = wire.read_message(voted, kind=self.kind, step=step, shard=shard,
+                                         length=stop - start)
+        if header.abstains:
+            return False
+        if self.kind == wire.KIND_SIGNS:
+            self.replica.apply_signs(torch.from_numpy(body.copy()), start, stop)
+        else:
+            self.replica.apply_mean(torch.from_numpy(body.view(np.float32).copy()), start, stop)
+        self._applied_shards = {(s, j) for s, j in self._applied_shards if s == step}
+        self._applied_shards.add((step, shard))
+        return True
 
     def accuracy(self, images: np.ndarray, labels: np.ndarray) -> float:
         return self.replica.accuracy(images, labels)
