@@ -17,7 +17,11 @@ tensor = TensorLDA power method, 10 restarts x 100 iterations; tensor+EM adds --
 variational EM steps of --refine-inner E-step iterations. sklearn online/batch = library
 defaults (max_iter=10, batch_size=128, learning_offset=10, topic_word_prior=1/k, n_jobs=1).
 gensim = LdaModel defaults (passes=1, iterations=50, chunksize=2000, eta=1/k). Topics of the
-peers are their normalised topic-word matrices. Results go to runs/bench_topics/<timestamp>/.
+peers are their normalised topic-word matrices. Every fit reports wall and CPU seconds (on a
+shared machine the CPU seconds are the comparable cost). --seed-list runs chosen seeds (one
+process per seed in parallel); --online-cap-s / --batch-cap-s run sklearn one pass at a time
+under a wall-time cap, logging topic error after every pass. Rows are written as each method
+finishes, to runs/bench_topics/<timestamp>/ (under --out).
 """
 from __future__ import annotations
 
