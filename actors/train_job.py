@@ -19,7 +19,7 @@ from raysign.signsgd import TrainConfig
 _HELP = {
     "dataset": "fashion-mnist or mnist",
     "data_dir": "folder with mnist/ and fashion-mnist/ (default: ../shared/data)",
-    "model": "mlp, cnn or resnet18",
+    "model": "mlp, cnn, resnet18 or resnet50",
     "num_workers": "data-parallel worker actors (M)",
     "aggregator": "vote (majority vote of packed signs), or an fp32 aggregator: mean "
                   "(parameter server), median, trimmed_mean, krum, multi_krum, "

@@ -186,3 +186,15 @@ def test_shard_bounds_used_by_the_trainer_cover_resnet18():
     d = 11_172_810
     bounds = shard_bounds(d, 4)
     assert bounds[-1][1] == d and all(b - a > 2_000_000 for a, b in bounds)
+
+
+def test_resnet50_has_torchvision_resnet50_parameters_with_a_small_image_stem():
+    from raysign.models import build_model, num_parameters
+
+    # torchvision's ResNet-50: 25,557,032 parameters with a 7x7x3 stem and 1000 classes;
+    # ours has a 3x3x1 stem and 10 classes, everything else is the same.
+    expected = 25_557_032 - 7 * 7 * 3 * 64 + 3 * 3 * 1 * 64 - (2048 * 1000 + 1000) \
+        + (2048 * 10 + 10)
+    model = build_model("resnet50")
+    assert num_parameters(model) == expected
+    assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
