@@ -178,9 +178,11 @@ class SignSGDTrainer:
 
     # ---------------------------------------------------------------------------- one round
     def round(self, step: int, with_density: bool = False) -> dict[str, Any]:
-        """One synchronous round. A worker whose process dies is left out of the vote (the
-        round goes on with the remaining votes), restarted by Ray and re-synced from a live
-        honest replica; a vote actor that dies is restarted and its vote retried."""
+        """One synchronous round, over the configured transport (the object path for the
+        omniscient attacks, whose adversaries must see the honest messages first). A worker
+        whose process dies is left out of the vote (the round goes on with the remaining
+        votes), restarted by Ray and re-synced from a live honest replica; a vote actor that
+        dies is restarted and its vote retried."""
         s = self.config.vote_shards
         live = list(range(self.config.num_workers))
         failed: set[int] = set()
@@ -266,9 +268,10 @@ class SignSGDTrainer:
         if not results and not vote_died:
             raise RuntimeError(f"step {step}: every worker died")
         if not vote_died:
-            first = results[min(results)]
-            return ((([results[i][0] for i in sorted(results)], first[1],
-                      [results[i][2] for i in sorted(results)])), failed, None)
+            ranks = sorted(results)
+            stats = ([results[i][0] for i in ranks], results[ranks[0]][1],
+                     [results[i][2] for i in ranks])
+            return stats, failed, None
         print(f"[raysign] step {step}: a vote actor died; voting this step again through the "
               "object store after its restart")
         live = [i for i in senders if i not in failed]
