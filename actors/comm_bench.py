@@ -41,7 +41,7 @@ from ray.util.placement_group import PlacementGroup
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from actors.trainer import round_stage_times
-from actors.vote import DirectVoteActor, VoteActor
+from actors.vote import DirectVoteActor, VoteActor, receive_votes, submit_shards
 from raysign import wire
 from raysign.signs import pack_signs, shard_bounds, unpack_signs
 
@@ -124,25 +124,11 @@ class CommWorker:
         ``actors.worker.SignWorker.exchange``: message s goes to vote actor s as soon as it
         is packed; each voted message is unpacked as soon as it arrives."""
         t_start = time.time()
-        calls, sent = {}, 0
-        for shard, vote in enumerate(votes):
-            message = self._encode(step, shard)
-            sent += message.nbytes
-            calls[vote.submit.remote(step, self.rank, message, senders, timeout)] = shard
+        out, calls = submit_shards(step, self.rank, votes,
+                                   lambda shard: self._encode(step, shard), senders, timeout)
         stats = {"rank": self.rank, "t_start": t_start, "t_grad": t_start,
-                 "t_compress_end": time.time(), "bytes_sent": sent}
-        vote_stats, pending, applying, received = [None] * len(votes), list(calls), 0.0, 0
-        while pending:
-            ready, pending = ray.wait(pending, num_returns=1)
-            shard = calls[ready[0]]
-            voted, vote_stats[shard] = ray.get(ready[0])
-            t_arrived = time.time()
-            self._apply_shard(step, shard, voted)
-            received += voted.nbytes
-            applying += time.time() - t_arrived
-        t_end = time.time()
-        return stats, vote_stats, {"rank": self.rank, "t_apply_start": t_end - applying,
-                                   "t_apply_end": t_end, "bytes_received": received}
+                 "t_compress_end": time.time(), "bytes_sent": sum(m.nbytes for m in out)}
+        return stats, *receive_votes(step, self.rank, calls, self._apply_shard)
 
     def apply(self, step: int, *voted: np.ndarray) -> dict[str, Any]:
         """Step 5: validate the S results and write them into the update buffer [d]."""
@@ -152,7 +138,7 @@ class CommWorker:
         return {"rank": self.rank, "t_apply_start": t_start, "t_apply_end": time.time(),
                 "bytes_received": sum(v.nbytes for v in voted)}
 
-    def _apply_shard(self, step: int, shard: int, voted: np.ndarray) -> None:
+    def _apply_shard(self, step: int, shard: int, voted: np.ndarray) -> bool:
         start, stop = self.bounds[shard]
         _, body = wire.read_message(voted, kind=self.kind, step=step, shard=shard,
                                     length=stop - start)
@@ -160,6 +146,7 @@ class CommWorker:
             unpack_signs(_readable(body), stop - start, out=self.update[start:stop])
         else:
             self.update[start:stop].copy_(_readable(body).view(torch.float32))
+        return True
 
     def update_values(self) -> np.ndarray:
         return self.update.numpy().copy()

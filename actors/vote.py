@@ -26,6 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import ray
 import torch
 
 from raysign import wire
@@ -204,3 +205,38 @@ class DirectVoteActor(VoteActor):
         if rnd.served >= len(rnd.senders):
             self._rounds.pop(step, None)
         return rnd.result
+
+
+# ------------------------------------------------------------ the worker side of "direct"
+def submit_shards(step: int, rank: int, votes: list[Any], encode: Callable[[int], np.ndarray],
+                  senders: tuple[int, ...], timeout: float) -> tuple[list[np.ndarray], dict]:
+    """Send worker ``rank``'s message for shard s (``encode(s)``) to ``votes[s]`` as soon as
+    it is packed. Returns the messages and the pending calls (ref -> shard)."""
+    messages, calls = [], {}
+    for shard, vote in enumerate(votes):
+        messages.append(encode(shard))
+        calls[vote.submit.remote(step, rank, messages[-1], senders, timeout)] = shard
+    return messages, calls
+
+
+def receive_votes(step: int, rank: int, calls: dict,
+                  apply_shard: Callable[[int, int, np.ndarray], bool]) -> tuple[list, dict]:
+    """Apply each voted message as soon as its call returns (``apply_shard(step, shard,
+    message)``, False if the vote abstained), while the others are still on the wire.
+    Returns the vote actors' stats per shard and the apply stats; the stage split counts the
+    unpack time that did not overlap a wait as decompress, the rest of the wait as broadcast.
+    A vote actor that died raises here (``RayActorError``)."""
+    vote_stats, skipped, received, applying = [None] * len(calls), [], 0, 0.0
+    pending = list(calls)
+    while pending:
+        ready, pending = ray.wait(pending, num_returns=1)
+        shard = calls[ready[0]]
+        voted, vote_stats[shard] = ray.get(ready[0])
+        t_arrived = time.time()
+        received += voted.nbytes
+        if not apply_shard(step, shard, voted):
+            skipped.append(shard)
+        applying += time.time() - t_arrived
+    t_end = time.time()
+    return vote_stats, {"rank": rank, "t_apply_start": t_end - applying, "t_apply_end": t_end,
+                        "bytes_received": received, "skipped_shards": skipped}

@@ -18,6 +18,7 @@ import numpy as np
 import ray
 import torch
 
+from actors.vote import receive_votes, submit_shards
 from raysign import wire
 from raysign.attacks import OMNISCIENT_ATTACKS, make_crafted_attack
 from raysign.data import shard_indices
@@ -56,8 +57,7 @@ class SignWorker:
                                byzantine=byzantine)
         self._poison = 0
         self._outbox: tuple[int, tuple[Any, ...]] | None = None
-        self._applied_step: int | None = None  # every shard of this step is applied
-        self._applied_shards: set[tuple[int, int]] = set()  # (step, shard) applied so far
+        self._applied: tuple[int | None, set[int]] = (None, set())  # (step, shards applied)
         self.crafted = None
         if byzantine and config.attack in OMNISCIENT_ATTACKS:
             self.crafted = make_crafted_attack(config.attack, config.num_byzantine,
@@ -105,30 +105,14 @@ class SignWorker:
         The messages are kept until the next round (``resend``), in case a vote actor dies
         and the driver falls back to the object path."""
         message, flags, stats = self._message(with_density)
-        out, calls = [], {}
-        for shard, ((start, stop), vote) in enumerate(zip(self.bounds, votes, strict=True)):
-            out.append(self._encode(step, shard, message[start:stop], flags))
-            calls[vote.submit.remote(step, self.rank, out[-1], senders, timeout)] = shard
+        out, calls = submit_shards(
+            step, self.rank, votes,
+            lambda shard: self._encode(step, shard, message[slice(*self.bounds[shard])], flags),
+            senders, timeout)
         stats.update(t_compress_end=time.time(), bytes_sent=sum(m.nbytes for m in out))
         self._outbox = (step, (*out, stats))
-        vote_stats, skipped, received = [None] * len(out), [], 0
-        pending, applying = list(calls), 0.0
-        while pending:
-            ready, pending = ray.wait(pending, num_returns=1)
-            shard = calls[ready[0]]
-            voted, vote_stats[shard] = ray.get(ready[0])
-            t_arrived = time.time()
-            received += voted.nbytes
-            if not self._apply_shard(step, shard, voted):
-                skipped.append(shard)
-            applying += time.time() - t_arrived
-        t_end = time.time()
-        # Unpacking overlaps the wait for later shards; the stage split counts the unpack
-        # time that did not overlap as decompress, the rest of the wait as broadcast.
-        self._applied_step = step
-        return stats, vote_stats, {"rank": self.rank, "t_apply_start": t_end - applying,
-                                   "t_apply_end": t_end, "bytes_received": received,
-                                   "skipped_shards": skipped}
+        vote_stats, applied = receive_votes(step, self.rank, calls, self._apply_shard)
+        return stats, vote_stats, applied
 
     def resend(self, step: int) -> tuple[Any, ...]:
         """The S messages and stats this worker computed for ``step`` in ``exchange``."""
@@ -178,13 +162,13 @@ class SignWorker:
         t_start = time.time()
         skipped = [shard for shard in range(len(self.bounds))
                    if not self._apply_shard(step, shard, voted[shard])]
-        self._applied_step = step
         return {"rank": self.rank, "t_apply_start": t_start, "t_apply_end": time.time(),
                 "bytes_received": sum(v.nbytes for v in voted), "skipped_shards": skipped}
 
     def _apply_shard(self, step: int, shard: int, voted: np.ndarray) -> bool:
         """Validate one voted message and apply it to its slice; False if it abstains."""
-        if step == self._applied_step or (step, shard) in self._applied_shards:
+        applied_step, shards = self._applied
+        if applied_step == step and shard in shards:
             return True
         start, stop = self.bounds[shard]
         header, body = wire.read_message(voted, kind=self.kind, step=step, shard=shard,
@@ -195,8 +179,9 @@ class SignWorker:
             self.replica.apply_signs(torch.from_numpy(body.copy()), start, stop)
         else:
             self.replica.apply_mean(torch.from_numpy(body.view(np.float32).copy()), start, stop)
-        self._applied_shards = {(s, j) for s, j in self._applied_shards if s == step}
-        self._applied_shards.add((step, shard))
+        if applied_step != step:
+            self._applied = (step, set())
+        self._applied[1].add(shard)
         return True
 
     def accuracy(self, images: np.ndarray, labels: np.ndarray) -> float:

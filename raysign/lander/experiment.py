@@ -93,14 +93,19 @@ def descent_duration(task: str) -> float:
     raise ValueError(f"task={task!r} is not one of {TASKS} (or hover_<N>cm)")
 
 
+def start_and_target(task: str, rng: np.random.Generator) -> tuple[float, float]:
+    """Start and final height of ``task`` (m): landing from a height drawn in [1, 2] m to 0,
+    hover from 0.5 m to N cm."""
+    descent_duration(task)  # names the tasks in its error
+    if task == "landing":
+        return float(rng.uniform(1.0, 2.0)), 0.0
+    return 0.5, float(task[len("hover_"):-2]) / 100.0
+
+
 def task_setup(task: str, rng: np.random.Generator):
     """``(z0, reference, target)`` of one episode of ``task``."""
-    duration = descent_duration(task)
-    if task == "landing":
-        z0 = float(rng.uniform(1.0, 2.0))
-        return z0, min_jerk(z0, 0.0, duration), 0.0
-    height = float(task[len("hover_"):-2]) / 100.0
-    return 0.5, min_jerk(0.5, height, duration), height
+    z0, height = start_and_target(task, rng)
+    return z0, min_jerk(z0, height, descent_duration(task)), height
 
 
 def descent_metrics(heights: np.ndarray, velocities: np.ndarray, dt: float,

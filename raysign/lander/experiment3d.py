@@ -35,6 +35,7 @@ from raysign.lander.experiment import (
     LanderConfig,
     descent_duration,
     descent_metrics,
+    start_and_target,
     summarise,
 )
 from raysign.lander.residual import NumpyResidual
@@ -46,10 +47,7 @@ def task_setup_3d(task: str, rng: np.random.Generator):
     """``(start position (3,), reference t -> (p_d, v_d, a_d), target height)`` of ``task``."""
     duration = descent_duration(task)
     x0, y0 = rng.uniform(-0.5, 0.5, size=2)
-    if task == "landing":
-        z0, height = float(rng.uniform(1.0, 2.0)), 0.0
-    else:
-        z0, height = 0.5, float(task[len("hover_"):-2]) / 100.0
+    z0, height = start_and_target(task, rng)
     start = np.array([x0, y0, z0])
     axes = [min_jerk(a, b, duration) for a, b in zip(start, (0.0, 0.0, height), strict=True)]
 
