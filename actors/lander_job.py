@@ -21,7 +21,7 @@ import argparse
 from typing import Any
 
 from raysign.config import add_config_arguments, check_choice, config_from_args, to_dict
-from raysign.lander.experiment import CONTROLLERS, TASKS, LanderConfig
+from raysign.lander.experiment import CONTROLLERS, TASKS, LanderConfig, check_task
 
 _HELP = {
     "collect_seeds": "data-collection Ray tasks (one seed each)",
@@ -35,6 +35,7 @@ _HELP = {
     "lr": "Adam learning rate",
     "gen_min_height": "training range of the *_gen networks starts at this height (m)",
     "eval_seeds": "seeded episodes per task and controller",
+    "first_eval_seed": "evaluation seeds are seed + first_eval_seed + k, k < eval_seeds",
     "kp": "position gain of the PD loop (1/s^2)",
     "kd": "velocity gain of the PD loop (1/s)",
     "seed": "first seed (collection, training and evaluation)",
@@ -43,7 +44,8 @@ _HELP = {
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser, LanderConfig, _HELP)
-    parser.add_argument("--tasks", default=",".join(TASKS), help=f"out of {list(TASKS)}")
+    parser.add_argument("--tasks", default=",".join(TASKS),
+                        help=f"out of {list(TASKS)}, hover_<N>cm, landing_descend_<N>cms")
     parser.add_argument("--controllers", default=",".join(CONTROLLERS),
                         help=f"out of {list(CONTROLLERS)}")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per task")
@@ -75,7 +77,7 @@ def _evaluate(residual: Any, name: str, task: str, config: LanderConfig) -> list
     from raysign.lander.experiment import evaluate, make_controllers
 
     controller = make_controllers({name: residual}, config)[name]
-    seeds = [config.seed + 1000 + k for k in range(config.eval_seeds)]
+    seeds = config.evaluation_seeds()
     return evaluate(controller, task, seeds)
 
 
@@ -98,7 +100,7 @@ def run_land(config: LanderConfig, tasks: list[str], controllers: list[str], *,
     from raysign.results import RunDir
 
     for task in tasks:
-        check_choice("tasks", task, TASKS)
+        check_task(task)
     for controller in controllers:
         check_choice("controllers", controller, CONTROLLERS)
     connect(address, num_cpus)
@@ -143,7 +145,7 @@ def run_land(config: LanderConfig, tasks: list[str], controllers: list[str], *,
                 rows.append(record)
             bar.update(1)
     table = summarise(rows)
-    claims = check_claims(table)
+    claims = check_claims(table, rows)
     run_dir.write_csv("episodes.csv", rows)
     run_dir.write_csv("summary.csv", table)
     run_dir.write_csv("claims.csv", claims)

@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from actors import lander_job  # noqa: E402
 from raysign.config import add_config_arguments, check_choice, config_from_args, to_dict  # noqa: E402
-from raysign.lander.experiment import TASKS, LanderConfig  # noqa: E402
+from raysign.lander.experiment import LanderConfig, check_task  # noqa: E402
 from raysign.lander.experiment3d import CONTROLLERS_3D  # noqa: E402
 from raysign.lander.extrapolation import ExtrapolationConfig  # noqa: E402
 from raysign.results import RunDir  # noqa: E402
@@ -124,19 +124,35 @@ def write_cancellation(run_dir: RunDir, networks: dict[str, Any],
 
 
 def write_paired(run_dir: RunDir, episodes: list[dict[str, Any]]) -> None:
-    """The oracle against Neural Lander per task, paired by seed (``paired.csv``)."""
-    from raysign.lander.experiment import compare_by_seed
+    """The oracle against Neural Lander per task, paired by seed, with the bound's
+    non-inferiority decision (``paired.csv``), and Neural Lander's touchdown speed against
+    the baseline's (``touchdown.csv``)."""
+    from raysign.lander.experiment import oracle_bound, touchdown_comparison
 
-    rows = compare_by_seed(episodes, "neural", "oracle")
-    if not rows:
-        return
-    run_dir.write_csv("paired.csv", rows)
-    print("\noracle - neural, final mean |z error| paired by seed (m):")
+    rows = oracle_bound(episodes)
+    if rows:
+        run_dir.write_csv("paired.csv", rows)
+        print(f"\noracle - neural, final mean |z error| paired by seed (m); the bound holds if "
+              f"the interval ends below +{rows[0]['margin']:.4f} m:")
     for r in rows:
         print(f"  {r['task']:11s} {r['second_mean']:.5f} - {r['first_mean']:.5f} = "
               f"{r['diff_mean']:+.5f}  95% CI [{r['diff_ci_low']:+.5f}, {r['diff_ci_high']:+.5f}]"
               f"  p(t) {r['diff_p_t']:.3f}  p(Wilcoxon) {r['diff_p_wilcoxon']:.3f}"
-              f"  oracle larger in {r['diff_positive']}/{r['seeds']} seeds")
+              f"  oracle larger in {r['diff_positive']}/{r['seeds']} seeds  bound holds: "
+              f"{r['bound_holds']}, strictly below: {r['strictly_below']}")
+    touch = touchdown_comparison(episodes)
+    if not touch:
+        return
+    run_dir.write_csv("touchdown.csv", touch)
+    print("\ntouchdown speed, neural - baseline, paired by seed (m/s); no worse if the interval "
+          f"ends below +{touch[0]['margin']:.0%} of the baseline's mean:")
+    for r in touch:
+        print(f"  {r['task']:22s} touchdowns {r['second_touchdowns']}/{r['seeds']} vs "
+              f"{r['first_touchdowns']}/{r['seeds']}  mean {r['second_mean']:.4f} vs "
+              f"{r['first_mean']:.4f}  max {r['second_max']:.4f} vs {r['first_max']:.4f}"
+              + (f"  diff {r['diff_mean']:+.4f} [{r['diff_ci_low']:+.4f}, "
+                 f"{r['diff_ci_high']:+.4f}]" if "diff_mean" in r else "")
+              + f"  no worse: {r['no_worse']}")
 
 
 def run_1d(args: argparse.Namespace) -> int:
@@ -172,8 +188,7 @@ def _evaluate_3d(residual: Any, name: str, task: str, config: LanderConfig) -> l
     from raysign.lander.experiment3d import evaluate_3d, make_controllers_3d
 
     controller = make_controllers_3d({name: residual}, config)[name]
-    return evaluate_3d(controller, task, [config.seed + 1000 + k
-                                          for k in range(config.eval_seeds)])
+    return evaluate_3d(controller, task, config.evaluation_seeds())
 
 
 def run_3d(args: argparse.Namespace) -> int:
@@ -189,7 +204,7 @@ def run_3d(args: argparse.Namespace) -> int:
     config = LanderConfig(**fields)
     tasks, controllers = args.tasks.split(","), args.controllers_3d.split(",")
     for task in tasks:
-        check_choice("tasks", task, TASKS)
+        check_task(task)
     for controller in controllers:
         check_choice("controllers_3d", controller, CONTROLLERS_3D)
     connect(args.address, args.num_cpus)

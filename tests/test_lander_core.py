@@ -17,12 +17,19 @@ from raysign.lander.collect import CollectConfig, collect_flights
 from raysign.lander.controllers import TrackingController, min_jerk, solve_fixed_point
 from raysign.lander.env import GRAVITY, GroundEffectModel, ground_effect_ratio
 from raysign.lander.experiment import (
+    LAND_SPEED,
+    ORACLE_MARGIN,
+    check_task,
     compare_by_seed,
+    descend_below_ground,
     descent_metrics,
     ground_effect_cancellation,
+    land_speed,
     noise_floor_error,
+    oracle_bound,
     run_episode,
     summarise,
+    touchdown_comparison,
 )
 from raysign.lander.residual import ResidualNet, TrainSettings, train_residual
 
@@ -276,3 +283,83 @@ def test_pd_noise_floor_matches_the_oracle_hover_far_from_the_ground():
     errors = [run_episode(oracle, "hover_20cm", seed)["final_mean_abs_z_error"]
               for seed in range(6)]
     assert np.mean(errors) == pytest.approx(noise_floor_error(4.0, 4.0, 0.05, 0.01), rel=0.4)
+
+
+def test_descend_reference_is_smooth_and_settles_at_the_land_speed():
+    ref = descend_below_ground(1.5, 5.0, 0.3, ramp_s=1.0)
+    times = np.arange(0.0, 9.0, 1e-3)
+    z, v, a = (np.array(x) for x in zip(*(ref(t) for t in times), strict=True))
+    # Velocity and acceleration are the derivatives of the position (central differences).
+    assert np.allclose(np.gradient(z, times)[1:-1], v[1:-1], atol=1e-5)
+    assert np.allclose(np.gradient(v, times)[1:-1], a[1:-1], atol=2e-3)
+    # The landing reference up to 5 s, then below the ground at 0.3 m/s after the 1 s ramp,
+    # having lost 0.15 m (half the ramp at full speed) by the ramp's end.
+    landing = min_jerk(1.5, 0.0, 5.0)
+    assert all(np.allclose(ref(t), landing(t)) for t in (0.0, 2.5, 5.0))
+    assert ref(6.0)[0] == pytest.approx(-0.15)
+    assert ref(8.0) == pytest.approx((-0.15 - 0.6, -0.3, 0.0))
+
+
+def test_task_names_parse_and_bad_ones_name_the_valid_forms():
+    assert land_speed("landing_descend") == LAND_SPEED
+    assert land_speed("landing_descend_10cms") == pytest.approx(0.1)
+    assert check_task("hover_7cm") == "hover_7cm"
+    for bad in ("landing_descend_0cms", "landing_descend_fastcms", "takeoff"):
+        with pytest.raises(ValueError, match="landing_descend_<N>cms"):
+            check_task(bad)
+
+
+def test_every_controller_touches_down_when_the_reference_keeps_descending():
+    """In ``landing`` the baseline never touches down (ground effect holds it up); with the
+    land-mode descent it does, once its reference is far enough below the ground, while the
+    oracle touches down within about a centimetre of the reference reaching the ground."""
+    for name, residual in (("baseline", None), ("oracle", GroundEffectModel())):
+        out = run_episode(TrackingController(residual, name=name), "landing_descend", seed=3)
+        assert out["touchdown_speed"] > 0 and 5.0 < out["time_to_touchdown"] < 7.0
+        if name == "baseline":
+            assert out["touchdown_reference_height"] < -0.1
+        else:
+            assert -0.02 < out["touchdown_reference_height"] <= 0.0
+
+
+def _speed_rows(task, speeds):
+    return [{"task": task, "controller": c, "seed": s, "touchdown_speed": v}
+            for c, by_seed in speeds.items() for s, v in by_seed.items()]
+
+
+def test_touchdown_comparison_is_a_paired_non_inferiority_test():
+    from scipy import stats
+
+    base = {0: 0.20, 1: 0.21, 2: 0.19, 3: 0.22}
+    softer = {0: 0.07, 1: 0.09, 2: 0.05, 3: 0.08}
+    (row,) = touchdown_comparison(_speed_rows("landing_descend",
+                                              {"baseline": base, "neural": softer}))
+    d = np.array([softer[s] - base[s] for s in range(4)])
+    high = d.mean() + stats.t.ppf(0.975, 3) * d.std(ddof=1) / 2
+    assert row["diff_ci_high"] == pytest.approx(high) and row["no_worse"] is True
+    harder = {s: 1.2 * v for s, v in base.items()}  # 20% harder than the baseline: > margin
+    (row,) = touchdown_comparison(_speed_rows("landing_descend",
+                                              {"baseline": base, "neural": harder}))
+    assert row["no_worse"] is False
+    never = {s: float("nan") for s in base}
+    (row,) = touchdown_comparison(_speed_rows("landing", {"baseline": never, "neural": softer}))
+    assert row["no_worse"] is None and row["first_touchdowns"] == 0
+    (row,) = touchdown_comparison(_speed_rows("landing", {"baseline": base, "neural": never}))
+    assert row["no_worse"] is False
+
+
+def test_oracle_bound_holds_up_to_the_margin_and_leaves_descend_tasks_out():
+    rng = np.random.default_rng(0)
+    neural = 1e-3 + 1e-5 * rng.standard_normal(20)
+    rows = []
+    for task, shift in (("hover_20cm", 0.5 * ORACLE_MARGIN), ("hover_5cm", 3 * ORACLE_MARGIN),
+                        ("landing_descend", 0.0)):
+        for s in range(20):
+            rows += [{"task": task, "controller": "neural", "seed": s,
+                      "final_mean_abs_z_error": neural[s]},
+                     {"task": task, "controller": "oracle", "seed": s,
+                      "final_mean_abs_z_error": neural[s] + shift + 1e-6 * (s % 3)}]
+    out = {r["task"]: r for r in oracle_bound(rows)}
+    assert set(out) == {"hover_20cm", "hover_5cm"}
+    assert out["hover_20cm"]["bound_holds"] and not out["hover_20cm"]["strictly_below"]
+    assert not out["hover_5cm"]["bound_holds"]

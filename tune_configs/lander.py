@@ -63,7 +63,7 @@ def trainable(config: dict[str, Any]) -> None:
     net, report = fit_residual(data, cfg, cfg.gamma)
     residual = net.to_numpy()
     controller = make_controllers({"neural": residual}, cfg)["neural"]
-    seeds = [cfg.seed + 1000 + k for k in range(cfg.eval_seeds)]
+    seeds = cfg.evaluation_seeds()
     result: dict[str, Any] = {k: v for k, v in report.items() if isinstance(v, (int, float))}
     errors = []
     for task in config["tasks"]:

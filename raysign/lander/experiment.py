@@ -6,7 +6,15 @@ Tasks (1-D environment, 10 s = 1000 steps each):
 - ``landing``: from ``z0 ~ U(1, 2)`` m down a minimum-jerk reference to ``z = 0`` in 5 s,
   then holding ``z_d = 0``;
 - ``hover_5cm`` / ``hover_10cm`` / ``hover_20cm``: from 0.5 m down a minimum-jerk reference to
-  the hover height in 3 s, then hovering.
+  the hover height in 3 s, then hovering;
+- ``landing_descend``: the ``landing`` reference, and from 5 s on the reference keeps descending
+  below the ground, its speed rising smoothly (minimum-jerk profile, 1 s) to the land speed
+  ``LAND_SPEED`` = 0.3 m/s, as an autopilot's land mode descends until it detects ground contact
+  (PX4's Land mode: descend at ``MPC_LAND_SPEED`` until the vehicle hits the ground);
+  ``landing_descend_<N>cms`` at N cm/s. In ``landing`` a controller that does not cancel the
+  ground effect never touches down, so its touchdown speed is undefined; here every controller
+  touches down and the touchdown speeds can be compared (``touchdown_comparison``). Its final
+  window error is not a target: the reference is below the ground by then.
 
 Metrics per episode: mean and max ``|z - z_d|`` over the final window (the last 2 s),
 ``touchdown_speed`` and ``time_to_touchdown`` at the first ground contact (NaN if none),
@@ -38,7 +46,12 @@ from raysign.lander.controllers import TrackingController, min_jerk
 from raysign.lander.env import GRAVITY
 from raysign.lander.residual import NumpyResidual, ResidualNet, TrainSettings, train_residual
 
-TASKS = ("landing", "hover_5cm", "hover_10cm", "hover_20cm")
+TASKS = ("landing", "hover_5cm", "hover_10cm", "hover_20cm", "landing_descend")
+DESCEND_TASK = "landing_descend"
+LAND_SPEED = 0.3  # m/s, the speed the landing_descend reference keeps below the ground
+LAND_SPEED_RAMP_S = 1.0
+TOUCHDOWN_MARGIN = 0.10  # non-inferiority margin of touchdown_comparison, x baseline mean
+ORACLE_MARGIN = 1e-4  # m, non-inferiority margin of oracle_bound (14% of the PD noise floor)
 CONTROLLERS = ("baseline", "neural", "nosn", "oracle", "neural_gen", "nosn_gen")
 FINAL_WINDOW_S = 2.0
 
@@ -59,6 +72,7 @@ class LanderConfig:
     lr: float = 3e-3
     gen_min_height: float = 0.12
     eval_seeds: int = 10
+    first_eval_seed: int = 1000
     kp: float = 4.0
     kd: float = 4.0
     seed: int = 0
@@ -73,6 +87,7 @@ class LanderConfig:
         check_range("steps", self.steps, 1, None)
         check_range("gen_min_height", self.gen_min_height, 0.0, 1.0)
         check_range("eval_seeds", self.eval_seeds, 1, 1000)
+        check_range("first_eval_seed", self.first_eval_seed, 0, None)
         check_range("kp", self.kp, 0.0, None, low_open=True)
         check_range("kd", self.kd, 0.0, None, low_open=True)
 
@@ -83,10 +98,44 @@ class LanderConfig:
         return TrainSettings(steps=self.steps, batch_size=self.batch_size, lr=self.lr,
                              seed=self.seed)
 
+    def evaluation_seeds(self) -> list[int]:
+        """The seeds of the evaluation episodes: ``seed + first_eval_seed + k``."""
+        return [self.seed + self.first_eval_seed + k for k in range(self.eval_seeds)]
+
+
+def land_speed(task: str) -> float:
+    """The speed (m/s) at which the reference of a ``landing_descend[_<N>cms]`` task keeps
+    descending below the ground."""
+    if task == DESCEND_TASK:
+        return LAND_SPEED
+    if task.startswith(DESCEND_TASK + "_") and task.endswith("cms"):
+        speed = float(task[len(DESCEND_TASK) + 1:-3]) / 100.0
+        if speed > 0:
+            return speed
+    raise ValueError(f"task={task!r} is not {DESCEND_TASK!r} or {DESCEND_TASK}_<N>cms, N > 0")
+
+
+def is_descend_task(task: str) -> bool:
+    return task == DESCEND_TASK or task.startswith(DESCEND_TASK + "_")
+
+
+def check_task(task: str) -> str:
+    """``task`` if it names a task (one of ``TASKS``, ``hover_<N>cm`` or
+    ``landing_descend_<N>cms``), else ValueError naming the valid forms."""
+    try:
+        start_and_target(task, np.random.default_rng(0))
+    except ValueError as error:
+        raise ValueError(f"task={task!r} is not one of {list(TASKS)}, hover_<N>cm or "
+                         f"{DESCEND_TASK}_<N>cms") from error
+    return task
+
 
 def descent_duration(task: str) -> float:
-    """Seconds the reference of ``task`` takes to reach its final height."""
-    if task == "landing":
+    """Seconds the reference of ``task`` takes to reach its final height (for
+    ``landing_descend``: to reach the ground)."""
+    if task == "landing" or is_descend_task(task):
+        if task != "landing":
+            land_speed(task)  # names the valid forms in its error
         return 5.0
     if task.startswith("hover_") and task.endswith("cm"):
         return 3.0
@@ -97,15 +146,44 @@ def start_and_target(task: str, rng: np.random.Generator) -> tuple[float, float]
     """Start and final height of ``task`` (m): landing from a height drawn in [1, 2] m to 0,
     hover from 0.5 m to N cm."""
     descent_duration(task)  # names the tasks in its error
-    if task == "landing":
+    if task == "landing" or is_descend_task(task):
         return float(rng.uniform(1.0, 2.0)), 0.0
     return 0.5, float(task[len("hover_"):-2]) / 100.0
+
+
+def descend_below_ground(z0: float, duration: float, speed: float,
+                         ramp_s: float = LAND_SPEED_RAMP_S):
+    """The landing reference (minimum jerk from ``z0`` to 0 in ``duration`` s), then a descent
+    below the ground whose speed rises from 0 to ``speed`` over ``ramp_s`` s with the
+    minimum-jerk profile ``sigma(s) = 10 s^3 - 15 s^4 + 6 s^5`` and stays there:
+    ``t -> (z_d, v_d, a_d)``, continuous in position, velocity and acceleration."""
+    landing = min_jerk(z0, 0.0, duration)
+
+    def reference(t: float) -> tuple[float, float, float]:
+        if t <= duration:
+            return landing(t)
+        s = min((t - duration) / ramp_s, 1.0)
+        if s < 1.0:
+            # Integral of sigma from 0 to s: 2.5 s^4 - 3 s^5 + s^6 (0.5 at s = 1).
+            pos = -speed * ramp_s * (2.5 * s**4 - 3 * s**5 + s**6)
+            return (pos, -speed * (10 * s**3 - 15 * s**4 + 6 * s**5),
+                    -speed * (30 * s**2 - 60 * s**3 + 30 * s**4) / ramp_s)
+        return -speed * (0.5 * ramp_s + (t - duration - ramp_s)), -speed, 0.0
+
+    return reference
+
+
+def vertical_reference(task: str, z0: float, height: float):
+    """The height reference ``t -> (z_d, v_d, a_d)`` of ``task`` from ``z0`` to ``height``."""
+    if is_descend_task(task):
+        return descend_below_ground(z0, descent_duration(task), land_speed(task))
+    return min_jerk(z0, height, descent_duration(task))
 
 
 def task_setup(task: str, rng: np.random.Generator):
     """``(z0, reference, target)`` of one episode of ``task``."""
     z0, height = start_and_target(task, rng)
-    return z0, min_jerk(z0, height, descent_duration(task)), height
+    return z0, vertical_reference(task, z0, height), height
 
 
 def descent_metrics(heights: np.ndarray, velocities: np.ndarray, dt: float,
@@ -134,7 +212,7 @@ def run_episode(controller: TrackingController, task: str, seed: int,
     controller.reset()
     errors, zs, vs, thrusts, iterations = [], [], [], [], []
     contraction, converged = 0.0, True
-    touchdown_speed = touchdown_time = math.nan
+    touchdown_speed = touchdown_time = touchdown_reference = math.nan
     for k in range(steps):
         z, v, _ = base.state
         ref = reference(k * base.dt)
@@ -143,9 +221,11 @@ def run_episode(controller: TrackingController, task: str, seed: int,
         contraction = max(contraction, info.contraction)
         converged = converged and info.converged
         _, _, terminated, truncated, step_info = env.step(np.array([command], dtype=np.float32))
+        z_ref = reference((k + 1) * base.dt)[0]
         if step_info["touchdown"] and math.isnan(touchdown_time):
             touchdown_speed, touchdown_time = step_info["touchdown_speed"], step_info["time"]
-        errors.append(abs(base.state[0] - reference((k + 1) * base.dt)[0]))
+            touchdown_reference = z_ref
+        errors.append(abs(base.state[0] - z_ref))
         zs.append(base.state[0])
         vs.append(base.state[1])
         thrusts.append(base.state[2])
@@ -158,6 +238,7 @@ def run_episode(controller: TrackingController, task: str, seed: int,
            "final_mean_abs_z_error": float(final.mean()),
            "final_max_abs_z_error": float(final.max()),
            "touchdown_speed": touchdown_speed, "time_to_touchdown": touchdown_time,
+           "touchdown_reference_height": touchdown_reference,
            "fp_iterations_mean": float(np.mean(iterations)),
            "fp_iterations_max": int(np.max(iterations)),
            "fp_max_contraction": contraction, "fp_all_converged": converged,
@@ -315,7 +396,8 @@ def plot_trajectories(episodes: list[dict[str, Any]], path: str, mass: float = 1
         tr = next(e for e in episodes if e["task"] == task)["trajectory"]
         axes[0, col].plot(tr["t"], tr["z_ref"], "k--", lw=0.8, label="reference")
         axes[0, col].set_title(task)
-        axes[0, col].set_ylim(bottom=-0.02, top=0.5 if task.startswith("hover") else None)
+        axes[0, col].set_ylim(bottom=-0.3 if is_descend_task(task) else -0.02,
+                              top=0.5 if task.startswith("hover") else None)
         axes[1, col].set_xlabel("t (s)")
     axes[0, 0].set_ylabel("z (m)")
     axes[1, 0].set_ylabel("T / mg")
@@ -378,11 +460,71 @@ def compare_by_seed(rows: list[dict[str, Any]], first: str, second: str,
     return out
 
 
-def check_claims(table: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def oracle_bound(rows: list[dict[str, Any]], margin: float = ORACLE_MARGIN,
+                 learned: str = "neural") -> list[dict[str, Any]]:
+    """Does the oracle bound ``learned`` from below? Per task (``landing_descend`` tasks left
+    out: their final window is not a target), ``compare_by_seed`` of the final mean |z error|,
+    ``d = oracle - learned``, with the decision fixed before the confirmatory run: the bound
+    holds (``oracle <= learned`` up to ``margin``, a non-inferiority test) if the upper end of
+    the 95% interval of the mean of ``d`` is at most ``margin`` (m); ``strictly_below`` if it
+    is below 0."""
+    out = []
+    for row in compare_by_seed([r for r in rows if not is_descend_task(r["task"])],
+                               learned, "oracle"):
+        high = row["diff_ci_high"]
+        row.update(margin=margin, bound_holds=bool(high <= margin) if not math.isnan(high)
+                   else None, strictly_below=bool(high < 0) if not math.isnan(high) else None)
+        out.append(row)
+    return out
+
+
+def touchdown_comparison(rows: list[dict[str, Any]], first: str = "baseline",
+                         second: str = "neural",
+                         margin: float = TOUCHDOWN_MARGIN) -> list[dict[str, Any]]:
+    """Touchdown speed of ``second`` against ``first`` per task, paired by seed
+    (``paired_difference`` of ``d = v_td(second) - v_td(first)``), with the non-inferiority
+    decision fixed before the first ``landing_descend`` run: ``second`` lands no harder than
+    ``first`` if every episode of both touched down and the upper end of the 95% interval of
+    the mean of ``d`` is at most ``margin`` times ``first``'s mean touchdown speed. Tasks where
+    ``first`` never touched down get ``no_worse = None`` (not evaluable)."""
+    out = []
+    for task in dict.fromkeys(r["task"] for r in rows):
+        speed = {(r["controller"], r["seed"]): r["touchdown_speed"] for r in rows
+                 if r["task"] == task and r["controller"] in (first, second)}
+        seeds = sorted(s for c, s in speed if c == first and (second, s) in speed)
+        if not seeds:
+            continue
+        a = np.array([speed[(first, s)] for s in seeds])
+        b = np.array([speed[(second, s)] for s in seeds])
+        row = {"task": task, "first": first, "second": second, "seeds": len(seeds),
+               "first_touchdowns": int(np.sum(~np.isnan(a))),
+               "second_touchdowns": int(np.sum(~np.isnan(b))),
+               "first_mean": float(np.nanmean(a)) if np.any(~np.isnan(a)) else math.nan,
+               "second_mean": float(np.nanmean(b)) if np.any(~np.isnan(b)) else math.nan,
+               "first_max": float(np.nanmax(a)) if np.any(~np.isnan(a)) else math.nan,
+               "second_max": float(np.nanmax(b)) if np.any(~np.isnan(b)) else math.nan,
+               "margin": margin}
+        all_down = row["first_touchdowns"] == row["second_touchdowns"] == len(seeds)
+        if all_down:
+            row.update(paired_difference(a, b))
+            row["no_worse"] = bool(row["diff_ci_high"] <= margin * row["first_mean"]) \
+                if not math.isnan(row["diff_ci_high"]) else bool(row["diff_mean"] <= 0)
+        else:
+            row["no_worse"] = None if row["first_touchdowns"] == 0 else False
+        out.append(row)
+    return out
+
+
+def check_claims(table: list[dict[str, Any]],
+                 episodes: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """The issue's targets per task: Neural Lander's reduction of the baseline's final mean
-    |z error| (>= 80%), touchdown speed no worse, the oracle below it, and SN against no-SN
-    (in and out of the training range)."""
+    |z error| (>= 80%; not a target of ``landing_descend``, whose reference ends below the
+    ground), touchdown speed no worse (``touchdown_comparison`` of the ``episodes`` when given,
+    else the maxima of the ``table``; None where the baseline never touched down: not
+    evaluable), the oracle below it, and SN against no-SN (in and out of the training
+    range)."""
     cell = {(r["task"], r["controller"]): r for r in table}
+    touchdown = {r["task"]: r for r in touchdown_comparison(episodes)} if episodes else {}
     rows = []
     for task in dict.fromkeys(r["task"] for r in table):
         def err(name: str, task: str = task) -> float:
@@ -390,15 +532,20 @@ def check_claims(table: list[dict[str, Any]]) -> list[dict[str, Any]]:
             return row["final_mean_abs_z_error"] if row else math.nan
 
         base, neural = err("baseline"), err("neural")
-        reduction = 1.0 - neural / base if base > 0 else math.nan
+        reduction = 1.0 - neural / base if base > 0 and not is_descend_task(task) else math.nan
         speed_b = cell.get((task, "baseline"), {}).get("touchdown_speed_max", math.nan)
         speed_n = cell.get((task, "neural"), {}).get("touchdown_speed_max", math.nan)
-        # "No worse": the baseline never touched down (NaN) or landed at least as fast.
-        speed_ok = math.isnan(speed_n) or math.isnan(speed_b) or speed_n <= speed_b
+        if task in touchdown:
+            speed_ok = touchdown[task]["no_worse"]
+        elif math.isnan(speed_b):
+            speed_ok = None  # the baseline never touched down: nothing to compare against
+        else:
+            speed_ok = not math.isnan(speed_n) and speed_n <= speed_b
         rows.append({"task": task, "baseline_error": base, "neural_error": neural,
                      "oracle_error": err("oracle"), "nosn_error": err("nosn"),
                      "neural_gen_error": err("neural_gen"), "nosn_gen_error": err("nosn_gen"),
-                     "neural_reduction": reduction, "reduction_ge_80pct": reduction >= 0.8,
+                     "neural_reduction": reduction,
+                     "reduction_ge_80pct": None if math.isnan(reduction) else reduction >= 0.8,
                      "neural_touchdown_speed_max": speed_n,
                      "baseline_touchdown_speed_max": speed_b,
                      "touchdown_speed_no_worse": speed_ok,

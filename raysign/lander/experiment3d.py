@@ -37,6 +37,7 @@ from raysign.lander.experiment import (
     descent_metrics,
     start_and_target,
     summarise,
+    vertical_reference,
 )
 from raysign.lander.residual import NumpyResidual
 
@@ -49,7 +50,8 @@ def task_setup_3d(task: str, rng: np.random.Generator):
     x0, y0 = rng.uniform(-0.5, 0.5, size=2)
     z0, height = start_and_target(task, rng)
     start = np.array([x0, y0, z0])
-    axes = [min_jerk(a, b, duration) for a, b in zip(start, (0.0, 0.0, height), strict=True)]
+    axes = [min_jerk(x0, 0.0, duration), min_jerk(y0, 0.0, duration),
+            vertical_reference(task, z0, height)]
 
     def reference(t: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         pos, vel, acc = zip(*(axis(t) for axis in axes), strict=True)
@@ -69,16 +71,17 @@ def run_episode_3d(controller: TrackingController3D, task: str, seed: int,
     controller.reset()
     z_errors, lateral_errors, iterations, heights, speeds = [], [], [], [], []
     contraction, converged = 0.0, True
-    touchdown_speed = touchdown_time = math.nan
+    touchdown_speed = touchdown_time = touchdown_reference = math.nan
     for k in range(steps):
         command, info = controller(base.position, base.velocity, reference(k * base.dt))
         iterations.append(info.iterations)
         contraction = max(contraction, info.contraction)
         converged = converged and info.converged
         _, _, terminated, truncated, step_info = env.step(command.astype(np.float32))
+        p_d = reference((k + 1) * base.dt)[0]
         if step_info["touchdown"] and math.isnan(touchdown_time):
             touchdown_speed, touchdown_time = step_info["touchdown_speed"], step_info["time"]
-        p_d = reference((k + 1) * base.dt)[0]
+            touchdown_reference = float(p_d[2])
         z_errors.append(abs(base.position[2] - p_d[2]))
         lateral_errors.append(float(np.linalg.norm(base.position[:2] - p_d[:2])))
         heights.append(float(base.position[2]))
@@ -94,6 +97,7 @@ def run_episode_3d(controller: TrackingController3D, task: str, seed: int,
             "final_mean_lateral_error": float(final_xy.mean()),
             "final_max_lateral_error": float(final_xy.max()),
             "touchdown_speed": touchdown_speed, "time_to_touchdown": touchdown_time,
+            "touchdown_reference_height": touchdown_reference,
             "fp_iterations_mean": float(np.mean(iterations)),
             "fp_iterations_max": int(np.max(iterations)),
             "fp_max_contraction": contraction, "fp_all_converged": converged,
