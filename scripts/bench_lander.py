@@ -270,6 +270,7 @@ def run_extrapolation(args: argparse.Namespace) -> int:
 
     from actors.cluster import connect
     from raysign.lander.extrapolation import (
+        plot_extrapolation,
         replicate_data,
         run_replicate,
         summarise_extrapolation,
@@ -319,8 +320,11 @@ def run_extrapolation(args: argparse.Namespace) -> int:
                   f"{row['hover_10cm_error']:.4f} m", flush=True)
     rows.sort(key=lambda r: (r["replicate"], r["network"] != "sn"))
     table = summarise_extrapolation(rows)
-    run_dir.write_csv("replicates.csv", rows)
+    run_dir.write_csv("replicates.csv", [{k: v for k, v in r.items() if k != "curve"}
+                                         for r in rows])
     run_dir.write_csv("extrapolation.csv", table)
+    if any("curve" in r for r in rows):
+        plot_extrapolation(rows, config.min_height, str(run_dir.file("extrapolation.png")))
     print(f"\n{'metric':20s} {'SN mean':>9s} {'noSN mean':>9s}  SN smaller  "
           f"{'noSN-SN':>8s} {'95% CI':>19s} {'p (t)':>7s} {'p (W)':>7s}")
     for r in table:

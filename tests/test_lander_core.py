@@ -363,3 +363,16 @@ def test_oracle_bound_holds_up_to_the_margin_and_leaves_descend_tasks_out():
     assert set(out) == {"hover_20cm", "hover_5cm"}
     assert out["hover_20cm"]["bound_holds"] and not out["hover_20cm"]["strictly_below"]
     assert not out["hover_5cm"]["bound_holds"]
+
+
+def test_summary_leaves_out_the_final_window_of_descend_tasks_and_averages_where_they_touched():
+    rows = [{"task": "landing_descend", "controller": "baseline", "seed": s,
+             "final_mean_abs_z_error": 1.0, "final_max_abs_z_error": 1.3,
+             "touchdown_speed": v, "time_to_touchdown": 6.0, "touchdown_reference_height": h,
+             "fp_iterations_mean": 0.0, "fp_iterations_max": 0, "fp_max_contraction": 0.0,
+             "fp_all_converged": True}
+            for s, v, h in ((0, 0.2, -0.16), (1, 0.22, -0.18))]
+    (row,) = summarise(rows)
+    assert np.isnan(row["final_mean_abs_z_error"]) and np.isnan(row["final_max_abs_z_error"])
+    assert row["touchdown_speed_mean"] == pytest.approx(0.21)
+    assert row["touchdown_reference_mean"] == pytest.approx(-0.17)

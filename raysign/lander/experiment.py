@@ -341,28 +341,40 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per (task, controller): means over seeds, max of maxima, touchdown counts."""
     table = []
     keys = sorted({(r["task"], r["controller"]) for r in rows},
-                  key=lambda k: (TASKS.index(k[0]) if k[0] in TASKS else 99,
+                  key=lambda k: (TASKS.index(k[0]) if k[0] in TASKS else 99, k[0],
                                  CONTROLLERS.index(k[1]) if k[1] in CONTROLLERS else 99))
     for task, name in keys:
         sel = [r for r in rows if r["task"] == task and r["controller"] == name]
         speeds = [r["touchdown_speed"] for r in sel if not math.isnan(r["touchdown_speed"])]
         times = [r["time_to_touchdown"] for r in sel if not math.isnan(r["time_to_touchdown"])]
+        # A landing_descend reference ends below the ground: its final window is no target.
+        blank = is_descend_task(task)
         table.append({
             "task": task, "controller": name, "episodes": len(sel),
-            "final_mean_abs_z_error": float(np.mean([r["final_mean_abs_z_error"] for r in sel])),
-            "final_max_abs_z_error": float(np.max([r["final_max_abs_z_error"] for r in sel])),
+            "final_mean_abs_z_error": math.nan if blank
+            else float(np.mean([r["final_mean_abs_z_error"] for r in sel])),
+            "final_max_abs_z_error": math.nan if blank
+            else float(np.max([r["final_max_abs_z_error"] for r in sel])),
             "touchdowns": len(speeds),
             "touchdown_speed_mean": float(np.mean(speeds)) if speeds else math.nan,
             "touchdown_speed_std": float(np.std(speeds, ddof=1)) if len(speeds) > 1
             else math.nan,
             "touchdown_speed_max": float(np.max(speeds)) if speeds else math.nan,
             "time_to_touchdown_mean": float(np.mean(times)) if times else math.nan,
+            # Where the reference was at touchdown (below 0: it had to be driven underground).
+            "touchdown_reference_mean": _nanmean([r.get("touchdown_reference_height", math.nan)
+                                                  for r in sel]),
             "fp_iterations_mean": float(np.mean([r["fp_iterations_mean"] for r in sel])),
             "fp_iterations_max": int(np.max([r["fp_iterations_max"] for r in sel])),
             "fp_max_contraction": float(np.max([r["fp_max_contraction"] for r in sel])),
             "fp_all_converged": all(r["fp_all_converged"] for r in sel),
             **_descent_summary(sel)})
     return table
+
+
+def _nanmean(values: list[float]) -> float:
+    finite = [v for v in values if not math.isnan(v)]
+    return float(np.mean(finite)) if finite else math.nan
 
 
 def _descent_summary(sel: list[dict[str, Any]]) -> dict[str, float]:
@@ -486,9 +498,10 @@ def touchdown_comparison(rows: list[dict[str, Any]], first: str = "baseline",
     decision fixed before the first ``landing_descend`` run: ``second`` lands no harder than
     ``first`` if every episode of both touched down and the upper end of the 95% interval of
     the mean of ``d`` is at most ``margin`` times ``first``'s mean touchdown speed. Tasks where
-    ``first`` never touched down get ``no_worse = None`` (not evaluable)."""
+    ``first`` never touched down get ``no_worse = None`` (not evaluable); the hover tasks are
+    left out."""
     out = []
-    for task in dict.fromkeys(r["task"] for r in rows):
+    for task in dict.fromkeys(r["task"] for r in rows if r["task"].startswith("landing")):
         speed = {(r["controller"], r["seed"]): r["touchdown_speed"] for r in rows
                  if r["task"] == task and r["controller"] in (first, second)}
         seeds = sorted(s for c, s in speed if c == first and (second, s) in speed)

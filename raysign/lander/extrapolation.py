@@ -58,6 +58,7 @@ from raysign.lander.experiment import (
 from raysign.lander.residual import NumpyResidual
 
 POINT_HEIGHTS = (0.0, 0.05, 0.10, 0.20, 0.50)
+CURVE_HEIGHTS = tuple(float(h) for h in np.linspace(0.0, 0.5, 51))
 HOVER_TASKS = ("hover_5cm", "hover_10cm", "hover_20cm")
 
 
@@ -138,6 +139,8 @@ def run_replicate(config: ExtrapolationConfig, replicate: int, spectral: bool,
     for h in POINT_HEIGHTS:
         row[f"residual_err_{round(h * 100)}cm"] = abs(residual(h, 0.0, hover)
                                                       - truth(h, 0.0, hover)) / 1.47
+    # The learned residual against height at hover thrust and rest (m/s^2), for the figure.
+    row["curve"] = [residual(h, 0.0, hover) / 1.47 for h in CURVE_HEIGHTS]
     row["grid_rms_outside"], row["grid_max_outside"] = grid_errors(residual, 0.0,
                                                                    config.min_height)
     row["grid_rms_inside"], row["grid_max_inside"] = grid_errors(residual, config.min_height,
@@ -175,3 +178,53 @@ def summarise_extrapolation(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                       **paired_difference(sn, free)})
     return table
 
+
+
+def plot_extrapolation(rows: list[dict[str, Any]], min_height: float, path: str,
+                       mass: float = 1.47) -> None:
+    """Left: every replicate's learned residual ``f_hat / m`` against height (hover thrust,
+    rest; the rows' ``curve``), SN and no SN, with the true ground effect and the training
+    range shaded. Right: the hover error of the two networks of each replicate at 5 and 10 cm
+    (paired; below the diagonal SN is better)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    heights = np.asarray(CURVE_HEIGHTS)
+    truth = GroundEffectModel(mass)
+    hover = mass * GRAVITY
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.4))
+    colours = {"sn": "tab:blue", "nosn": "tab:red"}
+    labels = {"sn": "SN (gamma 4)", "nosn": "no normalisation"}
+    for network in ("nosn", "sn"):
+        curves = [r["curve"] for r in rows if r["network"] == network and "curve" in r]
+        for k, curve in enumerate(curves):
+            left.plot(heights * 100, curve, color=colours[network], lw=0.7, alpha=0.45,
+                      label=f"{labels[network]} ({len(curves)} replicates)" if k == 0 else None)
+    left.plot(heights * 100, [truth(h, 0.0, hover) / mass for h in heights], "k", lw=2,
+              label="true ground effect")
+    left.axvspan(min_height * 100, heights[-1] * 100, color="0.9", zorder=0,
+                 label="training range")
+    for h in (5, 10, 20):
+        left.axvline(h, color="0.5", ls=":", lw=0.8)
+    left.set_xlabel("height z (cm)")
+    left.set_ylabel("residual f_a / m at hover thrust, v = 0 (m/s^2)")
+    left.set_ylim(-1.0, 3.0)
+    left.legend(fontsize=7, loc="upper right")
+    by = {(r["network"], r["replicate"]): r for r in rows}
+    replicates = sorted({r["replicate"] for r in rows})
+    top = 0.0
+    for task, marker in (("hover_5cm", "o"), ("hover_10cm", "s")):
+        sn = np.array([by[("sn", k)][f"{task}_error"] for k in replicates]) * 100
+        free = np.array([by[("nosn", k)][f"{task}_error"] for k in replicates]) * 100
+        right.scatter(free, sn, marker=marker, s=22, label=task.replace("_", " "))
+        top = max(top, sn.max(), free.max())
+    right.plot([0, top * 1.05], [0, top * 1.05], "k--", lw=0.8)
+    right.set_xlabel("no normalisation: final mean |z error| (cm)")
+    right.set_ylabel("SN: final mean |z error| (cm)")
+    right.set_title("paired by replicate (below the line: SN better)", fontsize=9)
+    right.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
