@@ -127,7 +127,7 @@ def write_paired(run_dir: RunDir, episodes: list[dict[str, Any]]) -> None:
     """The oracle against Neural Lander per task, paired by seed, with the bound's
     non-inferiority decision (``paired.csv``), and Neural Lander's touchdown speed against
     the baseline's (``touchdown.csv``)."""
-    from raysign.lander.experiment import oracle_bound, touchdown_comparison
+    from raysign.lander.experiment import oracle_bound, plot_touchdown, touchdown_comparison
 
     rows = oracle_bound(episodes)
     if rows:
@@ -144,6 +144,7 @@ def write_paired(run_dir: RunDir, episodes: list[dict[str, Any]]) -> None:
     if not touch:
         return
     run_dir.write_csv("touchdown.csv", touch)
+    plot_touchdown(episodes, str(run_dir.file("touchdown.png")))
     print("\ntouchdown speed, neural - baseline, paired by seed (m/s); no worse if the interval "
           f"ends below +{touch[0]['margin']:.0%} of the baseline's mean:")
     for r in touch:

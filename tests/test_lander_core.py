@@ -27,6 +27,7 @@ from raysign.lander.experiment import (
     land_speed,
     noise_floor_error,
     oracle_bound,
+    plot_touchdown,
     run_episode,
     summarise,
     touchdown_comparison,
@@ -376,3 +377,12 @@ def test_summary_leaves_out_the_final_window_of_descend_tasks_and_averages_where
     assert np.isnan(row["final_mean_abs_z_error"]) and np.isnan(row["final_max_abs_z_error"])
     assert row["touchdown_speed_mean"] == pytest.approx(0.21)
     assert row["touchdown_reference_mean"] == pytest.approx(-0.17)
+
+
+def test_touchdown_figure_is_written(tmp_path):
+    rows = _speed_rows("landing_descend", {"baseline": {0: 0.2, 1: 0.21},
+                                           "neural": {0: 0.07, 1: 0.08}})
+    rows += _speed_rows("landing", {"baseline": {0: float("nan"), 1: float("nan")},
+                                    "neural": {0: 0.003, 1: float("nan")}})
+    plot_touchdown(rows, str(tmp_path / "t.png"))
+    assert (tmp_path / "t.png").stat().st_size > 10_000

@@ -419,6 +419,46 @@ def plot_trajectories(episodes: list[dict[str, Any]], path: str, mass: float = 1
     plt.close(fig)
 
 
+def plot_touchdown(episodes: list[dict[str, Any]], path: str) -> None:
+    """Touchdown speed of every episode of the landing tasks, one column per task and one
+    colour per controller, with the count of episodes that touched down under each group."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = sorted({e["task"] for e in episodes if e["task"].startswith("landing")},
+                   key=lambda t: (is_descend_task(t), land_speed(t) if is_descend_task(t)
+                                  else 0.0))
+    names = [c for c in CONTROLLERS if any(e["controller"] == c for e in episodes)]
+    fig, ax = plt.subplots(figsize=(2.2 + 1.8 * len(tasks), 4.2))
+    rng = np.random.default_rng(0)  # horizontal jitter only
+    width = 0.8 / max(len(names), 1)
+    for j, name in enumerate(names):
+        for i, task in enumerate(tasks):
+            sel = [e for e in episodes if e["task"] == task and e["controller"] == name]
+            speeds = np.array([e["touchdown_speed"] for e in sel], dtype=float)
+            down = speeds[~np.isnan(speeds)]
+            x = i - 0.4 + width * (j + 0.5)
+            ax.scatter(x + rng.uniform(-0.3, 0.3, len(down)) * width, down, s=8, alpha=0.6,
+                       color=f"C{j}", label=name if i == 0 else None)
+            ax.annotate(f"{len(down)}/{len(sel)}" + ("\n" + name if not len(down) else ""),
+                        (x, down.max() if len(down) else 0.0), xytext=(0, 5),
+                        textcoords="offset points", ha="center", fontsize=7)
+    ax.set_xlim(-0.5, len(tasks) - 0.5)
+    ax.set_xticks(range(len(tasks)))
+    ax.set_xticklabels([t if not is_descend_task(t) else f"descend\n{land_speed(t):.1f} m/s"
+                        for t in tasks])
+    ax.set_ylabel("touchdown speed (m/s)")
+    ax.set_ylim(bottom=0)
+    ax.set_title("touchdown speed per episode (n/N: episodes that touched down; landing holds "
+                 "z_d = 0, descend keeps going below it)", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def evaluate(controller: TrackingController, task: str, seeds: list[int],
              record_first: bool = True) -> list[dict[str, Any]]:
     """``run_episode`` for each seed; the first keeps its trajectory when ``record_first``."""
