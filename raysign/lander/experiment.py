@@ -133,9 +133,10 @@ def check_task(task: str) -> str:
 def descent_duration(task: str) -> float:
     """Seconds the reference of ``task`` takes to reach its final height (for
     ``landing_descend``: to reach the ground)."""
-    if task == "landing" or is_descend_task(task):
-        if task != "landing":
-            land_speed(task)  # names the valid forms in its error
+    if task == "landing":
+        return 5.0
+    if is_descend_task(task):
+        land_speed(task)  # names the valid forms in its error
         return 5.0
     if task.startswith("hover_") and task.endswith("cm"):
         return 3.0
@@ -377,6 +378,11 @@ def _nanmean(values: list[float]) -> float:
     return float(np.mean(finite)) if finite else math.nan
 
 
+def _nanmax(values: list[float]) -> float:
+    finite = [v for v in values if not math.isnan(v)]
+    return float(np.max(finite)) if finite else math.nan
+
+
 def _descent_summary(sel: list[dict[str, Any]]) -> dict[str, float]:
     """Mean, sample std and max of the descent-end speed, lowest height (mean and min) and
     mean time airborne over the episodes ``sel`` (NaN for rows without descent metrics)."""
@@ -538,8 +544,8 @@ def touchdown_comparison(rows: list[dict[str, Any]], first: str = "baseline",
     decision fixed before the first ``landing_descend`` run: ``second`` lands no harder than
     ``first`` if every episode of both touched down and the upper end of the 95% interval of
     the mean of ``d`` is at most ``margin`` times ``first``'s mean touchdown speed. Tasks where
-    ``first`` never touched down get ``no_worse = None`` (not evaluable); the hover tasks are
-    left out."""
+    ``first`` never touched down get ``no_worse = None`` (not evaluable); other tasks where
+    some episode did not touch down get ``False``; the hover tasks are left out."""
     out = []
     for task in dict.fromkeys(r["task"] for r in rows if r["task"].startswith("landing")):
         speed = {(r["controller"], r["seed"]): r["touchdown_speed"] for r in rows
@@ -552,10 +558,8 @@ def touchdown_comparison(rows: list[dict[str, Any]], first: str = "baseline",
         row = {"task": task, "first": first, "second": second, "seeds": len(seeds),
                "first_touchdowns": int(np.sum(~np.isnan(a))),
                "second_touchdowns": int(np.sum(~np.isnan(b))),
-               "first_mean": float(np.nanmean(a)) if np.any(~np.isnan(a)) else math.nan,
-               "second_mean": float(np.nanmean(b)) if np.any(~np.isnan(b)) else math.nan,
-               "first_max": float(np.nanmax(a)) if np.any(~np.isnan(a)) else math.nan,
-               "second_max": float(np.nanmax(b)) if np.any(~np.isnan(b)) else math.nan,
+               "first_mean": _nanmean(list(a)), "second_mean": _nanmean(list(b)),
+               "first_max": _nanmax(list(a)), "second_max": _nanmax(list(b)),
                "margin": margin}
         all_down = row["first_touchdowns"] == row["second_touchdowns"] == len(seeds)
         if all_down:
