@@ -20,7 +20,13 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from raysign.config import add_config_arguments, check_choice, config_from_args, to_dict
+from raysign.config import (
+    ConfigError,
+    add_config_arguments,
+    check_choice,
+    config_from_args,
+    to_dict,
+)
 from raysign.lander.experiment import CONTROLLERS, TASKS, LanderConfig, check_task
 
 _HELP = {
@@ -175,9 +181,16 @@ def print_tables(table: list[dict[str, Any]], claims: list[dict[str, Any]]) -> N
 
 
 def run(args: argparse.Namespace) -> int:
-    config = config_from_args(LanderConfig, args)
-    run_land(config, [t for t in args.tasks.split(",") if t],
-             [c for c in args.controllers.split(",") if c], threads=args.threads,
-             results_dir=args.results_dir, name=args.name, address=args.address,
-             num_cpus=args.num_cpus)
+    tasks = [t for t in args.tasks.split(",") if t]
+    controllers = [c for c in args.controllers.split(",") if c]
+    try:  # fails before Ray starts
+        config = config_from_args(LanderConfig, args)
+        for task in tasks:
+            check_task(task)
+        for controller in controllers:
+            check_choice("controllers", controller, CONTROLLERS)
+    except ConfigError as err:
+        raise SystemExit(f"raysign land: invalid configuration: {err}") from None
+    run_land(config, tasks, controllers, threads=args.threads, results_dir=args.results_dir,
+             name=args.name, address=args.address, num_cpus=args.num_cpus)
     return 0

@@ -15,11 +15,13 @@ from raysign.results import read_jsonl
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_land_rejects_bad_configuration_before_starting_ray():
-    result = subprocess.run([sys.executable, "-m", "raysign.cli", "land", "--gamma", "-1"],
+@pytest.mark.parametrize("option, message", [(["--gamma", "-1"], "gamma=-1.0"),
+                                             (["--tasks", "landing,takeoff"], "task='takeoff'")])
+def test_land_rejects_bad_configuration_before_starting_ray(option, message):
+    result = subprocess.run([sys.executable, "-m", "raysign.cli", "land", *option],
                             capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert result.returncode != 0
-    assert "gamma=-1.0" in result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
     assert "Started a local Ray" not in result.stderr
 
 

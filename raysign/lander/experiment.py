@@ -39,7 +39,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from raysign.config import check_range
+from raysign.config import ConfigError, check_range
 from raysign.lander import ENV_ID
 from raysign.lander.collect import CollectConfig
 from raysign.lander.controllers import TrackingController, min_jerk
@@ -121,12 +121,12 @@ def is_descend_task(task: str) -> bool:
 
 def check_task(task: str) -> str:
     """``task`` if it names a task (one of ``TASKS``, ``hover_<N>cm`` or
-    ``landing_descend_<N>cms``), else ValueError naming the valid forms."""
+    ``landing_descend_<N>cms``), else ConfigError naming the valid forms."""
     try:
         start_and_target(task, np.random.default_rng(0))
     except ValueError as error:
-        raise ValueError(f"task={task!r} is not one of {list(TASKS)}, hover_<N>cm or "
-                         f"{DESCEND_TASK}_<N>cms") from error
+        raise ConfigError(f"task={task!r} is not one of {list(TASKS)}, hover_<N>cm or "
+                          f"{DESCEND_TASK}_<N>cms") from error
     return task
 
 
