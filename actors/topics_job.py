@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 
+from raysign.config import check_range
 from raysign.data import default_data_dir, require_file
 from raysign.results import RunDir
 from raysign.topics.estimator import METHODS
@@ -54,6 +55,14 @@ def run(args: argparse.Namespace) -> int:
     from raysign.topics.metrics import coherence, completion_perplexity
     from raysign.topics.moments import whitening
 
+    try:  # fails before the corpus is read and Ray starts
+        est = TensorLDA(args.k, args.alpha0, method=args.method, seed=args.seed,
+                        refine_steps=args.refine_steps)
+        check_range("chunks", args.chunks, 1, None)
+        check_range("heldout", args.heldout, 0.0, 1.0, low_open=True, high_open=True)
+        check_range("top", args.top, 1, None)
+    except ValueError as err:
+        raise SystemExit(f"raysign topics: invalid configuration: {err}") from None
     d = default_data_dir() / "topics"
     vocab = load_vocab(require_file(d / "nyt.tokens", "NYT vocabulary"))
     X, dropped = load_ldac(require_file(d / "nyt.ldac", "NYT corpus"), n_words=len(vocab))
@@ -62,7 +71,6 @@ def run(args: argparse.Namespace) -> int:
     run_dir.write_json("config.json", {**vars(args), "docs": X.shape[0], "dropped": dropped})
     connect(args.address, None)
     t0 = time.perf_counter()
-    est = TensorLDA(args.k, args.alpha0, method=args.method, seed=args.seed)
     W, _, _ = whitening(train, args.alpha0, args.k, seed=args.seed)
     T = ray_third_moment(train, W, args.alpha0, args.chunks)
     est.set_from_tensor(W, T, *est.decompose(T)).refine(train, args.refine_steps)

@@ -40,6 +40,16 @@ def test_train_rejects_bad_configuration_before_starting_ray():
     assert "Started a local Ray" not in result.stderr
 
 
+@pytest.mark.parametrize("option, message", [(["--k", "0"], "n_topics=0"),
+                                             (["--heldout", "1.5"], "heldout=1.5")])
+def test_topics_rejects_bad_configuration_before_reading_the_corpus(option, message):
+    result = subprocess.run([sys.executable, "-m", "raysign.cli", "topics", *option],
+                            capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert result.returncode != 0
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert "Started a local Ray" not in result.stderr
+
+
 @pytest.mark.slow
 @pytest.mark.ray
 def test_train_command_writes_results(ray_session, tmp_path, capsys):
