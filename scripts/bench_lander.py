@@ -36,7 +36,13 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from actors import lander_job  # noqa: E402
-from raysign.config import add_config_arguments, check_choice, config_from_args, to_dict  # noqa: E402
+from raysign.config import (  # noqa: E402
+    ConfigError,
+    add_config_arguments,
+    check_choice,
+    config_from_args,
+    to_dict,
+)
 from raysign.lander.experiment import LanderConfig, check_task  # noqa: E402
 from raysign.lander.experiment3d import CONTROLLERS_3D  # noqa: E402
 from raysign.lander.extrapolation import ExtrapolationConfig  # noqa: E402
@@ -362,7 +368,10 @@ def main(argv: list[str] | None = None) -> int:
                             help=f"3d suite: out of {list(CONTROLLERS_3D)}")
     parser.set_defaults(name="bench_lander")
     args = parser.parse_args(argv)
-    return {"1d": run_1d, "3d": run_3d, "extrapolation": run_extrapolation}[suite](args)
+    try:
+        return {"1d": run_1d, "3d": run_3d, "extrapolation": run_extrapolation}[suite](args)
+    except ConfigError as err:  # raised by the checks before any work starts
+        raise SystemExit(f"bench_lander: invalid configuration: {err}") from None
 
 
 if __name__ == "__main__":

@@ -305,7 +305,10 @@ def test_task_names_parse_and_bad_ones_name_the_valid_forms():
     assert land_speed("landing_descend") == LAND_SPEED
     assert land_speed("landing_descend_10cms") == pytest.approx(0.1)
     assert check_task("hover_7cm") == "hover_7cm"
-    for bad in ("landing_descend_0cms", "landing_descend_fastcms", "takeoff"):
+    assert check_task("hover_7.5cm") == "hover_7.5cm"
+    for bad in ("landing_descend_0cms", "landing_descend_fastcms", "takeoff",
+                "landing_descend_infcms", "landing_descend_nancms", "landing_descend_ 10cms",
+                "landing_descend_1_0cms", "hover_-5cm", "hover_infcm", "hover_60cm"):
         with pytest.raises(ValueError, match="landing_descend_<N>cms"):
             check_task(bad)
 
@@ -349,6 +352,25 @@ def test_touchdown_comparison_is_a_paired_non_inferiority_test():
     assert row["no_worse"] is False
 
 
+def test_touchdown_decision_at_the_margin_with_partial_touchdowns_and_equal_speeds():
+    base = {s: 0.2 + 0.01 * s for s in range(6)}
+    for ratio, expected in ((1.05, True), (1.15, False)):  # margin: +10% of the baseline mean
+        (row,) = touchdown_comparison(_speed_rows(
+            "landing_descend", {"baseline": base, "neural": {s: ratio * v
+                                                              for s, v in base.items()}}))
+        assert row["no_worse"] is expected
+    (row,) = touchdown_comparison(_speed_rows("landing_descend",
+                                              {"baseline": base, "neural": dict(base)}))
+    assert row["no_worse"] is True and row["diff_mean"] == 0.0  # d = 0 everywhere: [0, 0]
+    missed = {**base, 2: float("nan")}
+    for speeds in ({"baseline": base, "neural": missed}, {"baseline": missed, "neural": base}):
+        (row,) = touchdown_comparison(_speed_rows("landing_descend", speeds))
+        assert row["no_worse"] is False
+    (row,) = touchdown_comparison(_speed_rows("landing_descend",
+                                              {"baseline": {0: 0.2}, "neural": {0: 0.1}}))
+    assert row["no_worse"] is None  # one seed: no interval, no decision
+
+
 def test_oracle_bound_holds_up_to_the_margin_and_leaves_descend_tasks_out():
     rng = np.random.default_rng(0)
     neural = 1e-3 + 1e-5 * rng.standard_normal(20)
@@ -364,6 +386,12 @@ def test_oracle_bound_holds_up_to_the_margin_and_leaves_descend_tasks_out():
     assert set(out) == {"hover_20cm", "hover_5cm"}
     assert out["hover_20cm"]["bound_holds"] and not out["hover_20cm"]["strictly_below"]
     assert not out["hover_5cm"]["bound_holds"]
+    same = [{"task": "hover_20cm", "controller": c, "seed": s, "final_mean_abs_z_error": 1e-3}
+            for c in ("neural", "oracle") for s in range(3)]
+    (row,) = oracle_bound(same)
+    assert row["bound_holds"] is True and row["strictly_below"] is False
+    (row,) = oracle_bound(same[:1] + same[3:4])
+    assert row["bound_holds"] is None
 
 
 def test_summary_leaves_out_the_final_window_of_descend_tasks_and_averages_where_they_touched():

@@ -32,6 +32,7 @@ generalisation pair ``neural_gen`` / ``nosn_gen`` are trained only on data above
 from __future__ import annotations
 
 import math
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -87,7 +88,8 @@ class LanderConfig:
         check_range("steps", self.steps, 1, None)
         check_range("gen_min_height", self.gen_min_height, 0.0, 1.0)
         check_range("eval_seeds", self.eval_seeds, 1, 1000)
-        check_range("first_eval_seed", self.first_eval_seed, 0, None)
+        # Evaluation seeds start past the collection seeds (seed + k, k < collect_seeds).
+        check_range("first_eval_seed", self.first_eval_seed, self.collect_seeds, None)
         check_range("kp", self.kp, 0.0, None, low_open=True)
         check_range("kd", self.kd, 0.0, None, low_open=True)
 
@@ -103,16 +105,30 @@ class LanderConfig:
         return [self.seed + self.first_eval_seed + k for k in range(self.eval_seeds)]
 
 
+def _task_number(task: str, prefix: str, unit: str) -> float | None:
+    """N of ``<prefix>_<N><unit>`` (N a plain decimal number > 0), else None."""
+    match = re.fullmatch(rf"{prefix}_(\d+(?:\.\d+)?){unit}", task)
+    return float(match.group(1)) if match and float(match.group(1)) > 0 else None
+
+
 def land_speed(task: str) -> float:
     """The speed (m/s) at which the reference of a ``landing_descend[_<N>cms]`` task keeps
     descending below the ground."""
     if task == DESCEND_TASK:
         return LAND_SPEED
-    if task.startswith(DESCEND_TASK + "_") and task.endswith("cms"):
-        speed = float(task[len(DESCEND_TASK) + 1:-3]) / 100.0
-        if speed > 0:
-            return speed
-    raise ValueError(f"task={task!r} is not {DESCEND_TASK!r} or {DESCEND_TASK}_<N>cms, N > 0")
+    speed = _task_number(task, DESCEND_TASK, "cms")
+    if speed is None:
+        raise ValueError(f"task={task!r} is not {DESCEND_TASK!r} or {DESCEND_TASK}_<N>cms, "
+                         "N > 0")
+    return speed / 100.0
+
+
+def hover_height(task: str) -> float:
+    """The height (m) of a ``hover_<N>cm`` task, 0 < N < 50 (the hovers start at 0.5 m)."""
+    height = _task_number(task, "hover", "cm")
+    if height is None or height >= 50:
+        raise ValueError(f"task={task!r} is not hover_<N>cm with 0 < N < 50")
+    return height / 100.0
 
 
 def is_descend_task(task: str) -> bool:
@@ -125,8 +141,8 @@ def check_task(task: str) -> str:
     try:
         start_and_target(task, np.random.default_rng(0))
     except ValueError as error:
-        raise ConfigError(f"task={task!r} is not one of {list(TASKS)}, hover_<N>cm or "
-                          f"{DESCEND_TASK}_<N>cms") from error
+        raise ConfigError(f"task={task!r} is not one of {list(TASKS)}, hover_<N>cm "
+                          f"(0 < N < 50) or {DESCEND_TASK}_<N>cms (N > 0)") from error
     return task
 
 
@@ -138,7 +154,8 @@ def descent_duration(task: str) -> float:
     if is_descend_task(task):
         land_speed(task)  # names the valid forms in its error
         return 5.0
-    if task.startswith("hover_") and task.endswith("cm"):
+    if task.startswith("hover_"):
+        hover_height(task)  # names the valid form in its error
         return 3.0
     raise ValueError(f"task={task!r} is not one of {TASKS} (or hover_<N>cm)")
 
@@ -149,7 +166,7 @@ def start_and_target(task: str, rng: np.random.Generator) -> tuple[float, float]
     descent_duration(task)  # names the tasks in its error
     if task == "landing" or is_descend_task(task):
         return float(rng.uniform(1.0, 2.0)), 0.0
-    return 0.5, float(task[len("hover_"):-2]) / 100.0
+    return 0.5, hover_height(task)
 
 
 def descend_below_ground(z0: float, duration: float, speed: float,
@@ -529,11 +546,22 @@ def oracle_bound(rows: list[dict[str, Any]], margin: float = ORACLE_MARGIN,
     out = []
     for row in compare_by_seed([r for r in rows if not is_descend_task(r["task"])],
                                learned, "oracle"):
-        high = row["diff_ci_high"]
-        row.update(margin=margin, bound_holds=bool(high <= margin) if not math.isnan(high)
-                   else None, strictly_below=bool(high < 0) if not math.isnan(high) else None)
+        row.update(margin=margin, bound_holds=_interval_ends_within(row, margin),
+                   strictly_below=_interval_ends_within(row, 0.0, strict=True))
         out.append(row)
     return out
+
+
+def _interval_ends_within(row: dict[str, Any], bound: float, strict: bool = False) -> bool | None:
+    """Whether the upper end of a ``paired_difference`` row's 95% interval is ``<= bound``
+    (``<`` when ``strict``). Every difference zero (``seeds >= 2``, interval NaN) is the
+    interval [0, 0]; fewer than two seeds decide nothing (None)."""
+    high = row["diff_ci_high"]
+    if math.isnan(high):
+        if row["seeds"] < 2:
+            return None
+        high = row["diff_mean"]
+    return bool(high < bound) if strict else bool(high <= bound)
 
 
 def touchdown_comparison(rows: list[dict[str, Any]], first: str = "baseline",
@@ -564,8 +592,7 @@ def touchdown_comparison(rows: list[dict[str, Any]], first: str = "baseline",
         all_down = row["first_touchdowns"] == row["second_touchdowns"] == len(seeds)
         if all_down:
             row.update(paired_difference(a, b))
-            row["no_worse"] = bool(row["diff_ci_high"] <= margin * row["first_mean"]) \
-                if not math.isnan(row["diff_ci_high"]) else bool(row["diff_mean"] <= 0)
+            row["no_worse"] = _interval_ends_within(row, margin * row["first_mean"])
         else:
             row["no_worse"] = None if row["first_touchdowns"] == 0 else False
         out.append(row)
@@ -578,10 +605,12 @@ def check_claims(table: list[dict[str, Any]],
     |z error| (>= 80%; not a target of ``landing_descend``, whose reference ends below the
     ground), touchdown speed no worse (``touchdown_comparison`` of the ``episodes`` when given,
     else the maxima of the ``table``; None where the baseline never touched down: not
-    evaluable), the oracle below it, and SN against no-SN (in and out of the training
-    range)."""
+    evaluable), the oracle below it (``oracle_bound`` of the ``episodes`` when given, else
+    the means), and SN against no-SN (in and out of the training range); the error targets
+    are None for ``landing_descend`` tasks."""
     cell = {(r["task"], r["controller"]): r for r in table}
     touchdown = {r["task"]: r for r in touchdown_comparison(episodes)} if episodes else {}
+    bound = {r["task"]: r["bound_holds"] for r in oracle_bound(episodes)} if episodes else {}
     rows = []
     for task in dict.fromkeys(r["task"] for r in table):
         def err(name: str, task: str = task) -> float:
@@ -606,7 +635,9 @@ def check_claims(table: list[dict[str, Any]],
                      "neural_touchdown_speed_max": speed_n,
                      "baseline_touchdown_speed_max": speed_b,
                      "touchdown_speed_no_worse": speed_ok,
-                     "oracle_le_neural": err("oracle") <= neural,
-                     "sn_beats_nosn": neural < err("nosn"),
-                     "sn_beats_nosn_outside_range": err("neural_gen") < err("nosn_gen")})
+                     "oracle_le_neural": None if is_descend_task(task)
+                     else bound[task] if task in bound else err("oracle") <= neural,
+                     "sn_beats_nosn": None if is_descend_task(task) else neural < err("nosn"),
+                     "sn_beats_nosn_outside_range": None if is_descend_task(task)
+                     else err("neural_gen") < err("nosn_gen")})
     return rows

@@ -57,6 +57,7 @@ from raysign.lander.experiment import (
 )
 from raysign.lander.residual import NumpyResidual
 
+MASS = 1.47  # kg, the environments' default vehicle mass
 POINT_HEIGHTS = (0.0, 0.05, 0.10, 0.20, 0.50)
 CURVE_HEIGHTS = tuple(float(h) for h in np.linspace(0.0, 0.5, 51))
 HOVER_TASKS = ("hover_5cm", "hover_10cm", "hover_20cm")
@@ -112,7 +113,7 @@ def replicate_data(config: ExtrapolationConfig, replicate: int) -> dict[str, np.
 
 
 def grid_errors(residual: NumpyResidual, low: float, high: float,
-                mass: float = 1.47) -> tuple[float, float]:
+                mass: float = MASS) -> tuple[float, float]:
     """RMS and max of ``|f_hat - f_a| / m`` (m/s^2) over ``z`` in ``[low, high)`` (9 heights),
     ``v`` in ``[-0.5, 0.5]`` m/s (5) and ``T`` in ``[0.7, 1.3] m g`` (5)."""
     truth = GroundEffectModel(mass)
@@ -132,15 +133,15 @@ def run_replicate(config: ExtrapolationConfig, replicate: int, spectral: bool,
     net, report = fit_residual(data, lander, config.gamma if spectral else None)
     residual = net.to_numpy()
     truth = GroundEffectModel()
-    hover = 1.47 * GRAVITY
+    hover = MASS * GRAVITY
     row: dict[str, Any] = {"replicate": replicate, "network": "sn" if spectral else "nosn",
                            "samples": report["samples"], "final_loss": report["final_loss"],
                            "lipschitz_product": report["lipschitz_product"]}
     for h in POINT_HEIGHTS:
         row[f"residual_err_{round(h * 100)}cm"] = abs(residual(h, 0.0, hover)
-                                                      - truth(h, 0.0, hover)) / 1.47
+                                                      - truth(h, 0.0, hover)) / MASS
     # The learned residual against height at hover thrust and rest (m/s^2), for the figure.
-    row["curve"] = [residual(h, 0.0, hover) / 1.47 for h in CURVE_HEIGHTS]
+    row["curve"] = [residual(h, 0.0, hover) / MASS for h in CURVE_HEIGHTS]
     row["grid_rms_outside"], row["grid_max_outside"] = grid_errors(residual, 0.0,
                                                                    config.min_height)
     row["grid_rms_inside"], row["grid_max_inside"] = grid_errors(residual, config.min_height,
@@ -181,7 +182,7 @@ def summarise_extrapolation(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def plot_extrapolation(rows: list[dict[str, Any]], min_height: float, path: str,
-                       mass: float = 1.47) -> None:
+                       mass: float = MASS) -> None:
     """Left: every replicate's learned residual ``f_hat / m`` against height (hover thrust,
     rest; the rows' ``curve``), SN and no SN, with the true ground effect and the training
     range shaded. Right: the hover error of the two networks of each replicate at 5 and 10 cm
@@ -210,10 +211,12 @@ def plot_extrapolation(rows: list[dict[str, Any]], min_height: float, path: str,
         left.axvline(h, color="0.5", ls=":", lw=0.8)
     left.set_xlabel("height z (cm)")
     left.set_ylabel("residual f_a / m at hover thrust, v = 0 (m/s^2)")
-    left.set_ylim(-1.0, 3.0)
+    every = np.array([r["curve"] for r in rows if "curve" in r] or [[0.0]])
+    left.set_ylim(min(-0.5, every.min() - 0.2), max(2.0, every.max() + 0.2))
     left.legend(fontsize=7, loc="upper right")
     by = {(r["network"], r["replicate"]): r for r in rows}
-    replicates = sorted({r["replicate"] for r in rows})
+    replicates = sorted(k for k in {r["replicate"] for r in rows}
+                        if ("sn", k) in by and ("nosn", k) in by)
     top = 0.0
     for task, marker in (("hover_5cm", "o"), ("hover_10cm", "s")):
         sn = np.array([by[("sn", k)][f"{task}_error"] for k in replicates]) * 100
