@@ -93,6 +93,14 @@ NETWORKS = {  # controller -> (spectrally normalised?, restricted to the general
 }
 
 
+def check_selection(tasks: list[str], controllers: list[str]) -> None:
+    """ConfigError naming the first task or controller that does not exist."""
+    for task in tasks:
+        check_task(task)
+    for controller in controllers:
+        check_choice("controllers", controller, CONTROLLERS)
+
+
 def run_land(config: LanderConfig, tasks: list[str], controllers: list[str], *,
              threads: int = 1, results_dir: str = "runs", name: str = "lander",
              address: str | None = None, num_cpus: int | None = None) -> dict[str, Any]:
@@ -105,10 +113,7 @@ def run_land(config: LanderConfig, tasks: list[str], controllers: list[str], *,
     from raysign.lander.experiment import check_claims, plot_trajectories, summarise
     from raysign.results import RunDir
 
-    for task in tasks:
-        check_task(task)
-    for controller in controllers:
-        check_choice("controllers", controller, CONTROLLERS)
+    check_selection(tasks, controllers)
     connect(address, num_cpus)
     gpus = ray.cluster_resources().get("GPU", 0.0)
     run_dir = RunDir.create(results_dir, name)
@@ -185,10 +190,7 @@ def run(args: argparse.Namespace) -> int:
     controllers = [c for c in args.controllers.split(",") if c]
     try:  # fails before Ray starts
         config = config_from_args(LanderConfig, args)
-        for task in tasks:
-            check_task(task)
-        for controller in controllers:
-            check_choice("controllers", controller, CONTROLLERS)
+        check_selection(tasks, controllers)
     except ConfigError as err:
         raise SystemExit(f"raysign land: invalid configuration: {err}") from None
     run_land(config, tasks, controllers, threads=args.threads, results_dir=args.results_dir,

@@ -40,10 +40,14 @@ def test_train_rejects_bad_configuration_before_starting_ray():
     assert "Started a local Ray" not in result.stderr
 
 
-@pytest.mark.parametrize("option, message", [(["--k", "0"], "n_topics=0"),
-                                             (["--heldout", "1.5"], "heldout=1.5")])
-def test_topics_rejects_bad_configuration_before_reading_the_corpus(option, message):
-    result = subprocess.run([sys.executable, "-m", "raysign.cli", "topics", *option],
+@pytest.mark.parametrize("command, message", [
+    (["topics", "--k", "0"], "n_topics=0"),
+    (["topics", "--heldout", "1.5"], "heldout=1.5"),
+    (["land", "--gamma", "-1"], "gamma=-1.0"),
+    (["land", "--tasks", "landing,takeoff"], "task='takeoff'"),
+])
+def test_command_rejects_bad_configuration_in_one_line_before_starting_ray(command, message):
+    result = subprocess.run([sys.executable, "-m", "raysign.cli", *command],
                             capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert result.returncode != 0
     assert message in result.stderr and "Traceback" not in result.stderr

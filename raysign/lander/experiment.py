@@ -522,17 +522,23 @@ def compare_by_seed(rows: list[dict[str, Any]], first: str, second: str,
     """Per task, ``paired_difference`` of ``metric`` between the controllers ``first`` and
     ``second`` over the seeds both ran (the same seed gives both the same start and noise)."""
     out = []
-    for task in dict.fromkeys(r["task"] for r in rows):
-        value = {(r["controller"], r["seed"]): r[metric] for r in rows if r["task"] == task}
-        seeds = sorted(s for c, s in value if c == first and (second, s) in value)
-        if not seeds:
-            continue
-        a = np.array([value[(first, s)] for s in seeds])
-        b = np.array([value[(second, s)] for s in seeds])
+    for task, seeds, a, b in _paired_by_seed(rows, first, second, metric):
         out.append({"task": task, "first": first, "second": second, "metric": metric,
                     "seeds": len(seeds), "first_mean": float(a.mean()),
                     "second_mean": float(b.mean()), **paired_difference(a, b)})
     return out
+
+
+def _paired_by_seed(rows: list[dict[str, Any]], first: str, second: str, metric: str):
+    """Per task (in order of appearance): the seeds both controllers ran and their ``metric``
+    values on those seeds, ``(task, seeds, a, b)`` with float arrays ``a``, ``b`` of shape
+    (seeds,); tasks without a common seed are left out."""
+    for task in dict.fromkeys(r["task"] for r in rows):
+        value = {(r["controller"], r["seed"]): r[metric] for r in rows if r["task"] == task}
+        seeds = sorted(s for c, s in value if c == first and (second, s) in value)
+        if seeds:
+            yield (task, seeds, np.array([value[(first, s)] for s in seeds], dtype=float),
+                   np.array([value[(second, s)] for s in seeds], dtype=float))
 
 
 def oracle_bound(rows: list[dict[str, Any]], margin: float = ORACLE_MARGIN,
@@ -575,14 +581,8 @@ def touchdown_comparison(rows: list[dict[str, Any]], first: str = "baseline",
     ``first`` never touched down get ``no_worse = None`` (not evaluable); other tasks where
     some episode did not touch down get ``False``; the hover tasks are left out."""
     out = []
-    for task in dict.fromkeys(r["task"] for r in rows if r["task"].startswith("landing")):
-        speed = {(r["controller"], r["seed"]): r["touchdown_speed"] for r in rows
-                 if r["task"] == task and r["controller"] in (first, second)}
-        seeds = sorted(s for c, s in speed if c == first and (second, s) in speed)
-        if not seeds:
-            continue
-        a = np.array([speed[(first, s)] for s in seeds])
-        b = np.array([speed[(second, s)] for s in seeds])
+    landings = [r for r in rows if r["task"].startswith("landing")]
+    for task, seeds, a, b in _paired_by_seed(landings, first, second, "touchdown_speed"):
         row = {"task": task, "first": first, "second": second, "seeds": len(seeds),
                "first_touchdowns": int(np.sum(~np.isnan(a))),
                "second_touchdowns": int(np.sum(~np.isnan(b))),
