@@ -10,10 +10,10 @@ import ray
 
 # Ray returns objects up to this size inline in the reply of the call that made them, and
 # sends arguments up to it inline with the call, instead of through the object store (Ray's
-# default is 100 KiB). The direct transport (``actors.vote.DirectVoteActor``) relies on it so
-# that a packed message (d / 8 bytes per vote shard: 1.4 MB for ResNet-18 at S = 1) goes
-# straight from worker to vote actor. A cluster started with ``ray start`` takes it from the
-# environment of every node: ``RAY_max_direct_call_object_size=8388608 ray start ...``.
+# default is 100 KiB). The direct transport (``raysign.actors.vote.DirectVoteActor``) relies
+# on it so that a packed message (d / 8 bytes per vote shard: 1.4 MB for ResNet-18 at S = 1)
+# goes straight from worker to vote actor. A cluster started with ``ray start`` takes it from
+# the environment of every node: ``RAY_max_direct_call_object_size=8388608 ray start ...``.
 DIRECT_CALL_BYTES = 8 * 2**20
 DIRECT_CALL_ENV = {"RAY_max_direct_call_object_size": str(DIRECT_CALL_BYTES)}
 

@@ -5,14 +5,16 @@ every worker holds a synthetic gradient of the model's size d, and one round is
 
 1. compress: pack ``sign(g_i)`` at one bit per parameter into S messages (``raysign.wire``),
    one per vote shard (or copy the fp32 values, for the parameter server);
-2. gather: Ray moves message (i, s) to vote actor s (``actors.vote.VoteActor``), on its node;
+2. gather: Ray moves message (i, s) to vote actor s (``raysign.actors.vote.VoteActor``),
+   on its node;
 3. vote: majority vote of the M packed slices (or the fp32 mean);
 4. broadcast: every worker fetches the S results;
 5. decompress: unpack the voted signs into the worker's fp32 update buffer.
 
 ``CommWorker`` is the worker side of 1 and 5, with the same timestamps as
-``actors.worker.SignWorker`` so that ``actors.trainer.round_stage_times`` splits a round into
-the five stages. ``GlooWorker`` is the baseline a user would pick instead: PyTorch's
+``raysign.actors.worker.SignWorker`` so that ``raysign.actors.trainer.round_stage_times``
+splits a round into the five stages. ``GlooWorker`` is the baseline a user would pick
+instead: PyTorch's
 ``torch.distributed`` all-reduce over gloo between the same actors (each on its node's own
 address), on DDP's 25 MB buckets, and a real DDP training step.
 
@@ -39,9 +41,9 @@ import ray
 import torch
 from ray.util.placement_group import PlacementGroup
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+from raysign.actors.trainer import round_stage_times
+from raysign.actors.vote import DirectVoteActor, VoteActor, receive_votes, submit_shards
 
-from actors.trainer import round_stage_times
-from actors.vote import DirectVoteActor, VoteActor, receive_votes, submit_shards
 from raysign import wire
 from raysign.signs import pack_signs, shard_bounds, unpack_signs
 
@@ -121,7 +123,7 @@ class CommWorker:
     def exchange(self, step: int, votes: list[Any], senders: tuple[int, ...],
                  timeout: float) -> tuple[dict, list[dict], dict]:
         """Steps 1-5 with the direct transport, pipelined over the shards as in
-        ``actors.worker.SignWorker.exchange``: message s goes to vote actor s as soon as it
+        ``raysign.actors.worker.SignWorker.exchange``: message s goes to vote actor s as soon as it
         is packed; each voted message is unpacked as soon as it arrives."""
         t_start = time.time()
         out, calls = submit_shards(step, self.rank, votes,
@@ -285,7 +287,7 @@ class GlooWorker:
                   batch_size: int, steps: int, lr: float = 0.01) -> list[float]:
         """``steps`` DDP training steps (forward, backward with bucketed all-reduce, SGD with
         momentum) on this rank's batches; seconds per step, each after a barrier."""
-        from raysign.models import build_model
+        from raysign.signsgd.models import build_model
 
         torch.manual_seed(0)
         model = torch.nn.parallel.DistributedDataParallel(build_model(model_name))

@@ -2,15 +2,15 @@
 
     raysign crowd aggregate                         # MV, WMV, one-coin, DS on bluebirds/RTE/TEMP
     raysign crowd train --redundancy 1 --quality 0.2 --methods mv,ds,mbem,oracle --seeds 3
-    raysign crowd budget [--quick]                  # the crowd_budget sweep, table and figure
-    raysign crowd report runs/sweeps/crowd_budget/<timestamp>/results.csv
+    raysign crowd budget [--quick]                  # the crowd sweep, table and figure
+    raysign crowd report runs/sweeps/crowd/<timestamp>/results.csv
 
 ``train`` runs one Ray task (one CPU, one GPU when the cluster has them) per (method, seed) of
 ``raysign.crowd.experiment`` (Khetan, Lipton & Anandkumar, ICLR 2018, sec. 5). Results land in
 ``runs/<name>/<timestamp>/``: ``config.json``, ``metrics.jsonl`` (one record per trial),
 ``summary.csv`` (mean and standard deviation of test accuracy per method) and
 ``test_accuracy.png``; ``aggregate`` writes ``accuracy.csv``; ``budget`` runs
-``tune_configs/crowd_budget.py`` and writes ``budget_table.csv`` and ``accuracy_vs_redundancy.png``
+``tune_configs/crowd.py`` and writes ``budget_table.csv`` and ``accuracy_vs_redundancy.png``
 beside the sweep's ``results.csv`` (``report`` redoes that for an existing sweep).
 """
 
@@ -63,7 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     budget.add_argument("--address", default=None, help="Ray cluster address")
     budget.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local instance")
     report = modes.add_parser("report", help="table and figure of a finished budget sweep")
-    report.add_argument("results_csv", help="results.csv written by the crowd_budget sweep")
+    report.add_argument("results_csv", help="results.csv written by the crowd sweep")
     train = modes.add_parser("train", help="train on simulated crowd labels (Ray tasks)")
     add_config_arguments(train, CrowdConfig, _HELP)
     train.add_argument("--methods", default="mv,ds,mbem,oracle",
@@ -136,9 +136,9 @@ def compare(base: CrowdConfig, methods: list[str], seeds: int, *, threads: int =
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import ray
+    from raysign.actors.cluster import connect
     from tqdm import tqdm
 
-    from actors.cluster import connect
     from raysign.results import RunDir
 
     connect(address, num_cpus)
@@ -195,9 +195,9 @@ def run(args: argparse.Namespace) -> int:
         budget_report(args.results_csv)
         return 0
     if args.mode == "budget":
-        from actors.sweep import run_sweep
+        from raysign.actors.sweep import run_sweep
 
-        summary = run_sweep("crowd_budget", quick=args.quick, results_root=args.results_dir,
+        summary = run_sweep("crowd", quick=args.quick, results_root=args.results_dir,
                             address=args.address, num_cpus=args.num_cpus)
         budget_report(str(Path(summary["run_dir"]) / "results.csv"))
         return 1 if summary["errors"] else 0

@@ -16,9 +16,9 @@ from typing import Any
 
 import ray
 from ray import tune
+from raysign.actors.cluster import connect
 
-import tune_configs
-from actors.cluster import connect
+from raysign import tune_configs
 from raysign.results import RunDir
 
 REQUIRED = ("DESCRIPTION", "METRIC", "MODE", "param_space", "trainable", "trial_resources")
@@ -29,10 +29,10 @@ def available_sweeps() -> list[str]:
 
 
 def load_sweep(name: str) -> ModuleType:
-    """The sweep module ``tune_configs.<name>``, checked to define the sweep protocol."""
+    """The sweep module ``raysign.tune_configs.<name>``, checked to define the sweep protocol."""
     if name not in available_sweeps():
         raise ValueError(f"sweep={name!r} is not one of {available_sweeps()}")
-    module = importlib.import_module(f"tune_configs.{name}")
+    module = importlib.import_module(f"raysign.tune_configs.{name}")
     missing = [attr for attr in REQUIRED if not hasattr(module, attr)]
     if missing:
         raise TypeError(f"tune_configs/{name}.py lacks {missing}")

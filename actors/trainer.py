@@ -33,22 +33,22 @@ from typing import Any
 import numpy as np
 import ray
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+from raysign.actors.byzantine import ByzantineWorker
+from raysign.actors.cluster import ActorResources, worker_resources
+from raysign.actors.vote import DirectVoteActor, VoteActor
+from raysign.actors.worker import SignWorker
 
-from actors.byzantine import ByzantineWorker
-from actors.cluster import ActorResources, worker_resources
-from actors.vote import DirectVoteActor, VoteActor
-from actors.worker import SignWorker
 from raysign import wire
-from raysign.attacks import OMNISCIENT_ATTACKS
-from raysign.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from raysign.config import to_dict
 from raysign.data import load_images
-from raysign.models import build_model, num_parameters
 from raysign.results import RunDir, read_jsonl
 from raysign.signs import shard_bounds
-from raysign.signsgd import TrainConfig
+from raysign.signsgd.attacks import OMNISCIENT_ATTACKS
+from raysign.signsgd.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from raysign.signsgd.config import SignSGDConfig
+from raysign.signsgd.models import build_model, num_parameters
+from raysign.signsgd.report import STAGES, write_figures
 
-STAGES = ("compress", "gather", "vote", "broadcast", "decompress")
 VOTE_CPUS = 0.1
 MAX_RESTARTS = 3
 ROUND_ATTEMPTS = 4
@@ -94,9 +94,9 @@ def round_stage_times(worker_stats: list[dict], vote_stats: list[dict],
 
 
 class SignSGDTrainer:
-    """Runs one ``TrainConfig`` on the connected Ray cluster."""
+    """Runs one ``SignSGDConfig`` on the connected Ray cluster."""
 
-    def __init__(self, config: TrainConfig, run_dir: RunDir | None = None,
+    def __init__(self, config: SignSGDConfig, run_dir: RunDir | None = None,
                  progress: bool = True, worker_options: ActorResources | None = None):
         self.config = config
         self.worker_options = worker_options
@@ -148,7 +148,7 @@ class SignSGDTrainer:
     RESHAPING_FIELDS = ("num_workers", "vote_shards", "model", "dataset", "data_dir",
                         "train_subset", "test_subset", "transport")
 
-    def reconfigure(self, config: TrainConfig, run_dir: RunDir | None = None) -> None:
+    def reconfigure(self, config: SignSGDConfig, run_dir: RunDir | None = None) -> None:
         """Run another configuration on the actors already started (a benchmark grid): every
         worker gets a fresh replica, every vote actor the new payload kind and aggregator, as if
         started anew but without new processes. The model, data set, worker count and vote
@@ -480,35 +480,3 @@ def _spread_strategy(num_workers: int, worker_options: dict[str, float]):
     ray.get(group.ready())
     return lambda i: PlacementGroupSchedulingStrategy(
         placement_group=group, placement_group_bundle_index=i % num_workers), group
-
-
-def write_figures(run_dir: RunDir, records: list[dict], curve: list[tuple[int, float]],
-                  title: str) -> None:
-    """accuracy.png (test accuracy against steps) and time_split.png (the five stages)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    if curve:
-        steps, acc = zip(*curve, strict=True)
-        ax.plot(steps, acc, marker="o")
-    ax.set(xlabel="step", ylabel="test accuracy", title=title)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(run_dir.file("accuracy.png"), dpi=120)
-    plt.close(fig)
-
-    steady = records[min(2, len(records) - 1):]
-    means = [1e3 * float(np.mean([r[k] for r in steady])) for k in STAGES]
-    fig, ax = plt.subplots(figsize=(4, 5))
-    bottom = 0.0
-    for stage, ms in zip(STAGES, means, strict=True):
-        ax.bar(["per step"], [ms], bottom=bottom, label=f"{stage} ({ms:.1f} ms)")
-        bottom += ms
-    ax.set(ylabel="milliseconds per step", title="communication time split")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(run_dir.file("time_split.png"), dpi=120)
-    plt.close(fig)

@@ -7,7 +7,7 @@ vote shards). Each round (Algorithm 1 of Bernstein et al., ICLR 2019, server sid
    type, kind, step, shard, length; fp32 bodies must be finite); a bad payload or a worker
    that abstains (non-finite gradient) is counted and logged, never crashes the round;
 2. majority vote of the valid packed signs on the packed words (``raysign.signs``), or an
-   fp32 aggregator of ``raysign.aggregators`` (mean, median, trimmed mean, Krum, Multi-Krum,
+   fp32 aggregator of ``raysign.signsgd.aggregators`` (mean, median, trimmed mean, Krum, Multi-Krum,
    centered clipping) over the valid fp32 messages;
 3. return one message with the result, which every worker fetches.
 
@@ -142,7 +142,7 @@ class DirectVoteActor(VoteActor):
     straight to this actor (``submit``) and gets the voted message back as that call's return
     value, so the driver only starts the round and no payload goes through it or through the
     object store's location lookups. With Ray's ``max_direct_call_object_size`` above the
-    message size (``actors.cluster.DIRECT_CALL_BYTES``) both ways travel inline in the gRPC
+    message size (``raysign.actors.cluster.DIRECT_CALL_BYTES``) both ways travel inline in the gRPC
     call; below it Ray moves them through the object store of the sender's node.
 
     The vote runs when every expected sender's message is in, or after ``timeout`` seconds over

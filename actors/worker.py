@@ -1,6 +1,6 @@
 """``SignWorker``: one data-parallel worker of distributed signSGD, as a Ray actor.
 
-Each round it computes its gradient and momentum (``raysign.signsgd.Replica``), packs
+Each round it computes its gradient and momentum (``raysign.signsgd.replica.Replica``), packs
 ``sign(m)`` at one bit per parameter into one message per vote shard, and returns those
 messages as separate Ray objects, so each vote actor fetches only its own slice. Then it
 receives the S voted messages, validates them, unpacks and applies the update. Timestamps of
@@ -17,13 +17,14 @@ from typing import Any
 import numpy as np
 import ray
 import torch
+from raysign.actors.vote import receive_votes, submit_shards
 
-from actors.vote import receive_votes, submit_shards
 from raysign import wire
-from raysign.attacks import OMNISCIENT_ATTACKS, make_crafted_attack
 from raysign.data import shard_indices
 from raysign.signs import gradient_density, pack_signs, unpack_signs
-from raysign.signsgd import Replica, TrainConfig
+from raysign.signsgd.attacks import OMNISCIENT_ATTACKS, make_crafted_attack
+from raysign.signsgd.config import SignSGDConfig
+from raysign.signsgd.replica import Replica
 
 
 def _device() -> str:
@@ -35,7 +36,7 @@ class SignWorker:
 
     byzantine = False
 
-    def __init__(self, config: TrainConfig, rank: int, images: np.ndarray, labels: np.ndarray,
+    def __init__(self, config: SignSGDConfig, rank: int, images: np.ndarray, labels: np.ndarray,
                  bounds: list[tuple[int, int]]):
         cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
         torch.set_num_threads(max(1, int(cpus)))
@@ -44,7 +45,7 @@ class SignWorker:
         self._data = (images, labels)  # zero-copy views of the object store, kept for reset
         self.reset(config, self.byzantine)
 
-    def reset(self, config: TrainConfig, byzantine: bool) -> None:
+    def reset(self, config: SignSGDConfig, byzantine: bool) -> None:
         """Start a fresh replica for another configuration of the same shape (same model,
         data set, worker count and vote shards) in this process: a benchmark grid reuses its
         actors instead of starting new processes for every cell."""
@@ -98,7 +99,7 @@ class SignWorker:
 
     def exchange(self, step: int, votes: list[Any], senders: tuple[int, ...], timeout: float,
                  with_density: bool = False) -> tuple[dict, list[dict], dict]:
-        """One round with the direct transport (``actors.vote.DirectVoteActor``), pipelined
+        """One round with the direct transport (``raysign.actors.vote.DirectVoteActor``), pipelined
         over the S shards: message s goes to vote actor s as soon as it is packed, and each
         voted message (the call's return value) is applied as soon as it arrives, while the
         others are still on the wire. Returns this worker's compute, vote and apply stats.
@@ -133,7 +134,7 @@ class SignWorker:
     def craft(self, step: int, *honest: np.ndarray) -> tuple[Any, ...]:
         """An omniscient adversary's messages (after ``compute`` of the same step): sees the
         honest workers' S messages each (``honest`` = [worker0 shard0, worker0 shard1, ...])
-        and crafts its own per shard (``raysign.attacks.make_crafted_attack``)."""
+        and crafts its own per shard (``raysign.signsgd.attacks.make_crafted_attack``)."""
         s = len(self.bounds)
         out = []
         for shard, (start, stop) in enumerate(self.bounds):

@@ -22,11 +22,11 @@ import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from raysign.actors.cluster import connect  # noqa: E402
+from raysign.actors.trainer import SignSGDTrainer  # noqa: E402
 
-from actors.cluster import connect  # noqa: E402
-from actors.trainer import SignSGDTrainer  # noqa: E402
 from raysign.results import RunDir  # noqa: E402
-from raysign.signsgd import TrainConfig  # noqa: E402
+from raysign.signsgd.config import SignSGDConfig  # noqa: E402
 
 LR = {"vote": 1e-3, "mean": 1.0}
 PLAN = (
@@ -55,7 +55,7 @@ def main() -> int:
     rows = []
     plan = [p for p in PLAN if args.plan == "full" or p in SHORT]
     for aggregator, attack, adversaries in plan:
-        config = TrainConfig(aggregator=aggregator, attack=attack, num_byzantine=adversaries,
+        config = SignSGDConfig(aggregator=aggregator, attack=attack, num_byzantine=adversaries,
                              lr=LR[aggregator], epochs=args.epochs, seed=args.seed,
                              num_workers=args.num_workers, results_dir=str(out.path),
                              name=f"{aggregator}-{attack}-{adversaries}")

@@ -18,7 +18,7 @@ own address, with token authentication on (``RAY_AUTH_MODE=token``) and a fresh 
 ``/tmp/raysign-netns/auth_token`` that every node and driver reads through
 ``RAY_AUTH_TOKEN_PATH``. A driver must run inside a namespace to reach those addresses::
 
-    python scripts/netns_cluster.py exec -- python scripts/bench_step.py --attach ...
+    python scripts/netns_cluster.py exec -- python scripts/bench_signsgd_step.py --attach ...
 
 ``down`` stops the Ray processes of each namespace by their ids (``ip netns pids``; never
 ``ray stop``, which would kill every Ray process on the machine, since the process ids are
@@ -48,7 +48,7 @@ BRIDGE_NS = "rsbr"
 BRIDGE = "rsbr0"
 SUBNET = "10.77.0"
 RAY_PORT = 6379
-# = actors.cluster.DIRECT_CALL_BYTES (this script imports only the standard library)
+# = raysign.actors.cluster.DIRECT_CALL_BYTES (this script imports only the standard library)
 DIRECT_CALL_BYTES = 8 * 2**20
 _RATE = re.compile(r"^\d+(\.\d+)?(bit|kbit|mbit|gbit)$")
 _DELAY = re.compile(r"^\d+(\.\d+)?(us|ms|s)$")
@@ -74,7 +74,8 @@ class ClusterState:
     ray_started: list[str] = field(default_factory=list)
     delay_applied: bool = False
     # Ray's max_direct_call_object_size on every node and driver (0: Ray's default, 100 KiB);
-    # the default matches actors.cluster.DIRECT_CALL_BYTES, which the direct transport needs.
+    # the default matches raysign.actors.cluster.DIRECT_CALL_BYTES, which the direct transport
+    # needs.
     direct_call_bytes: int = DIRECT_CALL_BYTES
     token_path: str = str(STATE_DIR / "auth_token")
     address: str = f"{SUBNET}.1:{RAY_PORT}"

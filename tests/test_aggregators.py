@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from raysign.aggregators import (
+from raysign.signsgd.aggregators import (
     AGGREGATORS,
     SLICEWISE,
     CenteredClipping,

@@ -17,7 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import norm
 
-from raysign.attacks import (
+from raysign.signs import majority_vote, pack_signs, unpack_signs
+from raysign.signsgd.attacks import (
     ALL_ATTACKS,
     ATTACKS,
     OMNISCIENT_ATTACKS,
@@ -29,7 +30,6 @@ from raysign.attacks import (
     random_attack,
     scaled_negate_attack,
 )
-from raysign.signs import majority_vote, pack_signs, unpack_signs
 
 
 def honest_messages(seed: int, h: int, d: int) -> np.ndarray:

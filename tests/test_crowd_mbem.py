@@ -1,5 +1,5 @@
 """MBEM pieces against their definitions (Khetan et al., ICLR 2018, Algorithm 1), and the
-`raysign crowd` job / crowd_budget sweep end to end on tiny settings."""
+`raysign crowd` job / crowd sweep end to end on tiny settings."""
 
 from __future__ import annotations
 
@@ -113,8 +113,8 @@ def test_budget_table_finds_best_redundancy_per_method():
 
 @pytest.mark.slow
 def test_crowd_job_and_budget_sweep_write_tables_and_figures(ray_session, data_dir, tmp_path):
-    from actors.crowd_job import budget_report, compare
-    from actors.sweep import run_sweep
+    from raysign.actors.crowd_job import budget_report, compare
+    from raysign.actors.sweep import run_sweep
 
     base = CrowdConfig(budget=300, redundancy=1, n_workers=10, quality=0.5, epochs=1,
                        hidden=16, rounds=1, test_size=500, data_dir=str(data_dir))
@@ -123,11 +123,11 @@ def test_crowd_job_and_budget_sweep_write_tables_and_figures(ray_session, data_d
     for name in ("config.json", "metrics.jsonl", "summary.csv", "test_accuracy.png"):
         assert list((tmp_path / "crowd").glob(f"*/{name}")), name
     assert all(0.0 <= r["test_accuracy"] <= 1.0 for r in out["results"])
-    summary = run_sweep("crowd_budget", quick=True, results_root=tmp_path)
+    summary = run_sweep("crowd", quick=True, results_root=tmp_path)
     assert not summary["errors"] and summary["num_trials"] == 4
     report = budget_report(summary["run_dir"] + "/results.csv")
     assert sorted(report["table"]["redundancy"].unique()) == [1, 3]
-    assert (tmp_path / "sweeps" / "crowd_budget").exists()
+    assert (tmp_path / "sweeps" / "crowd").exists()
 
 
 def test_crowd_command_rejects_bad_config_before_ray_and_aggregates_real_sets(tmp_path,

@@ -13,16 +13,17 @@ import numpy as np
 import pytest
 import ray
 import torch
+from raysign.actors.trainer import SignSGDTrainer
+from raysign.actors.vote import VoteActor
 
-from actors.trainer import SignSGDTrainer
-from actors.vote import VoteActor
 from raysign import wire
-from raysign.attacks import OMNISCIENT_ATTACKS, make_crafted_attack
 from raysign.config import ConfigError
 from raysign.data import load_images, shard_indices
 from raysign.results import RunDir, read_jsonl
 from raysign.signs import pack_signs, shard_bounds
-from raysign.signsgd import Replica, TrainConfig
+from raysign.signsgd.attacks import OMNISCIENT_ATTACKS, make_crafted_attack
+from raysign.signsgd.config import SignSGDConfig
+from raysign.signsgd.replica import Replica
 
 pytestmark = pytest.mark.ray
 
@@ -30,9 +31,9 @@ TINY = dict(dataset="mnist", model="mlp", train_subset=1400, test_subset=500, ba
             lr=0.002, checksum_every=3)
 
 
-def tiny_config(tmp_path, **overrides) -> TrainConfig:
+def tiny_config(tmp_path, **overrides) -> SignSGDConfig:
     fields = TINY | overrides
-    return TrainConfig(results_dir=str(tmp_path), **fields)
+    return SignSGDConfig(results_dir=str(tmp_path), **fields)
 
 
 def numpy_vote(messages: list[torch.Tensor]) -> np.ndarray:
@@ -41,7 +42,7 @@ def numpy_vote(messages: list[torch.Tensor]) -> np.ndarray:
     return np.where(signs.sum(0) < 0, -1.0, 1.0)
 
 
-def simulate(config: TrainConfig, steps: int) -> np.ndarray:
+def simulate(config: SignSGDConfig, steps: int) -> np.ndarray:
     """Algorithm 1 in one process; returns the first honest replica's parameters."""
     train, _ = load_images(config.dataset, config.data_dir)
     images, labels = train.images[: config.train_subset], train.labels[: config.train_subset]
@@ -76,7 +77,7 @@ def simulate(config: TrainConfig, steps: int) -> np.ndarray:
     return replicas[0].flat.numpy().copy()
 
 
-def run_trainer(config: TrainConfig) -> tuple[SignSGDTrainer, object]:
+def run_trainer(config: SignSGDConfig) -> tuple[SignSGDTrainer, object]:
     trainer = SignSGDTrainer(config, progress=False)
     try:
         summary = trainer.run()
@@ -177,9 +178,9 @@ def test_vote_actor_counts_bad_payloads_as_abstentions(ray_session):
     (dict(momentum=1.0), "momentum"),
 ])
 def test_invalid_configuration_fails_before_ray_naming_the_field(overrides, field):
-    fields = dataclasses.asdict(TrainConfig()) | {"num_workers": 7} | overrides
+    fields = dataclasses.asdict(SignSGDConfig()) | {"num_workers": 7} | overrides
     with pytest.raises(ConfigError, match=field):
-        TrainConfig(**fields)
+        SignSGDConfig(**fields)
 
 
 def test_shard_bounds_used_by_the_trainer_cover_resnet18():
@@ -189,7 +190,7 @@ def test_shard_bounds_used_by_the_trainer_cover_resnet18():
 
 
 def test_resnet50_has_torchvision_resnet50_parameters_with_a_small_image_stem():
-    from raysign.models import build_model, num_parameters
+    from raysign.signsgd.models import build_model, num_parameters
 
     # torchvision's ResNet-50: 25,557,032 parameters with a 7x7x3 stem and 1000 classes;
     # ours has a 3x3x1 stem and 10 classes, everything else is the same.

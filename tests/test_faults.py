@@ -7,21 +7,22 @@ import numpy as np
 import pytest
 import ray
 import torch
+from raysign.actors.trainer import SignSGDTrainer
 
-from actors.trainer import SignSGDTrainer
-from raysign.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from raysign.config import to_dict
 from raysign.results import read_jsonl
-from raysign.signsgd import Replica, TrainConfig
+from raysign.signsgd.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from raysign.signsgd.config import SignSGDConfig
+from raysign.signsgd.replica import Replica
 
 pytestmark = pytest.mark.ray
 
 
-def tiny(tmp_path, **overrides) -> TrainConfig:
+def tiny(tmp_path, **overrides) -> SignSGDConfig:
     fields = dict(dataset="mnist", model="mlp", train_subset=1200, test_subset=300,
                   batch_size=16, lr=0.002, num_workers=3, max_steps=6, checksum_every=2,
                   results_dir=str(tmp_path)) | overrides
-    return TrainConfig(**fields)
+    return SignSGDConfig(**fields)
 
 
 class Stop(Exception):
@@ -164,7 +165,7 @@ def test_truncated_foreign_and_mismatched_checkpoints_are_refused(tmp_path):
 @pytest.mark.parametrize("batches", [0, 1, 17, 18, 19, 36, 37, 50])
 def test_seek_puts_the_data_stream_where_consuming_that_many_batches_does(batches):
     # 300 samples / 16 per batch = 18 full batches per epoch; the tail 12 are never drawn.
-    config = TrainConfig(dataset="mnist", model="mlp", batch_size=16, num_workers=3)
+    config = SignSGDConfig(dataset="mnist", model="mlp", batch_size=16, num_workers=3)
     images = np.random.default_rng(0).random((300, 784), dtype=np.float32)
     labels = np.arange(300) % 10
     consumed = Replica(config, 2, images, labels)

@@ -13,7 +13,7 @@ from raysign.forecast.train import ForecastConfig
 @pytest.mark.slow
 @pytest.mark.ray
 def test_forecast_comparison_writes_tables_and_figures(ray_session, tmp_path):
-    from actors.forecast_job import compare
+    from raysign.actors.forecast_job import compare
 
     base = ForecastConfig(dataset="genz", input_len=8, horizon=6, num_sequences=60, epochs=1,
                           hidden_size=6, lags=2, order=2, rank=2, results_dir=str(tmp_path),
@@ -38,7 +38,7 @@ def test_forecast_comparison_writes_tables_and_figures(ray_session, tmp_path):
 @pytest.mark.slow
 @pytest.mark.ray
 def test_ttrnn_quick_sweep_reports_validation_rmse(ray_session, tmp_path):
-    from actors.sweep import run_sweep
+    from raysign.actors.sweep import run_sweep
 
     summary = run_sweep("ttrnn", quick=True, num_samples=1, results_root=tmp_path)
     assert summary["errors"] == []

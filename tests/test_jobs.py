@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from raysign.actors import sweep
 
-from actors import sweep
 from raysign import cli
 from raysign.results import read_jsonl
 

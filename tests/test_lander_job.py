@@ -14,7 +14,8 @@ from raysign.results import read_jsonl
 @pytest.mark.slow
 @pytest.mark.ray
 def test_land_collects_trains_and_evaluates_as_ray_tasks(ray_session, tmp_path):
-    from actors.lander_job import run_land
+    from raysign.actors.lander_job import run_land
+
     from raysign.lander.experiment import LanderConfig
 
     config = LanderConfig(collect_seeds=2, flights=1, duration=3.0, steps=100, width=16,
@@ -41,7 +42,7 @@ def test_land_collects_trains_and_evaluates_as_ray_tasks(ray_session, tmp_path):
 @pytest.mark.slow
 @pytest.mark.ray
 def test_lander_quick_sweep_reports_the_error_and_the_lipschitz_bound(ray_session, tmp_path):
-    from actors.sweep import run_sweep
+    from raysign.actors.sweep import run_sweep
 
     summary = run_sweep("lander", quick=True, results_root=tmp_path)
     assert summary["errors"] == [] and summary["num_trials"] == 2

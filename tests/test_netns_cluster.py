@@ -2,8 +2,9 @@
 
 Brings the cluster of ``scripts/netns_cluster.py`` up (two namespaces, a bridge, 1 Gbit/s
 token-bucket links, a Ray head and a Ray worker node with token authentication), runs a driver
-inside node 0's namespace that (a) does two communication rounds of ``actors.comm_bench`` with
-S = 2 vote shards and (b) two steps of ``SignSGDTrainer`` with S = 2, and checks that both nodes
+inside node 0's namespace that (a) does two communication rounds of
+``raysign.actors.comm_bench`` with S = 2 vote shards and (b) two steps of ``SignSGDTrainer``
+with S = 2, and checks that both nodes
 did the work and that the vote equals a numpy majority vote of the workers' gradients. Then
 ``down`` must leave no namespace and no state behind. Skipped where the machine cannot build
 the cluster (not root, or no ``ip`` / ``tc``).
@@ -33,12 +34,12 @@ DRIVER = """
 import json, sys
 sys.path.insert(0, {root!r})
 import ray
-from actors.cluster import connect
-from actors.comm_bench import VoteRound, node_of, spread_group
-from actors.trainer import SignSGDTrainer
+from raysign.actors.cluster import connect
+from raysign.actors.comm_bench import VoteRound, node_of, spread_group
+from raysign.actors.trainer import SignSGDTrainer
 from raysign import wire
 from raysign.results import RunDir
-from raysign.signsgd import TrainConfig
+from raysign.signsgd.config import SignSGDConfig
 
 connect()
 ips = sorted(n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"])
@@ -51,7 +52,7 @@ identical = bench.updates_identical()
 bench.shutdown()
 ray.util.remove_placement_group(group)
 
-config = TrainConfig(model="mlp", num_workers={nodes}, vote_shards={nodes}, max_steps=2,
+config = SignSGDConfig(model="mlp", num_workers={nodes}, vote_shards={nodes}, max_steps=2,
                      batch_size=16, train_subset=256, test_subset=100, name="netns_test",
                      transport="direct")
 trainer = SignSGDTrainer(config, RunDir({out_dir!r}), progress=False)
@@ -78,7 +79,7 @@ def _namespaces() -> set[str]:
 @pytest.mark.skipif(netns_cluster.missing_requirements() is not None,
                     reason=f"netns cluster unavailable: {netns_cluster.missing_requirements()}")
 def test_majority_vote_runs_across_two_namespace_nodes_and_down_removes_everything(tmp_path):
-    from actors.comm_bench import synthetic_gradient
+    from raysign.actors.comm_bench import synthetic_gradient
 
     out = tmp_path / "result.json"
     script = tmp_path / "driver.py"
@@ -118,8 +119,8 @@ def test_comm_round_vote_and_gloo_match_numpy_on_local_ray(ray_session):
     """The communication-round actors on a one-node Ray (no root needed): the sharded vote
     equals numpy's majority vote on every worker, and gloo all-reduce equals numpy's mean."""
     import ray
+    from raysign.actors.comm_bench import GlooGroup, VoteRound, spread_group, synthetic_gradient
 
-    from actors.comm_bench import GlooGroup, VoteRound, spread_group, synthetic_gradient
     from raysign import wire
 
     d, m = 10_007, 2

@@ -6,19 +6,19 @@ from __future__ import annotations
 
 import pytest
 import ray
+from raysign.actors.trainer import SignSGDTrainer
 
-from actors.trainer import SignSGDTrainer
 from raysign.results import read_jsonl
-from raysign.signsgd import TrainConfig
+from raysign.signsgd.config import SignSGDConfig
 
 pytestmark = pytest.mark.ray
 
 
-def tiny(tmp_path, **overrides) -> TrainConfig:
+def tiny(tmp_path, **overrides) -> SignSGDConfig:
     fields = dict(dataset="mnist", model="mlp", train_subset=1200, test_subset=300,
                   batch_size=16, lr=0.002, num_workers=4, max_steps=5, checksum_every=2,
                   results_dir=str(tmp_path)) | overrides
-    return TrainConfig(**fields)
+    return SignSGDConfig(**fields)
 
 
 def losses(summary) -> list[float]:

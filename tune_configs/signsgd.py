@@ -46,7 +46,7 @@ def _trial_cpus(cpus: float) -> float:
 
 def _worker_share(budget: float, num_workers: int) -> tuple[float, float]:
     """(CPUs per worker, CPUs per vote actor) within a trial's budget."""
-    from actors.trainer import VOTE_CPUS
+    from raysign.actors.trainer import VOTE_CPUS
 
     vote = VOTE_CPUS
     share = math.floor(1000 * (budget - 0.05 - vote * VOTE_SHARDS) / num_workers) / 1000
@@ -73,13 +73,13 @@ def max_concurrent_trials(cpus: float, gpus: float) -> int:
 
 def trainable(config: dict[str, Any]) -> None:
     import ray
+    from raysign.actors.cluster import ActorResources
+    from raysign.actors.trainer import SignSGDTrainer
 
-    from actors.cluster import ActorResources
-    from actors.trainer import SignSGDTrainer
-    from raysign.signsgd import TrainConfig
+    from raysign.signsgd.config import SignSGDConfig
 
-    fields = {k: v for k, v in config.items() if k in TrainConfig.__dataclass_fields__}
-    train_config = TrainConfig(vote_shards=VOTE_SHARDS, name="sweep-signsgd",
+    fields = {k: v for k, v in config.items() if k in SignSGDConfig.__dataclass_fields__}
+    train_config = SignSGDConfig(vote_shards=VOTE_SHARDS, name="sweep-signsgd",
                                results_dir=tune.get_context().get_trial_dir(), **fields)
     # The trial's placement group: bundle 0 is this driver, bundles 1..M the workers.
     worker_bundle = ray.util.get_current_placement_group().bundle_specs[1]

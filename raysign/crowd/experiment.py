@@ -11,7 +11,7 @@ Methods (all train the same classifier with the posterior-weighted loss of ``ray
 
 The annotations depend on (budget, redundancy, workers, quality, seed) only, so methods run
 with the same seed see the same labels. The shared ``CrowdConfig`` is built by the CLI
-(``raysign crowd``) and the sweep (``tune_configs/crowd_budget.py``) alike.
+(``raysign crowd``) and the sweep (``tune_configs/crowd.py``) alike.
 """
 
 from __future__ import annotations

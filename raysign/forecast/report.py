@@ -1,6 +1,6 @@
 """Tables and figures of forecasting comparisons: RMSE against horizon (mean and spread over
 seeds) and example rollouts, from the summaries that ``train.run_forecast`` returns; and the
-trials of a ``raysign sweep ttrnn`` read back from its Ray Tune folder (ASHA statistics)."""
+trials of a ``raysign sweep forecast`` read back from its Ray Tune folder (ASHA statistics)."""
 
 from __future__ import annotations
 

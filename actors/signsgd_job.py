@@ -1,4 +1,4 @@
-"""``raysign train`` and ``scripts/train_signsgd.py``: one distributed signSGD run.
+"""``raysign train`` and ``scripts/run_signsgd.py``: one distributed signSGD run.
 
 With no options this is the main job of the README: majority-vote Signum with 7 Ray worker
 actors on Fashion-MNIST in a local Ray session, printing test accuracy, bytes per step against
@@ -10,11 +10,12 @@ from __future__ import annotations
 import argparse
 import json
 
-from actors.cluster import connect
-from raysign.checkpoint import CheckpointError, load_checkpoint
+from raysign.actors.cluster import connect
+
 from raysign.config import ConfigError, add_config_arguments, to_dict
 from raysign.config import config_from_args as config_from_args_of
-from raysign.signsgd import TrainConfig
+from raysign.signsgd.checkpoint import CheckpointError, load_checkpoint
+from raysign.signsgd.config import SignSGDConfig
 
 _HELP = {
     "dataset": "fashion-mnist or mnist",
@@ -50,7 +51,7 @@ _HELP = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_config_arguments(parser, TrainConfig, _HELP)
+    add_config_arguments(parser, SignSGDConfig, _HELP)
     parser.add_argument("--address", default=None,
                         help="Ray cluster address (default: $RAY_ADDRESS or a local instance)")
     parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local instance")
@@ -59,12 +60,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="continue from a checkpoint.pt (or the run folder holding it)")
 
 
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    return config_from_args_of(TrainConfig, args)
+def config_from_args(args: argparse.Namespace) -> SignSGDConfig:
+    return config_from_args_of(SignSGDConfig, args)
 
 
 def run(args: argparse.Namespace) -> int:
-    from actors.trainer import SignSGDTrainer
+    from raysign.actors.trainer import SignSGDTrainer
 
     try:
         config = config_from_args(args)

@@ -2,7 +2,7 @@
 
 A checkpoint holds the configuration, the step, and every worker's replica state (parameters,
 batch-norm buffers, momentum, data position and random-generator states; see
-``raysign.signsgd.Replica.state``), so that a run killed after step k and resumed ends
+``raysign.signsgd.replica.Replica.state``), so that a run killed after step k and resumed ends
 bit-identical to one that was never interrupted. Files are written to a temporary name and
 renamed, so a crash while saving never leaves a half-written checkpoint under the real name.
 """

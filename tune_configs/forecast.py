@@ -5,8 +5,8 @@ Each trial trains one TT-LSTM with one CPU (one GPU when the cluster has as many
 concurrent trials) and reports the free-running validation RMSE after every epoch; ASHA stops
 trials whose validation error lags behind at its rungs. As many trials run at once as CPUs.
 
-    raysign sweep ttrnn            # Lorenz, 27 grid points x 2 samples, up to 30 epochs each
-    raysign sweep ttrnn --quick    # Genz, 2 tiny trials (tests, laptops)
+    raysign sweep forecast            # Lorenz, 27 grid points x 2 samples, up to 30 epochs each
+    raysign sweep forecast --quick    # Genz, 2 tiny trials (tests, laptops)
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def trainable(config: dict[str, Any]) -> None:
 
     torch.set_num_threads(1)
     fields = {k: v for k, v in config.items() if k in ForecastConfig.__dataclass_fields__}
-    forecast_config = ForecastConfig(name="sweep-ttrnn", **fields)
+    forecast_config = ForecastConfig(name="sweep-forecast", **fields)
 
     def report(record: dict[str, float]) -> None:
         tune.report({"val_rmse": record["val_rmse"], "train_mse": record["train_mse"],

@@ -9,9 +9,9 @@ sign of a single mini-batch gradient is right with good probability.
 This script trains the main job's CNN with Signum in one process (no Ray) and, at a few
 checkpoints, draws ``--samples`` mini-batch gradients to estimate the full-batch gradient's
 density, the stochastic gradients' density, and the SNR of every coordinate. Writes
-``diagnostics.csv`` and ``diagnostics.png`` to ``runs/diagnose_gradients/<timestamp>/``.
+``diagnostics.csv`` and ``diagnostics.png`` to ``runs/diagnose_signsgd_gradients/<timestamp>/``.
 
-    python scripts/diagnose_gradients.py --steps 300 --samples 32
+    python scripts/diagnose_signsgd_gradients.py --steps 300 --samples 32
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ from raysign.signs import (  # noqa: E402
     pack_signs,
     signal_to_noise,
 )
-from raysign.signsgd import Replica, TrainConfig  # noqa: E402
+from raysign.signsgd.config import SignSGDConfig  # noqa: E402
+from raysign.signsgd.replica import Replica  # noqa: E402
 
 
 def main() -> int:
@@ -47,13 +48,13 @@ def main() -> int:
     parser.add_argument("--results-dir", default="runs")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    config = TrainConfig(dataset=args.dataset, model=args.model, num_workers=1,
+    config = SignSGDConfig(dataset=args.dataset, model=args.model, num_workers=1,
                          batch_size=args.batch_size, lr=1e-3, momentum=0.9)
     from raysign.data import load_images
 
     train, _ = load_images(config.dataset, config.data_dir)
     replica = Replica(config, 0, train.images, train.labels)
-    out = RunDir.create(args.results_dir, "diagnose_gradients")
+    out = RunDir.create(args.results_dir, "diagnose_signsgd_gradients")
     at = set(np.linspace(0, args.steps, args.checkpoints).astype(int).tolist())
     rows = []
     for step in range(args.steps + 1):

@@ -9,11 +9,11 @@ For d parameters (default 25.6M, ResNet-50 size) and M voters (default 3, 7, 15,
   packed inputs for the vote - the memory-bandwidth limit.
 
 Each timing is the best of ``--repeats`` runs. Prints a table and writes
-``runs/bench_vote/<timestamp>/bench_vote.csv``; on a machine with CUDA the torch kernels are
-timed on the GPU as well.
+``runs/bench_signsgd_kernels/<timestamp>/bench_signsgd_kernels.csv``; on a machine with CUDA
+the torch kernels are timed on the GPU as well.
 
-    python scripts/bench_vote.py
-    python scripts/bench_vote.py --d 1000000 --voters 7 --repeats 3
+    python scripts/bench_signsgd_kernels.py
+    python scripts/bench_signsgd_kernels.py --d 1000000 --voters 7 --repeats 3
 """
 
 from __future__ import annotations
@@ -134,9 +134,9 @@ def main() -> int:
             record("vote", m, t_vote, float("nan"), t_copy, sum(t.numel() for t in inputs),
                    "cuda")
 
-    run = RunDir.create(args.results_dir, "bench_vote")
-    run.write_csv("bench_vote.csv", rows)
-    print(f"results: {run.file('bench_vote.csv')}")
+    run = RunDir.create(args.results_dir, "bench_signsgd_kernels")
+    run.write_csv("bench_signsgd_kernels.csv", rows)
+    print(f"results: {run.file('bench_signsgd_kernels.csv')}")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Distributed signSGD with majority vote: the configuration and one worker's computation.
+"""Distributed signSGD with majority vote: one worker's computation.
 
 Algorithm 1 of Bernstein, Zhao, Azizzadenesheli, Anandkumar, "signSGD with majority vote is
 communication efficient and fault tolerant" (ICLR 2019), for worker i of M:
@@ -17,112 +17,17 @@ the paper. ``Replica`` is steps 1, 2 and 4 for one worker, with no Ray in sight;
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from raysign.aggregators import AGGREGATORS as FP32_AGGREGATORS
-from raysign.aggregators import SLICEWISE, make_aggregator
-from raysign.attacks import ALL_ATTACKS, ATTACKS, make_attack
-from raysign.config import ConfigError, check_choice, check_path_exists, check_range
-from raysign.data import LOADERS, default_data_dir
-from raysign.models import MODELS, build_model
 from raysign.optim import momentum
 from raysign.signs import unpack_signs
-
-# "vote": majority vote of packed signs; the rest aggregate fp32 messages (raysign.aggregators).
-AGGREGATORS = ("vote", *FP32_AGGREGATORS)
-# How messages travel: "objects" - each worker returns its S messages as Ray objects and the
-# driver hands the references to the vote actors; "direct" - each worker sends message s
-# straight to vote actor s and gets the vote back as the call's return value
-# (``actors.vote.DirectVoteActor``).
-TRANSPORTS = ("objects", "direct")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """One distributed signSGD run. Every field is validated on construction."""
-
-    dataset: str = "fashion-mnist"
-    data_dir: str = ""
-    model: str = "cnn"
-    num_workers: int = 7
-    aggregator: str = "vote"
-    vote_shards: int = 1
-    transport: str = "objects"
-    lr: float = 1e-3
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    batch_size: int = 32
-    epochs: float = 2.0
-    max_steps: int = 0
-    num_byzantine: int = 0
-    attack: str = "negate"
-    attack_scale: float = 10.0
-    clip_tau: float = 10.0
-    seed: int = 0
-    eval_every: int = 0
-    checksum_every: int = 25
-    checkpoint_every: int = 0
-    train_subset: int = 0
-    test_subset: int = 0
-    results_dir: str = "runs"
-    name: str = "signsgd"
-
-    def __post_init__(self) -> None:
-        check_choice("dataset", self.dataset, LOADERS)
-        if not self.data_dir:
-            object.__setattr__(self, "data_dir", str(default_data_dir()))
-        check_path_exists("data_dir", self.data_dir,
-                          "the folder with mnist/ and fashion-mnist/, see shared/data/README.md")
-        check_choice("model", self.model, MODELS)
-        check_range("num_workers", self.num_workers, 1, 1024)
-        check_choice("aggregator", self.aggregator, AGGREGATORS)
-        check_range("vote_shards", self.vote_shards, 1, 1024)
-        check_choice("transport", self.transport, TRANSPORTS)
-        check_range("lr", self.lr, 0, None, low_open=True)
-        check_range("momentum", self.momentum, 0, 1, high_open=True)
-        check_range("weight_decay", self.weight_decay, 0, None)
-        check_range("batch_size", self.batch_size, 1, None)
-        check_range("epochs", self.epochs, 0, None, low_open=True)
-        check_range("max_steps", self.max_steps, 0, None)
-        # Majority vote tolerates any fraction of adversaries below one half.
-        check_range("num_byzantine", self.num_byzantine, 0, self.num_workers / 2, high_open=True)
-        check_choice("attack", self.attack, ALL_ATTACKS)
-        check_range("attack_scale", self.attack_scale, 0, None, low_open=True)
-        check_range("clip_tau", self.clip_tau, 0, None, low_open=True)
-        if self.aggregator not in ("vote", *SLICEWISE) and self.vote_shards != 1:
-            raise ConfigError(f"vote_shards={self.vote_shards} but aggregator="
-                              f"{self.aggregator!r} needs the whole vector: use vote_shards=1 "
-                              f"(slice-wise aggregators: {['vote', *SLICEWISE]})")
-        if self.aggregator != "vote":
-            try:
-                self.make_aggregator()
-            except ValueError as err:
-                raise ConfigError(f"num_byzantine={self.num_byzantine} with aggregator="
-                                  f"{self.aggregator!r}: {err}") from None
-        check_range("eval_every", self.eval_every, 0, None)
-        check_range("checksum_every", self.checksum_every, 1, None)
-        check_range("checkpoint_every", self.checkpoint_every, 0, None)
-        check_range("train_subset", self.train_subset, 0, None)
-        check_range("test_subset", self.test_subset, 0, None)
-
-    @property
-    def data_path(self) -> Path:
-        return Path(self.data_dir)
-
-    def make_aggregator(self):
-        """The fp32 aggregator of this run (``raysign.aggregators``), told ``num_byzantine``."""
-        options = {"tau": self.clip_tau} if self.aggregator == "centered_clipping" else {}
-        return make_aggregator(self.aggregator, self.num_byzantine, **options)
-
-    def byzantine_ranks(self) -> list[int]:
-        """The last ``num_byzantine`` ranks are the adversaries."""
-        return list(range(self.num_workers - self.num_byzantine, self.num_workers))
+from raysign.signsgd.attacks import ATTACKS, make_attack
+from raysign.signsgd.config import SignSGDConfig
+from raysign.signsgd.models import build_model
 
 
 class Replica:
@@ -132,7 +37,7 @@ class Replica:
     so as long as they apply the same updates in the same order.
     """
 
-    def __init__(self, config: TrainConfig, rank: int, images: np.ndarray, labels: np.ndarray,
+    def __init__(self, config: SignSGDConfig, rank: int, images: np.ndarray, labels: np.ndarray,
                  device: str | torch.device = "cpu", byzantine: bool = False):
         self.config = config
         self.rank = rank

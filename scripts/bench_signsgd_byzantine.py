@@ -5,15 +5,16 @@ same model, data, steps and per-worker batch; the score of an aggregator at f ad
 its worst test accuracy over the attacks (ByzFL's way of scoring), averaged over seeds.
 Writes ``byzantine.csv`` (every run), ``worst_case.csv``, ``tables.md`` (the two tables of
 docs/byzantine.md) and ``accuracy_vs_adversaries.png`` (worst case against the adversarial
-fraction, the talk's figure) to ``runs/bench_byzantine/<timestamp>/``.
+fraction, the talk's figure) to ``runs/bench_signsgd_byzantine/<timestamp>/``.
 
 Before training, the aggregators are timed side by side with ByzFL's implementations on the
 same inputs (n = 7 vectors of the model's size) when ByzFL is installed (``pip install
 --no-deps byzfl seaborn``; see docs/byzantine.md).
 
-    python scripts/bench_byzantine.py                       # full grid: 3 seeds, 1 epoch each
-    python scripts/bench_byzantine.py --quick               # MLP, 150 steps, f in {0, 3}, 1 seed
-    python scripts/bench_byzantine.py --resume runs/bench_byzantine/<timestamp>   # finish a grid
+    python scripts/bench_signsgd_byzantine.py           # full grid: 3 seeds, 1 epoch each
+    python scripts/bench_signsgd_byzantine.py --quick   # MLP, 150 steps, f in {0, 3}, 1 seed
+    # finish a grid:
+    python scripts/bench_signsgd_byzantine.py --resume runs/bench_signsgd_byzantine/<timestamp>
 
 ``--resume`` reads that folder's ``byzantine.csv`` and ``config.json``, runs only the cells not
 yet in it (same model, steps and learning rates), and appends to the same files, so a grid too
@@ -37,13 +38,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from actors.cluster import connect  # noqa: E402
-from actors.trainer import SignSGDTrainer  # noqa: E402
+from raysign.actors.cluster import connect  # noqa: E402
+from raysign.actors.trainer import SignSGDTrainer  # noqa: E402
+
 from raysign import aggregators  # noqa: E402
-from raysign.attacks import ALL_ATTACKS  # noqa: E402
-from raysign.models import build_model, num_parameters  # noqa: E402
 from raysign.results import RunDir  # noqa: E402
-from raysign.signsgd import AGGREGATORS, TrainConfig  # noqa: E402
+from raysign.signsgd.attacks import ALL_ATTACKS  # noqa: E402
+from raysign.signsgd.config import AGGREGATORS, SignSGDConfig  # noqa: E402
+from raysign.signsgd.models import build_model, num_parameters  # noqa: E402
 
 LR = {"vote": 1e-3}  # Signum; every fp32 aggregator uses --fp32-lr
 
@@ -208,7 +210,7 @@ def run_grid(args: argparse.Namespace, rows: list[dict], done: set, out: RunDir)
             for i, (agg, attack, f) in enumerate(cells, 1):
                 if (label(agg, args.clip_tau), attack, f, seed) in done:
                     continue
-                config = TrainConfig(model=args.model, aggregator=agg, num_byzantine=f,
+                config = SignSGDConfig(model=args.model, aggregator=agg, num_byzantine=f,
                                      attack="negate" if attack == "none" else attack,
                                      lr=LR.get(agg, args.fp32_lr), epochs=args.epochs,
                                      max_steps=args.max_steps, seed=seed, num_workers=7,
@@ -260,7 +262,7 @@ def main() -> int:
     if args.resume:
         out, rows = resume(args)
     else:
-        out = RunDir.create(args.results_dir, "bench_byzantine")
+        out = RunDir.create(args.results_dir, "bench_signsgd_byzantine")
         out.write_json("config.json", vars(args))
         time_aggregators(num_parameters(build_model(args.model)), max(args.adversaries), out)
     done = {(r["aggregator"], r["attack"], r["adversaries"], r["seed"]) for r in rows}

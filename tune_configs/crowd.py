@@ -7,8 +7,8 @@ one label each) is optimal when workers are good enough, and redundancy pays whe
 Every trial uses one CPU (one GPU when the cluster has as many GPUs as CPUs). A grid, so trials
 of the same (B, r, quality, seed) see the same annotations across methods.
 
-    raysign sweep crowd_budget            # B = 12,000, r in 1,3,5,7, quality 0.05-0.6, 2 seeds
-    raysign sweep crowd_budget --quick    # B = 600, r in 1,3, one quality, 1 epoch (tests)
+    raysign sweep crowd            # B = 12,000, r in 1,3,5,7, quality 0.05-0.6, 2 seeds
+    raysign sweep crowd --quick    # B = 600, r in 1,3, one quality, 1 epoch (tests)
     raysign crowd budget                  # the same sweep, then the table and the figure
 """
 

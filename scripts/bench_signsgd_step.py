@@ -18,12 +18,13 @@ worker on its own node; with S = M each vote shard on its own node).
 
 Run as root; it brings the cluster up for each rate in ``--rates`` and down again::
 
-    python scripts/bench_step.py --nodes 4 --rates 1gbit,none
+    python scripts/bench_signsgd_step.py --nodes 4 --rates 1gbit,none
 
-Output in ``runs/bench_step/<timestamp>/``: ``bench_step.csv`` (one row per rate x method x
-kind, seconds), ``stages.png`` (the five-stage stacked bars), ``summary.json`` with the ratios,
+Output in ``runs/bench_signsgd_step/<timestamp>/``: ``bench_signsgd_step.csv`` (one row per
+rate x method x kind, seconds), ``stages.png`` (the five-stage stacked bars), ``summary.json``
+with the ratios,
 which are also printed. ``--attach`` measures on the cluster at $RAY_ADDRESS instead (run it
-inside a namespace: ``netns_cluster.py exec -- python scripts/bench_step.py --attach ...``).
+inside a namespace: ``netns_cluster.py exec -- python scripts/bench_signsgd_step.py --attach ...``).
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ def _summary_row(rate: str, method: str, kind: str, seconds: list[float],
 # ------------------------------------------------------------------------ on the cluster
 def _reference_checks(d: int, m: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """The majority vote (+1/-1, ties +1) and the mean of the M synthetic gradients."""
-    from actors.comm_bench import synthetic_gradient
+    from raysign.actors.comm_bench import synthetic_gradient
 
     negatives = np.zeros(d, dtype=np.int32)
     total = np.zeros(d, dtype=np.float64)
@@ -100,16 +101,16 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
     """All rows for the cluster at $RAY_ADDRESS (one rate)."""
     import ray
     import torch
+    from raysign.actors.cluster import ActorResources, connect
+    from raysign.actors.comm_bench import GlooGroup, VoteRound, node_of, spread_group
+    from raysign.actors.trainer import SignSGDTrainer
     from tqdm.auto import tqdm
 
-    from actors.cluster import ActorResources, connect
-    from actors.comm_bench import GlooGroup, VoteRound, node_of, spread_group
-    from actors.trainer import SignSGDTrainer
     from raysign import wire
     from raysign.data import load_images
-    from raysign.models import build_model, num_parameters
     from raysign.results import RunDir
-    from raysign.signsgd import TrainConfig
+    from raysign.signsgd.config import SignSGDConfig
+    from raysign.signsgd.models import build_model, num_parameters
 
     torch.set_num_threads(1)
     connect()
@@ -166,7 +167,7 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
     need = m * args.batch_size * (args.warmup + args.steps + 1)
     images, labels = train.images[:need], train.labels[:need]
     for label, shards, aggregator in _methods(m, args.methods):
-        config = TrainConfig(dataset="fashion-mnist", model=args.model, num_workers=m,
+        config = SignSGDConfig(dataset="fashion-mnist", model=args.model, num_workers=m,
                              aggregator=aggregator, vote_shards=shards, lr=1e-3,
                              batch_size=args.batch_size, max_steps=args.warmup + args.steps,
                              train_subset=need, test_subset=100, checksum_every=10**6,
@@ -297,10 +298,10 @@ def orchestrate(args: argparse.Namespace) -> int:
 
     why = netns_cluster.missing_requirements()
     if why:
-        print(f"bench_step needs the netns cluster, which {why}; use --attach on a real cluster",
-              file=sys.stderr)
+        print(f"bench_signsgd_step needs the netns cluster, which {why}; use --attach on a "
+              "real cluster", file=sys.stderr)
         return 2
-    run_dir = RunDir.create(args.results_dir, "bench_step")
+    run_dir = RunDir.create(args.results_dir, "bench_signsgd_step")
     load = os.getloadavg()
     run_dir.write_json("config.json", {**vars(args), "loadavg_at_start": load})
     rows: list[dict[str, Any]] = []
@@ -333,7 +334,7 @@ def orchestrate(args: argparse.Namespace) -> int:
 
 
 def report(rows: list[dict[str, Any]], run_dir: Any, m: int, load: tuple) -> None:
-    run_dir.write_csv("bench_step.csv", rows)
+    run_dir.write_csv("bench_signsgd_step.csv", rows)
     plot(rows, run_dir.file("stages.png"))
     speedups = ratios(rows, m)
     load_end = os.getloadavg()
@@ -373,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="communication rounds for d parameters instead of the model's "
                              "(e.g. 25557032, ResNet-50's size; needs --steps 0)")
     parser.add_argument("--transport", default="direct", choices=("direct", "objects"),
-                        help="how the Ray paths move messages (TrainConfig.transport): direct "
+                        help="how the Ray paths move messages (SignSGDConfig.transport): direct "
                              "worker -> vote actor calls, or Ray objects handed on by the "
                              "driver")
     parser.add_argument("--priority", type=int, default=0,
@@ -395,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
 
     run_dir = None
     if not args.rows_out:
-        run_dir = RunDir.create(args.results_dir, "bench_step")
+        run_dir = RunDir.create(args.results_dir, "bench_signsgd_step")
         args.rows_out = str(run_dir.file("rows.json"))
     rows = measure(args)
     Path(args.rows_out).write_text(json.dumps(rows, indent=2))

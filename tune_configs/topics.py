@@ -1,9 +1,9 @@
 """Rank sweep for spectral LDA on NYT: number of topics k and alpha0, scored on held-out
 perplexity by document completion (lower is better; NPMI/UMass coherence reported too).
 
-    raysign sweep lda_rank --quick --num-cpus 2   # k in {5, 10}, alpha0 = 1
-    raysign sweep lda_rank --num-cpus 2           # k in {5, 10, 20, 30, 40} x alpha0 in {0.1, 1, 2}
-    python -m tune_configs.lda_rank [--quick]     # the same grid in one process, without Ray
+    raysign sweep topics --quick --num-cpus 2   # k in {5, 10}, alpha0 = 1
+    raysign sweep topics --num-cpus 2           # k in {5, 10, 20, 30, 40} x alpha0 in {0.1, 1, 2}
+    python -m raysign.tune_configs.topics [--quick]     # the same grid in one process, without Ray
 """
 from __future__ import annotations
 

@@ -1,0 +1,109 @@
+"""The configuration of one distributed signSGD run (``raysign signsgd``, the scripts and Tune).
+
+Every field is validated on construction, so a bad value fails before Ray starts, with a
+message naming the field and the allowed values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from raysign.config import ConfigError, check_choice, check_path_exists, check_range
+from raysign.data import LOADERS, default_data_dir
+from raysign.signsgd.aggregators import AGGREGATORS as FP32_AGGREGATORS
+from raysign.signsgd.aggregators import SLICEWISE, make_aggregator
+from raysign.signsgd.attacks import ALL_ATTACKS
+from raysign.signsgd.models import MODELS
+
+# "vote": majority vote of packed signs; the rest aggregate fp32 messages
+# (raysign.signsgd.aggregators).
+AGGREGATORS = ("vote", *FP32_AGGREGATORS)
+# How messages travel: "objects" - each worker returns its S messages as Ray objects and the
+# driver hands the references to the vote actors; "direct" - each worker sends message s
+# straight to vote actor s and gets the vote back as the call's return value
+# (``raysign.actors.vote.DirectVoteActor``).
+TRANSPORTS = ("objects", "direct")
+
+
+@dataclass(frozen=True)
+class SignSGDConfig:
+    """One distributed signSGD run. Every field is validated on construction."""
+
+    dataset: str = "fashion-mnist"
+    data_dir: str = ""
+    model: str = "cnn"
+    num_workers: int = 7
+    aggregator: str = "vote"
+    vote_shards: int = 1
+    transport: str = "objects"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    batch_size: int = 32
+    epochs: float = 2.0
+    max_steps: int = 0
+    num_byzantine: int = 0
+    attack: str = "negate"
+    attack_scale: float = 10.0
+    clip_tau: float = 10.0
+    seed: int = 0
+    eval_every: int = 0
+    checksum_every: int = 25
+    checkpoint_every: int = 0
+    train_subset: int = 0
+    test_subset: int = 0
+    results_dir: str = "runs"
+    name: str = "signsgd"
+
+    def __post_init__(self) -> None:
+        check_choice("dataset", self.dataset, LOADERS)
+        if not self.data_dir:
+            object.__setattr__(self, "data_dir", str(default_data_dir()))
+        check_path_exists("data_dir", self.data_dir,
+                          "the folder with mnist/ and fashion-mnist/, see shared/data/README.md")
+        check_choice("model", self.model, MODELS)
+        check_range("num_workers", self.num_workers, 1, 1024)
+        check_choice("aggregator", self.aggregator, AGGREGATORS)
+        check_range("vote_shards", self.vote_shards, 1, 1024)
+        check_choice("transport", self.transport, TRANSPORTS)
+        check_range("lr", self.lr, 0, None, low_open=True)
+        check_range("momentum", self.momentum, 0, 1, high_open=True)
+        check_range("weight_decay", self.weight_decay, 0, None)
+        check_range("batch_size", self.batch_size, 1, None)
+        check_range("epochs", self.epochs, 0, None, low_open=True)
+        check_range("max_steps", self.max_steps, 0, None)
+        # Majority vote tolerates any fraction of adversaries below one half.
+        check_range("num_byzantine", self.num_byzantine, 0, self.num_workers / 2, high_open=True)
+        check_choice("attack", self.attack, ALL_ATTACKS)
+        check_range("attack_scale", self.attack_scale, 0, None, low_open=True)
+        check_range("clip_tau", self.clip_tau, 0, None, low_open=True)
+        if self.aggregator not in ("vote", *SLICEWISE) and self.vote_shards != 1:
+            raise ConfigError(f"vote_shards={self.vote_shards} but aggregator="
+                              f"{self.aggregator!r} needs the whole vector: use vote_shards=1 "
+                              f"(slice-wise aggregators: {['vote', *SLICEWISE]})")
+        if self.aggregator != "vote":
+            try:
+                self.make_aggregator()
+            except ValueError as err:
+                raise ConfigError(f"num_byzantine={self.num_byzantine} with aggregator="
+                                  f"{self.aggregator!r}: {err}") from None
+        check_range("eval_every", self.eval_every, 0, None)
+        check_range("checksum_every", self.checksum_every, 1, None)
+        check_range("checkpoint_every", self.checkpoint_every, 0, None)
+        check_range("train_subset", self.train_subset, 0, None)
+        check_range("test_subset", self.test_subset, 0, None)
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir)
+
+    def make_aggregator(self):
+        """The fp32 aggregator of this run (``raysign.signsgd.aggregators``), told
+        ``num_byzantine``."""
+        options = {"tau": self.clip_tau} if self.aggregator == "centered_clipping" else {}
+        return make_aggregator(self.aggregator, self.num_byzantine, **options)
+
+    def byzantine_ranks(self) -> list[int]:
+        """The last ``num_byzantine`` ranks are the adversaries."""
+        return list(range(self.num_workers - self.num_byzantine, self.num_workers))
