@@ -41,10 +41,10 @@ import ray
 import torch
 from ray.util.placement_group import PlacementGroup
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-from raysign.actors.trainer import round_stage_times
-from raysign.actors.vote import DirectVoteActor, VoteActor, receive_votes, submit_shards
 
 from raysign import wire
+from raysign.actors.trainer import round_stage_times
+from raysign.actors.vote import DirectVoteActor, VoteActor, receive_votes, submit_shards
 from raysign.signs import pack_signs, shard_bounds, unpack_signs
 
 DDP_BUCKET_BYTES = 25 * 2**20

@@ -136,9 +136,9 @@ def compare(base: CrowdConfig, methods: list[str], seeds: int, *, threads: int =
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import ray
-    from raysign.actors.cluster import connect
     from tqdm import tqdm
 
+    from raysign.actors.cluster import connect
     from raysign.results import RunDir
 
     connect(address, num_cpus)

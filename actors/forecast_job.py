@@ -70,9 +70,9 @@ def compare(base: ForecastConfig, models: list[str], seeds: int, *, threads: int
     """Run every (model, seed) as a Ray task; write tables and figures; return the summary
     (``eval_horizons``: also MSE / MAE over steps 1..h on each horizon-h test set)."""
     import ray
-    from raysign.actors.cluster import connect
     from tqdm import tqdm
 
+    from raysign.actors.cluster import connect
     from raysign.forecast.report import summarise, write_figures
     from raysign.results import RunDir
 

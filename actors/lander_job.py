@@ -106,9 +106,9 @@ def run_land(config: LanderConfig, tasks: list[str], controllers: list[str], *,
              address: str | None = None, num_cpus: int | None = None) -> dict[str, Any]:
     """Collect, train and evaluate as Ray tasks; tables and figures in a RunDir."""
     import ray
-    from raysign.actors.cluster import connect
     from tqdm import tqdm
 
+    from raysign.actors.cluster import connect
     from raysign.lander.collect import merge
     from raysign.lander.experiment import check_claims, plot_trajectories, summarise
     from raysign.results import RunDir

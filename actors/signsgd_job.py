@@ -11,7 +11,6 @@ import argparse
 import json
 
 from raysign.actors.cluster import connect
-
 from raysign.config import ConfigError, add_config_arguments, to_dict
 from raysign.config import config_from_args as config_from_args_of
 from raysign.signsgd.checkpoint import CheckpointError, load_checkpoint

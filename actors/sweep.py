@@ -16,9 +16,9 @@ from typing import Any
 
 import ray
 from ray import tune
-from raysign.actors.cluster import connect
 
 from raysign import tune_configs
+from raysign.actors.cluster import connect
 from raysign.results import RunDir
 
 REQUIRED = ("DESCRIPTION", "METRIC", "MODE", "param_space", "trainable", "trial_resources")

@@ -50,7 +50,6 @@ def ray_third_moment(X, W, alpha0: float, n_chunks: int) -> np.ndarray:
 
 def run(args: argparse.Namespace) -> int:
     from raysign.actors.cluster import connect
-
     from raysign.topics.corpus import load_ldac, load_vocab, split_heldout
     from raysign.topics.estimator import TensorLDA
     from raysign.topics.metrics import coherence, completion_perplexity

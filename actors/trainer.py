@@ -33,12 +33,12 @@ from typing import Any
 import numpy as np
 import ray
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from raysign import wire
 from raysign.actors.byzantine import ByzantineWorker
 from raysign.actors.cluster import ActorResources, worker_resources
 from raysign.actors.vote import DirectVoteActor, VoteActor
 from raysign.actors.worker import SignWorker
-
-from raysign import wire
 from raysign.config import to_dict
 from raysign.data import load_images
 from raysign.results import RunDir, read_jsonl

@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 import ray
 import torch
-from raysign.actors.vote import receive_votes, submit_shards
 
 from raysign import wire
+from raysign.actors.vote import receive_votes, submit_shards
 from raysign.data import shard_indices
 from raysign.signs import gradient_density, pack_signs, unpack_signs
 from raysign.signsgd.attacks import OMNISCIENT_ATTACKS, make_crafted_attack

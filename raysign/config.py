@@ -58,21 +58,21 @@ def check_path_exists(field: str, path: str | Path, hint: str = "") -> None:
 
 def add_config_arguments(parser: argparse.ArgumentParser, config_type: type,
                          help_text: Mapping[str, str]) -> None:
-    """One ``--flag`` per field of a config dataclass, typed by its default (booleans are
-    given as 0 / 1), with ``help_text[field]`` and the default in the help."""
+    """One ``--flag`` per field of a config dataclass, typed by its default (a boolean is a
+    pair ``--flag`` / ``--no-flag``), with ``help_text[field]`` and the default in the help."""
     for f in dataclasses.fields(config_type):
-        kind = int if isinstance(f.default, bool) else type(f.default)
-        parser.add_argument("--" + f.name.replace("_", "-"), type=kind, default=f.default,
-                            help=f"{help_text[f.name]} (default: {f.default!r})")
+        flag = "--" + f.name.replace("_", "-")
+        help_line = f"{help_text[f.name]} (default: {f.default!r})"
+        if isinstance(f.default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default,
+                                help=help_line)
+        else:
+            parser.add_argument(flag, type=type(f.default), default=f.default, help=help_line)
 
 
 def config_from_args(config_type: type, args: argparse.Namespace) -> Any:
     """The config dataclass built (and so validated) from ``add_config_arguments``' flags."""
-    values = {}
-    for f in dataclasses.fields(config_type):
-        value = getattr(args, f.name)
-        values[f.name] = bool(value) if isinstance(f.default, bool) else value
-    return config_type(**values)
+    return config_type(**{f.name: getattr(args, f.name) for f in dataclasses.fields(config_type)})
 
 
 def to_dict(config: Any) -> dict[str, Any]:

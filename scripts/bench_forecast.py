@@ -42,7 +42,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from raysign.actors.forecast_job import compare  # noqa: E402
-
 from raysign.forecast.report import (  # noqa: E402
     relative_gain,
     summarise,

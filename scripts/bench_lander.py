@@ -36,7 +36,6 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from raysign.actors import lander_job  # noqa: E402
-
 from raysign.config import (  # noqa: E402
     ConfigError,
     add_config_arguments,
@@ -203,8 +202,8 @@ def run_3d(args: argparse.Namespace) -> int:
     """Collect 1-D flights (the vertical residual of the 3-D env is the 1-D one), train the
     networks and fly the 3-D tasks, all as Ray tasks."""
     import ray
-    from raysign.actors.cluster import connect
 
+    from raysign.actors.cluster import connect
     from raysign.lander.collect import collect_flights, merge
     from raysign.lander.experiment3d import summarise_3d
 
@@ -275,8 +274,8 @@ def run_extrapolation(args: argparse.Namespace) -> int:
     a run in ``DIR`` (same configuration), skipping the rows it already has; ``--reuse DIR ...``
     takes the replicates other runs of the same settings already computed."""
     import ray
-    from raysign.actors.cluster import connect
 
+    from raysign.actors.cluster import connect
     from raysign.lander.extrapolation import (
         plot_extrapolation,
         replicate_data,

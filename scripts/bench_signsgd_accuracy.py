@@ -22,9 +22,9 @@ import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
 from raysign.actors.cluster import connect  # noqa: E402
 from raysign.actors.trainer import SignSGDTrainer  # noqa: E402
-
 from raysign.results import RunDir  # noqa: E402
 from raysign.signsgd.config import SignSGDConfig  # noqa: E402
 

@@ -38,10 +38,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from raysign import aggregators  # noqa: E402
 from raysign.actors.cluster import connect  # noqa: E402
 from raysign.actors.trainer import SignSGDTrainer  # noqa: E402
-
-from raysign import aggregators  # noqa: E402
 from raysign.results import RunDir  # noqa: E402
 from raysign.signsgd.attacks import ALL_ATTACKS  # noqa: E402
 from raysign.signsgd.config import AGGREGATORS, SignSGDConfig  # noqa: E402

@@ -101,12 +101,12 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
     """All rows for the cluster at $RAY_ADDRESS (one rate)."""
     import ray
     import torch
-    from raysign.actors.cluster import ActorResources, connect
-    from raysign.actors.comm_bench import GlooGroup, VoteRound, node_of, spread_group
-    from raysign.actors.trainer import SignSGDTrainer
     from tqdm.auto import tqdm
 
     from raysign import wire
+    from raysign.actors.cluster import ActorResources, connect
+    from raysign.actors.comm_bench import GlooGroup, VoteRound, node_of, spread_group
+    from raysign.actors.trainer import SignSGDTrainer
     from raysign.data import load_images
     from raysign.results import RunDir
     from raysign.signsgd.config import SignSGDConfig

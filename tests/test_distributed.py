@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import ray
 import torch
-from raysign.actors.trainer import SignSGDTrainer
-from raysign.actors.vote import VoteActor
 
 from raysign import wire
+from raysign.actors.trainer import SignSGDTrainer
+from raysign.actors.vote import VoteActor
 from raysign.config import ConfigError
 from raysign.data import load_images, shard_indices
 from raysign.results import RunDir, read_jsonl

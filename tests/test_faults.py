@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import ray
 import torch
-from raysign.actors.trainer import SignSGDTrainer
 
+from raysign.actors.trainer import SignSGDTrainer
 from raysign.config import to_dict
 from raysign.results import read_jsonl
 from raysign.signsgd.checkpoint import CheckpointError, load_checkpoint, save_checkpoint

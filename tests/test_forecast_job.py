@@ -40,7 +40,7 @@ def test_forecast_comparison_writes_tables_and_figures(ray_session, tmp_path):
 def test_ttrnn_quick_sweep_reports_validation_rmse(ray_session, tmp_path):
     from raysign.actors.sweep import run_sweep
 
-    summary = run_sweep("ttrnn", quick=True, num_samples=1, results_root=tmp_path)
+    summary = run_sweep("forecast", quick=True, num_samples=1, results_root=tmp_path)
     assert summary["errors"] == []
     assert summary["num_trials"] == 2
     assert summary["best_config"]["rank"] in (2, 4)

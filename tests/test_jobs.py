@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from raysign.actors import sweep
 
 from raysign import cli
+from raysign.actors import sweep
 from raysign.results import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]

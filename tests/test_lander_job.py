@@ -15,7 +15,6 @@ from raysign.results import read_jsonl
 @pytest.mark.ray
 def test_land_collects_trains_and_evaluates_as_ray_tasks(ray_session, tmp_path):
     from raysign.actors.lander_job import run_land
-
     from raysign.lander.experiment import LanderConfig
 
     config = LanderConfig(collect_seeds=2, flights=1, duration=3.0, steps=100, width=16,

@@ -119,9 +119,9 @@ def test_comm_round_vote_and_gloo_match_numpy_on_local_ray(ray_session):
     """The communication-round actors on a one-node Ray (no root needed): the sharded vote
     equals numpy's majority vote on every worker, and gloo all-reduce equals numpy's mean."""
     import ray
-    from raysign.actors.comm_bench import GlooGroup, VoteRound, spread_group, synthetic_gradient
 
     from raysign import wire
+    from raysign.actors.comm_bench import GlooGroup, VoteRound, spread_group, synthetic_gradient
 
     d, m = 10_007, 2
     grads = np.stack([synthetic_gradient(r, d).numpy() for r in range(m)])

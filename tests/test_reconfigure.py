@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 import ray
-from raysign.actors.trainer import SignSGDTrainer
 
+from raysign.actors.trainer import SignSGDTrainer
 from raysign.results import read_jsonl
 from raysign.signsgd.config import SignSGDConfig
 

@@ -1,8 +1,8 @@
 """Chunked moment accumulation (Ray tasks) equals the single-process whitened M3."""
 import numpy as np
 import pytest
-from raysign.actors.topics_job import ray_third_moment
 
+from raysign.actors.topics_job import ray_third_moment
 from raysign.topics.estimator import TensorLDA
 from raysign.topics.metrics import match_topics, topic_error
 from raysign.topics.moments import whitened_third_moment, whitening

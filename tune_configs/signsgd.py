@@ -73,9 +73,9 @@ def max_concurrent_trials(cpus: float, gpus: float) -> int:
 
 def trainable(config: dict[str, Any]) -> None:
     import ray
+
     from raysign.actors.cluster import ActorResources
     from raysign.actors.trainer import SignSGDTrainer
-
     from raysign.signsgd.config import SignSGDConfig
 
     fields = {k: v for k, v in config.items() if k in SignSGDConfig.__dataclass_fields__}
