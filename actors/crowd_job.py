@@ -5,8 +5,9 @@
     raysign crowd budget [--quick]                  # the crowd sweep, table and figure
     raysign crowd report runs/sweeps/crowd/<timestamp>/results.csv
 
-``train`` runs one Ray task (one CPU, one GPU when the cluster has them) per (method, seed) of
-``raysign.crowd.experiment`` (Khetan, Lipton & Anandkumar, ICLR 2018, sec. 5). Results land in
+``train`` runs one Ray task (one CPU, one GPU when the cluster has them) per (method, seed):
+``raysign.crowd.experiment.run_crowd_trial`` of a ``raysign.crowd.config.CrowdConfig``
+(Khetan, Lipton & Anandkumar, ICLR 2018, sec. 5). Results land in
 ``runs/<name>/<timestamp>/``: ``config.json``, ``metrics.jsonl`` (one record per trial),
 ``summary.csv`` (mean and standard deviation of test accuracy per method) and
 ``test_accuracy.png``; ``aggregate`` writes ``accuracy.csv``; ``budget`` runs
@@ -28,7 +29,7 @@ from raysign.config import (
     config_from_args,
     to_dict,
 )
-from raysign.crowd.experiment import METHODS, CrowdConfig
+from raysign.crowd.config import METHODS, CrowdConfig
 
 _HELP = {
     "dataset": "image data set labelled by the simulated crowd",

@@ -17,8 +17,8 @@ from typing import Any
 
 from raysign.config import ConfigError, add_config_arguments, check_choice, to_dict
 from raysign.config import config_from_args as config_from_args_of
+from raysign.forecast.config import ForecastConfig
 from raysign.forecast.models import MODELS
-from raysign.forecast.train import ForecastConfig
 
 _HELP = {
     "dataset": "genz, lorenz or etth1",

@@ -42,13 +42,14 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from raysign.actors.forecast_job import compare  # noqa: E402
+from raysign.forecast.config import ForecastConfig  # noqa: E402
 from raysign.forecast.report import (  # noqa: E402
     relative_gain,
     summarise,
     write_figures,
     write_horizon_figure,
 )
-from raysign.forecast.train import ForecastConfig, run_forecast  # noqa: E402
+from raysign.forecast.train import run_forecast  # noqa: E402
 from raysign.results import RunDir  # noqa: E402
 
 SYNTHETIC = {

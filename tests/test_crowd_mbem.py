@@ -10,9 +10,9 @@ import torch
 
 from raysign.config import ConfigError
 from raysign.crowd.annotations import Annotations
-from raysign.crowd.experiment import CrowdConfig
+from raysign.crowd.config import CrowdConfig
 from raysign.crowd.mbem import (
-    TrainSettings,
+    ClassifierTraining,
     confusions_from_predictions,
     expected_agreement,
     mbem,
@@ -83,7 +83,7 @@ def test_mbem_tells_hammers_from_spammers_with_one_label_per_item():
     annotations = simulate_annotations(y, 1, confusions, rng)
     order = rng.permutation(n)
     result = mbem(annotations, x, np.sort(order[200:]), np.sort(order[:200]),
-                  TrainSettings(hidden=32, epochs=3), rounds=1, seed=0, truth=y)
+                  ClassifierTraining(hidden=32, epochs=3), rounds=1, seed=0, truth=y)
     diag = np.einsum("wcc->w", result.errors) / k
     assert diag[hammer].min() > diag[~hammer].max() + 0.3
     by_hammer = hammer[annotations.workers]

@@ -79,7 +79,7 @@ def test_resumed_etth1_bench_runs_only_the_missing_jobs_and_tabulates_all(bench,
 
 
 def test_finished_runs_keeps_one_summary_per_wanted_run(bench, tmp_path):
-    from raysign.forecast.train import ForecastConfig
+    from raysign.forecast.config import ForecastConfig
 
     log = tmp_path / "runs.jsonl"
     first, again = fake_summary("lstm", 0, 720, (720,)), fake_summary("lstm", 0, 720, (720,))

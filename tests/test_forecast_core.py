@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from raysign.config import ConfigError
 from raysign.forecast.cells import TTLSTMCell, TTRNNCell, TTTransition, augmented_state
+from raysign.forecast.config import ForecastConfig
 from raysign.forecast.datasets import ETTH1_COLUMNS, etth1
 from raysign.forecast.dynamics import GENZ, lorenz_dynamics, lyapunov_exponent
 from raysign.forecast.models import (
@@ -23,7 +24,6 @@ from raysign.forecast.models import (
     matched_baseline,
 )
 from raysign.forecast.train import (
-    ForecastConfig,
     fit,
     horizon_metrics,
     load_data,

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from raysign.forecast.config import ForecastConfig
 from raysign.forecast.datasets import ETTH1_COLUMNS, etth1, synthetic
 from raysign.forecast.dynamics import lorenz_dynamics
 from raysign.forecast.models import (
@@ -23,7 +24,6 @@ from raysign.forecast.models import (
     window_statistics,
 )
 from raysign.forecast.train import (
-    ForecastConfig,
     horizon_metrics,
     load_data,
     predict,

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from raysign.forecast.train import ForecastConfig
+from raysign.forecast.config import ForecastConfig
 
 
 @pytest.mark.slow

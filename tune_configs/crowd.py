@@ -53,7 +53,8 @@ def max_concurrent_trials(cpus: float, gpus: float) -> int:
 def trainable(config: dict[str, Any]) -> None:
     import torch
 
-    from raysign.crowd.experiment import CrowdConfig, run_crowd_trial
+    from raysign.crowd.config import CrowdConfig
+    from raysign.crowd.experiment import run_crowd_trial
 
     torch.set_num_threads(1)
     fields = {k: v for k, v in config.items() if k in CrowdConfig.__dataclass_fields__}

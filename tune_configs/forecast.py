@@ -65,7 +65,8 @@ def scheduler():
 def trainable(config: dict[str, Any]) -> None:
     import torch
 
-    from raysign.forecast.train import ForecastConfig, run_forecast
+    from raysign.forecast.config import ForecastConfig
+    from raysign.forecast.train import run_forecast
 
     torch.set_num_threads(1)
     fields = {k: v for k, v in config.items() if k in ForecastConfig.__dataclass_fields__}

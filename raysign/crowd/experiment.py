@@ -10,72 +10,22 @@ Methods (all train the same classifier with the posterior-weighted loss of ``ray
 - ``oracle``: the true labels of the same ``n`` images (the upper bound).
 
 The annotations depend on (budget, redundancy, workers, quality, seed) only, so methods run
-with the same seed see the same labels. The shared ``CrowdConfig`` is built by the CLI
-(``raysign crowd``) and the sweep (``tune_configs/crowd.py``) alike.
+with the same seed see the same labels. The trial is described by ``CrowdConfig``
+(``raysign.crowd.config``), which the CLI (``raysign crowd``) and the sweep
+(``tune_configs/crowd.py``) build alike.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from raysign.config import check_choice, check_range
 from raysign.crowd.aggregate import DawidSkene, MajorityVote
-from raysign.crowd.mbem import TrainSettings, mbem, predict_proba, train_classifier
-from raysign.crowd.simulate import (
-    WORKER_MODELS,
-    items_for_budget,
-    simulate_annotations,
-    worker_confusions,
-)
-
-METHODS = ("mv", "ds", "mbem", "oracle")
-DATASETS = ("fashion-mnist", "mnist")
-
-
-@dataclass(frozen=True)
-class CrowdConfig:
-    """One trial: budget, redundancy, simulated workers, method and classifier training."""
-
-    dataset: str = "fashion-mnist"
-    budget: int = 12000
-    redundancy: int = 1
-    n_workers: int = 100
-    worker_model: str = "hammer_spammer"
-    quality: float = 0.2
-    method: str = "mbem"
-    rounds: int = 2
-    model: str = "mlp"
-    hidden: int = 256
-    epochs: int = 12
-    batch_size: int = 128
-    lr: float = 1e-3
-    val_fraction: float = 0.1
-    test_size: int = 0
-    seed: int = 0
-    data_dir: str = ""
-
-    def __post_init__(self) -> None:
-        check_choice("dataset", self.dataset, DATASETS)
-        check_range("budget", self.budget, 20, 60000)
-        check_range("redundancy", self.redundancy, 1, self.n_workers)
-        check_range("n_workers", self.n_workers, 1)
-        check_choice("worker_model", self.worker_model, WORKER_MODELS)
-        check_range("quality", self.quality, 0.0, 1.0)
-        check_choice("method", self.method, METHODS)
-        check_range("rounds", self.rounds, 0, 20)
-        check_range("val_fraction", self.val_fraction, 0.0, 0.5, low_open=True)
-        check_range("test_size", self.test_size, 0)
-        check_range("seed", self.seed, 0)
-        check_range("n_items", self.budget // self.redundancy, 10)
-        self.train_settings()  # validates model, hidden, epochs, batch_size, lr
-
-    def train_settings(self) -> TrainSettings:
-        return TrainSettings(model=self.model, hidden=self.hidden, epochs=self.epochs,
-                             batch_size=self.batch_size, lr=self.lr)
+from raysign.crowd.config import CrowdConfig
+from raysign.crowd.mbem import mbem, predict_proba, train_classifier
+from raysign.crowd.simulate import items_for_budget, simulate_annotations, worker_confusions
 
 
 def _load(config: CrowdConfig):
@@ -108,7 +58,7 @@ def run_crowd_trial(config: CrowdConfig, data: Any = None) -> dict[str, Any]:
         return {"test_accuracy": float(np.mean(predict_proba(model, test_images).argmax(1)
                                                == test_labels))}
 
-    settings = config.train_settings()
+    settings = config.classifier_training()
     extra: dict[str, Any] = {}
     if config.method == "mbem":
         result = mbem(annotations, images, train, val, settings, rounds=config.rounds,

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from raysign.config import check_range
+from raysign.config import check_choice, check_range
 from raysign.crowd.aggregate import (
     e_step,
     item_matrix,
@@ -46,9 +46,11 @@ from raysign.crowd.aggregate import (
 )
 from raysign.crowd.annotations import Annotations
 
+CLASSIFIERS = ("mlp", "cnn")
+
 
 @dataclass(frozen=True)
-class TrainSettings:
+class ClassifierTraining:
     """Classifier training: a one-hidden-layer MLP (``hidden`` units) or a small CNN."""
 
     model: str = "mlp"
@@ -59,8 +61,7 @@ class TrainSettings:
     weight_decay: float = 1e-4
 
     def __post_init__(self) -> None:
-        if self.model not in ("mlp", "cnn"):
-            raise ValueError(f"model={self.model!r} is not one of ['mlp', 'cnn']")
+        check_choice("model", self.model, CLASSIFIERS)
         check_range("hidden", self.hidden, 1)
         check_range("epochs", self.epochs, 1)
         check_range("batch_size", self.batch_size, 1)
@@ -68,7 +69,7 @@ class TrainSettings:
         check_range("weight_decay", self.weight_decay, 0.0)
 
 
-def make_classifier(settings: TrainSettings, n_classes: int) -> nn.Module:
+def make_classifier(settings: ClassifierTraining, n_classes: int) -> nn.Module:
     """MLP 784-hidden-K or a two-conv CNN for [B, 1, 28, 28] images."""
     if settings.model == "mlp":
         return nn.Sequential(nn.Flatten(), nn.Linear(784, settings.hidden), nn.ReLU(),
@@ -115,7 +116,7 @@ def expected_agreement(predicted: np.ndarray, targets: np.ndarray) -> float:
 
 
 def train_classifier(images: np.ndarray, targets: np.ndarray, val_images: np.ndarray,
-                     val_targets: np.ndarray, settings: TrainSettings, seed: int,
+                     val_targets: np.ndarray, settings: ClassifierTraining, seed: int,
                      eval_fn: Callable[[nn.Module], dict[str, float]] | None = None,
                      ) -> TrainedModel:
     """Train on soft ``targets`` [N, K]; keep the epoch with the highest expected agreement
@@ -184,7 +185,7 @@ PRIORS = ("labels", "predicted")
 
 
 def mbem(annotations: Annotations, images: np.ndarray, train: np.ndarray, val: np.ndarray,
-         settings: TrainSettings, rounds: int = 2, alpha: float = 0.01, seed: int = 0,
+         settings: ClassifierTraining, rounds: int = 2, alpha: float = 0.01, seed: int = 0,
          prior: str = "labels", truth: np.ndarray | None = None,
          eval_fn: Callable[[nn.Module], dict[str, float]] | None = None) -> MBEMResult:
     """Algorithm 1 (module docstring). ``images`` [N, 1, 28, 28] are the annotated items;

@@ -1,10 +1,10 @@
 """Training and evaluation of the forecasters (Yu et al., arXiv:1711.00073, sec. 4).
 
-``ForecastConfig`` is the one configuration type of this capability (CLI, scripts and Ray Tune
-build it). ``fit`` trains with Adam, gradient-norm clipping, teacher forcing or scheduled
-sampling (Bengio et al. 2015; the teacher probability decays linearly to 0 over the first half
-of the epochs) and early stopping on the free-running validation RMSE, restoring the best
-weights. ``rmse_per_horizon`` is the error of the free-running forecast at every step ahead.
+Every function takes a ``ForecastConfig`` (``raysign.forecast.config``). ``fit`` trains with
+Adam, gradient-norm clipping, teacher forcing or scheduled sampling (Bengio et al. 2015; the
+teacher probability decays linearly to 0 over the first half of the epochs) and early stopping
+on the free-running validation RMSE, restoring the best weights. ``rmse_per_horizon`` is the
+error of the free-running forecast at every step ahead.
 """
 
 from __future__ import annotations
@@ -14,77 +14,16 @@ import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from raysign.config import check_choice, check_range, to_dict
-from raysign.data import default_data_dir
-from raysign.forecast.datasets import DATASETS, ForecastData, Windows, etth1, synthetic
-from raysign.forecast.models import (
-    MODELS,
-    RECURRENT,
-    build_model,
-    count_parameters,
-    matched_baseline,
-)
-
-TEACHER = ("scheduled", "forcing", "free")
-
-
-@dataclass(frozen=True)
-class ForecastConfig:
-    """One forecasting run: data, model, optimisation."""
-
-    dataset: str = "lorenz"
-    model: str = "ttlstm"
-    data_dir: str = ""
-    input_len: int = 24
-    horizon: int = 48
-    hidden_size: int = 16
-    lags: int = 3
-    order: int = 3
-    rank: int = 4
-    match_params: bool = True
-    instance_norm: bool = False
-    epochs: int = 30
-    batch_size: int = 64
-    lr: float = 3e-3
-    clip: float = 1.0
-    patience: int = 6
-    teacher: str = "scheduled"
-    num_sequences: int = 1200
-    stride: int = 1
-    max_train_windows: int = 0
-    seed: int = 0
-    results_dir: str = "runs"
-    name: str = "forecast"
-
-    def __post_init__(self) -> None:
-        check_choice("dataset", self.dataset, DATASETS)
-        check_choice("model", self.model, MODELS)
-        check_choice("teacher", self.teacher, TEACHER)
-        check_range("input_len", self.input_len, 2, 10_000)
-        check_range("horizon", self.horizon, 1, 10_000)
-        check_range("hidden_size", self.hidden_size, 1, 4096)
-        check_range("lags", self.lags, 1, 64)
-        check_range("order", self.order, 1, 8)
-        check_range("rank", self.rank, 1, 1024)
-        check_range("epochs", self.epochs, 0, 100_000)
-        check_range("batch_size", self.batch_size, 1, 1_000_000)
-        check_range("lr", self.lr, 0.0, 10.0, low_open=True)
-        check_range("clip", self.clip, 0.0, None, low_open=True)
-        check_range("patience", self.patience, 1, 100_000)
-        check_range("num_sequences", self.num_sequences, 10, 10_000_000)
-        check_range("stride", self.stride, 1, 100_000)
-        check_range("max_train_windows", self.max_train_windows, 0, None)
-
-    def etth1_path(self) -> Path:
-        root = Path(self.data_dir) if self.data_dir else default_data_dir()
-        return root / "forecast" / "ETTh1.csv"
+from raysign.config import to_dict
+from raysign.forecast.config import ForecastConfig
+from raysign.forecast.datasets import ForecastData, Windows, etth1, synthetic
+from raysign.forecast.models import RECURRENT, build_model, count_parameters, matched_baseline
 
 
 def load_data(config: ForecastConfig) -> ForecastData:
