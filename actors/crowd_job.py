@@ -4,6 +4,7 @@
     raysign crowd train --redundancy 1 --quality 0.2 --methods mv,ds,mbem,oracle --seeds 3
     raysign crowd budget [--quick]                  # the crowd sweep, table and figure
     raysign crowd report runs/sweeps/crowd/<timestamp>/results.csv
+    ray job submit --working-dir . -- python scripts/run_crowd.py train --seeds 3
 
 ``train`` runs one Ray task (one CPU, one GPU when the cluster has them) per (method, seed):
 ``raysign.crowd.experiment.run_crowd_trial`` of a ``raysign.crowd.config.CrowdConfig``
@@ -13,6 +14,8 @@
 ``test_accuracy.png``; ``aggregate`` writes ``accuracy.csv``; ``budget`` runs
 ``tune_configs/crowd.py`` and writes ``budget_table.csv`` and ``accuracy_vs_redundancy.png``
 beside the sweep's ``results.csv`` (``report`` redoes that for an existing sweep).
+``train`` and ``budget`` start (or join) Ray; ``aggregate`` and ``report`` run in this process
+and never import ``ray``.
 """
 
 from __future__ import annotations

@@ -1,12 +1,14 @@
 """``raysign forecast``: train and compare forecasters, one Ray task per (model, seed).
 
     raysign forecast --dataset lorenz --models ttlstm,lstm,mlstm,dlinear,persistence --seeds 3
+    ray job submit --working-dir . -- python scripts/run_forecast.py --dataset lorenz --seeds 3
 
 Each (model, seed) run is a Ray task with one CPU (one GPU when the cluster has them), so the
 comparison spreads over a cluster; LSTM and MLSTM get the hidden size matching the TT-LSTM's
 parameter count. Results land in ``runs/<name>/<timestamp>/``: ``config.json``,
 ``metrics.jsonl`` (one record per run), ``rmse_per_horizon.csv`` (model, seed, step, rmse),
 ``summary.csv`` (mean and spread per model), ``rmse_vs_horizon.png`` and ``rollouts.png``.
+Every path of this command starts (or joins) Ray; a bad configuration fails before it does.
 """
 
 from __future__ import annotations
@@ -30,8 +32,9 @@ _HELP = {
     "lags": "lagged hidden states L in the TT state",
     "order": "polynomial order p of the TT transition",
     "rank": "tensor-train rank r",
-    "match_params": "give LSTM/MLSTM the TT-LSTM's parameter count (1) or --hidden-size (0)",
-    "instance_norm": "normalise every window by its own per-channel mean and std (RevIN, 1)",
+    "match_params": "give LSTM/MLSTM the TT-LSTM's parameter count (--no-match-params: "
+                    "--hidden-size)",
+    "instance_norm": "normalise every window by its own per-channel mean and std (RevIN)",
     "epochs": "maximum epochs",
     "batch_size": "mini-batch size",
     "lr": "Adam learning rate",

@@ -2,24 +2,26 @@
 
     python scripts/bench_forecast.py                       # Genz, Lorenz and ETTh1, 3 seeds
     python scripts/bench_forecast.py --datasets lorenz --seeds 3 --epochs 40
+    nice -n 10 python scripts/bench_forecast.py --datasets etth1 --no-ray   # plain processes
 
 Synthetic data (Genz, Lorenz): every model in ``--models`` (LSTM and MLSTM parameter-matched to
 the TT-LSTM), mean and std over seeds of the RMSE at every step ahead, and the relative gain of
 TT-LSTM over LSTM at the longest horizon (per seed, paired, and of the means).
 ETTh1 (7 variables, input 96): the recurrent models are trained once, for
-``--etth1-recurrent-horizon`` (default 720), free-running with instance normalisation, and
-scored at every shorter horizon on that horizon's own test windows; DLinear is trained
-separately for each horizon (its usual protocol); persistence needs no training. Metrics are
-the MSE and MAE over steps 1..H in normalised units (train statistics), as in the
-DLinear / Informer tables; RMSE = sqrt(MSE). (The RMSE at the *last* step alone flatters
-persistence on ETTh1: 96, 192, 336 and 720 hours are whole days, where the daily cycle
-repeats.)
+``--etth1-recurrent-horizon`` (default 720), free-running with instance normalisation
+(``--no-instance-norm`` turns it off), and scored at every shorter horizon on that horizon's
+own test windows; DLinear is trained separately for each horizon (its usual protocol);
+persistence needs no training. Metrics are the MSE and MAE over steps 1..H in normalised units
+(train statistics), as in the DLinear / Informer tables; RMSE = sqrt(MSE). (The RMSE at the
+*last* step alone flatters persistence on ETTh1: 96, 192, 336 and 720 hours are whole days,
+where the daily cycle repeats.)
 
-Runs go to a local Ray (``--ray 1``, one task per (model, seed), as ``raysign forecast``) or,
-with ``--ray 0``, to ``--workers`` plain processes that inherit the caller's niceness (Ray
-starts its workers at niceness 19, which on a machine shared with other jobs leaves them
-almost no CPU); ETTh1 then appends every finished run to ``etth1_runs.jsonl`` as it ends, and
-``--resume <folder>`` continues a stopped ETTh1 bench without repeating its finished runs.
+Runs go to a local Ray (``--ray``, the default: one task per (model, seed), as
+``raysign forecast``) or, with ``--no-ray``, to ``--workers`` plain processes that inherit the
+caller's niceness (Ray starts its workers at niceness 19, which on a machine shared with other
+jobs leaves them almost no CPU) and never start Ray; ETTh1 then appends every finished run to
+``etth1_runs.jsonl`` as it ends, and ``--resume <folder>`` continues a stopped ETTh1 bench
+without repeating its finished runs.
 
 Writes ``runs/bench_forecast/<timestamp>/``: one sub-folder per dataset (and horizon) with the
 CSV tables and PNG figures of ``raysign forecast``, plus ``bench.csv`` and ``bench.json``
@@ -145,7 +147,7 @@ def bench_etth1(args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
                           results_dir=str(root), name=f"etth1-recurrent-h{trained}",
                           hidden_size=args.hidden_size, lags=args.lags, order=args.order,
                           rank=args.rank, lr=args.etth1_lr, batch_size=32, patience=3,
-                          teacher=args.etth1_teacher, instance_norm=bool(args.instance_norm))
+                          teacher=args.etth1_teacher, instance_norm=args.instance_norm)
     recurrent = [m for m in args.models.split(",") if m in ("ttlstm", "ttrnn", "lstm", "mlstm")]
     scored = tuple(h for h in horizons if h <= trained)
     linear = {horizon: dataclasses.replace(  # DLinear as published: no instance normalisation
@@ -259,19 +261,19 @@ def main() -> int:
                         help="stride between ETTh1 training windows of the recurrent models")
     parser.add_argument("--etth1-lr", type=float, default=1e-3)
     parser.add_argument("--etth1-teacher", default="free", help="scheduled, forcing or free")
-    parser.add_argument("--instance-norm", type=int, default=1,
+    parser.add_argument("--instance-norm", action=argparse.BooleanOptionalAction, default=True,
                         help="ETTh1 recurrent models: normalise each window by its own "
-                             "statistics (1) or not (0)")
+                             "statistics (RevIN)")
     parser.add_argument("--etth1-linear-lr", type=float, default=1e-3,
                         help="DLinear learning rate (1e-3 reproduces the published 0.386 "
                              "MSE at horizon 96 with input 96)")
     parser.add_argument("--num-cpus", type=int, default=2, help="CPUs of the local Ray")
-    parser.add_argument("--ray", type=int, default=1,
-                        help="1: one Ray task per run; 0: --workers local processes")
-    parser.add_argument("--workers", type=int, default=2, help="processes with --ray 0")
+    parser.add_argument("--ray", action=argparse.BooleanOptionalAction, default=True,
+                        help="one Ray task per run (--no-ray: --workers local processes)")
+    parser.add_argument("--workers", type=int, default=2, help="processes with --no-ray")
     parser.add_argument("--results-dir", default="runs")
     parser.add_argument("--resume", default="",
-                        help="ETTh1 with --ray 0: continue the bench in this folder, keeping "
+                        help="ETTh1 with --no-ray: continue the bench in this folder, keeping "
                              "the runs its etth1_runs.jsonl already holds")
     parser.add_argument("--from-log", default="",
                         help="only tabulate the ETTh1 runs of an etth1_runs.jsonl (e.g. of an "
@@ -289,7 +291,7 @@ def main() -> int:
                              title="ETTh1")
         return 0
     if args.resume and (args.ray or args.datasets != "etth1"):
-        parser.error("--resume continues an ETTh1 bench run with --ray 0 --datasets etth1")
+        parser.error("--resume continues an ETTh1 bench run with --no-ray --datasets etth1")
     if args.resume:
         run_dir = RunDir(args.resume)
         run_dir.write_json("config_resume.json", vars(args))
@@ -303,9 +305,10 @@ def main() -> int:
         run_dir.write_csv("bench.csv", rows)
     run_dir.write_json("bench.json", {"rows": rows})
     print(f"results: {run_dir.path}")
-    import ray
+    if args.ray:
+        import ray
 
-    ray.shutdown()
+        ray.shutdown()
     return 0
 
 

@@ -37,9 +37,10 @@ def fake_summary(model: str, seed: int, trained: int, scored: tuple[int, ...]) -
 def bench_args(tmp_path: Path) -> argparse.Namespace:
     return argparse.Namespace(
         etth1_horizons=",".join(map(str, HORIZONS)), etth1_recurrent_horizon=0,
-        etth1_epochs=1, etth1_stride=8, etth1_lr=1e-3, etth1_teacher="free", instance_norm=1,
+        etth1_epochs=1, etth1_stride=8, etth1_lr=1e-3, etth1_teacher="free", instance_norm=True,
         etth1_linear_lr=1e-3, etth1_seeds=3, hidden_size=4, lags=2, order=2, rank=2,
-        models="ttlstm,lstm,dlinear,persistence", ray=0, workers=1, results_dir=str(tmp_path))
+        models="ttlstm,lstm,dlinear,persistence", ray=False, workers=1,
+        results_dir=str(tmp_path))
 
 
 def test_resumed_etth1_bench_runs_only_the_missing_jobs_and_tabulates_all(bench, tmp_path,
