@@ -1,7 +1,8 @@
-"""``raysign land``: the Neural Lander pipeline on Ray (Shi et al., ICRA 2019).
+"""``raysign lander``: the Neural Lander pipeline on Ray (Shi et al., ICRA 2019).
 
-    raysign land                                   # 4 collection seeds, 10 evaluation seeds
-    raysign land --gamma 2 --width 32 --flights 4 --eval-seeds 3 --tasks landing,hover_10cm
+    raysign lander                               # 4 collection seeds, 10 evaluation seeds
+    raysign lander --gamma 2 --width 32 --flights 4 --eval-seeds 3 --tasks landing,hover_10cm
+    raysign land ...                             # the same (alias)
 
 1. **Collect**: one Ray task per seed flies ``--flights`` random near-ground flights
    (``raysign.lander.collect``) and returns (state, control, measured residual) samples.
@@ -27,7 +28,8 @@ from raysign.config import (
     config_from_args,
     to_dict,
 )
-from raysign.lander.experiment import CONTROLLERS, TASKS, LanderConfig, check_task
+from raysign.lander.config import CONTROLLERS, LanderConfig
+from raysign.lander.tasks import TASKS, check_task
 
 _HELP = {
     "collect_seeds": "data-collection Ray tasks (one seed each)",
@@ -72,7 +74,7 @@ def _train(data: dict[str, Any], config: LanderConfig, gamma: float | None, min_
            threads: int) -> tuple[Any, dict[str, Any]]:
     import torch
 
-    from raysign.lander.experiment import fit_residual
+    from raysign.lander.fitting import fit_residual
 
     torch.set_num_threads(threads)
     net, report = fit_residual(data, config, gamma, min_height)
@@ -80,7 +82,7 @@ def _train(data: dict[str, Any], config: LanderConfig, gamma: float | None, min_
 
 
 def _evaluate(residual: Any, name: str, task: str, config: LanderConfig) -> list[dict]:
-    from raysign.lander.experiment import evaluate, make_controllers
+    from raysign.lander.episodes import evaluate, make_controllers
 
     controller = make_controllers({name: residual}, config)[name]
     seeds = config.evaluation_seeds()
@@ -110,7 +112,8 @@ def run_land(config: LanderConfig, tasks: list[str], controllers: list[str], *,
 
     from raysign.actors.cluster import connect
     from raysign.lander.collect import merge
-    from raysign.lander.experiment import check_claims, plot_trajectories, summarise
+    from raysign.lander.report import plot_trajectories, summarise
+    from raysign.lander.stats import check_claims
     from raysign.results import RunDir
 
     check_selection(tasks, controllers)
@@ -124,7 +127,7 @@ def run_land(config: LanderConfig, tasks: list[str], controllers: list[str], *,
     parts = ray.get([collect.remote(config, config.seed + k)
                      for k in range(config.collect_seeds)])
     data = merge(parts)
-    print(f"[raysign land] collected {len(data['z'])} samples from "
+    print(f"[raysign lander] collected {len(data['z'])} samples from "
           f"{config.collect_seeds * config.flights} flights")
     data_ref = ray.put(data)
     # 2. Training: one task per network the chosen controllers need.
@@ -137,7 +140,7 @@ def run_land(config: LanderConfig, tasks: list[str], controllers: list[str], *,
     reports = {}
     for controller, ref in refs.items():
         residuals[controller], reports[controller] = ray.get(ref)
-        print(f"[raysign land] {controller}: {reports[controller]}")
+        print(f"[raysign lander] {controller}: {reports[controller]}")
     run_dir.write_json("residuals.json", reports)
     # 3. Evaluation: one task per (task, controller).
     evaluate = ray.remote(num_cpus=1)(_evaluate)
@@ -162,7 +165,7 @@ def run_land(config: LanderConfig, tasks: list[str], controllers: list[str], *,
     run_dir.write_csv("claims.csv", claims)
     plot_trajectories(recorded, str(run_dir.file("trajectories.png")))
     print_tables(table, claims)
-    print(f"[raysign land] results: {run_dir.path}")
+    print(f"[raysign lander] results: {run_dir.path}")
     return {"run_dir": str(run_dir.path), "table": table, "claims": claims, "episodes": rows,
             "residuals": reports, "samples": int(len(data["z"])),
             "networks": {c: r for c, r in residuals.items() if r is not None}}
@@ -192,7 +195,7 @@ def run(args: argparse.Namespace) -> int:
         config = config_from_args(LanderConfig, args)
         check_selection(tasks, controllers)
     except ConfigError as err:
-        raise SystemExit(f"raysign land: invalid configuration: {err}") from None
+        raise SystemExit(f"raysign lander: invalid configuration: {err}") from None
     run_land(config, tasks, controllers, threads=args.threads, results_dir=args.results_dir,
              name=args.name, address=args.address, num_cpus=args.num_cpus)
     return 0

@@ -2,13 +2,13 @@
 
 - ``1d`` (default): baseline vs Neural Lander vs the unnormalised network vs the oracle on the
   1-D environment, landing from 1-2 m and hovering at 5, 10 and 20 cm, 10 seeds per task and
-  controller (the pipeline of ``raysign land``);
+  controller (the pipeline of ``raysign lander``);
 - ``3d``: the same tasks on the 3-D point-mass environment with a lateral offset
-  (``raysign.lander.experiment3d``), baseline vs Neural Lander vs oracle, plus lateral error;
+  (``raysign.lander.episodes3d``), baseline vs Neural Lander vs oracle, plus lateral error;
 - ``extrapolation``: spectral normalisation against none outside the training range with scarce,
   noisy data (``raysign.lander.extrapolation``; the design is in its docstring).
 
-    python scripts/bench_lander.py                      # 1d, the defaults of ``raysign land``
+    python scripts/bench_lander.py                      # 1d, the defaults of ``raysign lander``
     python scripts/bench_lander.py --eval-seeds 3 --flights 4 --steps 1000   # quicker
     python scripts/bench_lander.py --suite 3d --num-cpus 2
     python scripts/bench_lander.py --suite extrapolation --num-cpus 2
@@ -43,9 +43,10 @@ from raysign.config import (  # noqa: E402
     config_from_args,
     to_dict,
 )
-from raysign.lander.experiment import LanderConfig, check_task  # noqa: E402
-from raysign.lander.experiment3d import CONTROLLERS_3D  # noqa: E402
+from raysign.lander.config import LanderConfig  # noqa: E402
+from raysign.lander.episodes3d import CONTROLLERS_3D  # noqa: E402
 from raysign.lander.extrapolation import ExtrapolationConfig  # noqa: E402
+from raysign.lander.tasks import check_task  # noqa: E402
 from raysign.results import RunDir  # noqa: E402
 
 SUITES = ("1d", "3d", "extrapolation")
@@ -106,7 +107,7 @@ def write_cancellation(run_dir: RunDir, networks: dict[str, Any],
     the part left uncancelled, and the noise floor of mean |e| it predicts next to the oracle's
     (``cancellation.csv``)."""
     from raysign.lander.env import GroundEffectLanderEnv
-    from raysign.lander.experiment import ground_effect_cancellation, noise_floor_error
+    from raysign.lander.fitting import ground_effect_cancellation, noise_floor_error
 
     env = GroundEffectLanderEnv()
     rows = []
@@ -133,7 +134,8 @@ def write_paired(run_dir: RunDir, episodes: list[dict[str, Any]]) -> None:
     """The oracle against Neural Lander per task, paired by seed, with the bound's
     non-inferiority decision (``paired.csv``), and Neural Lander's touchdown speed against
     the baseline's (``touchdown.csv``)."""
-    from raysign.lander.experiment import oracle_bound, plot_touchdown, touchdown_comparison
+    from raysign.lander.report import plot_touchdown
+    from raysign.lander.stats import oracle_bound, touchdown_comparison
 
     rows = oracle_bound(episodes)
     if rows:
@@ -184,7 +186,7 @@ def _train(data: dict[str, Any], config: LanderConfig, gamma: float | None,
            threads: int) -> tuple[Any, dict[str, Any]]:
     import torch
 
-    from raysign.lander.experiment import fit_residual
+    from raysign.lander.fitting import fit_residual
 
     torch.set_num_threads(threads)
     net, report = fit_residual(data, config, gamma)
@@ -192,7 +194,7 @@ def _train(data: dict[str, Any], config: LanderConfig, gamma: float | None,
 
 
 def _evaluate_3d(residual: Any, name: str, task: str, config: LanderConfig) -> list[dict]:
-    from raysign.lander.experiment3d import evaluate_3d, make_controllers_3d
+    from raysign.lander.episodes3d import evaluate_3d, make_controllers_3d
 
     controller = make_controllers_3d({name: residual}, config)[name]
     return evaluate_3d(controller, task, config.evaluation_seeds())
@@ -205,7 +207,7 @@ def run_3d(args: argparse.Namespace) -> int:
 
     from raysign.actors.cluster import connect
     from raysign.lander.collect import collect_flights, merge
-    from raysign.lander.experiment3d import summarise_3d
+    from raysign.lander.report import summarise_3d
 
     fields = {f.name: getattr(args, f.name) for f in dataclasses.fields(LanderConfig)}
     config = LanderConfig(**fields)
@@ -277,11 +279,11 @@ def run_extrapolation(args: argparse.Namespace) -> int:
 
     from raysign.actors.cluster import connect
     from raysign.lander.extrapolation import (
-        plot_extrapolation,
         replicate_data,
         run_replicate,
         summarise_extrapolation,
     )
+    from raysign.lander.report import plot_extrapolation
     from raysign.results import read_jsonl
 
     config = config_from_args(ExtrapolationConfig, args)

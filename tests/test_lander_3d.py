@@ -11,15 +11,12 @@ import pytest
 
 import raysign.lander  # noqa: F401  (registers the environments)
 from raysign.lander import ENV_3D_ID
+from raysign.lander.config import LanderConfig
 from raysign.lander.controllers import TrackingController3D
 from raysign.lander.env import GRAVITY, GroundEffectModel
-from raysign.lander.experiment import LanderConfig
-from raysign.lander.experiment3d import (
-    make_controllers_3d,
-    run_episode_3d,
-    summarise_3d,
-    task_setup_3d,
-)
+from raysign.lander.episodes3d import make_controllers_3d, run_episode_3d
+from raysign.lander.report import summarise_3d
+from raysign.lander.tasks import task_setup_3d
 
 MASS = 1.47
 

@@ -16,23 +16,12 @@ from raysign.lander import ENV_3D_ID, ENV_ID
 from raysign.lander.collect import CollectConfig, collect_flights
 from raysign.lander.controllers import TrackingController, min_jerk, solve_fixed_point
 from raysign.lander.env import GRAVITY, GroundEffectModel, ground_effect_ratio
-from raysign.lander.experiment import (
-    LAND_SPEED,
-    ORACLE_MARGIN,
-    check_task,
-    compare_by_seed,
-    descend_below_ground,
-    descent_metrics,
-    ground_effect_cancellation,
-    land_speed,
-    noise_floor_error,
-    oracle_bound,
-    plot_touchdown,
-    run_episode,
-    summarise,
-    touchdown_comparison,
-)
-from raysign.lander.residual import ResidualNet, TrainSettings, train_residual
+from raysign.lander.episodes import descent_metrics, run_episode
+from raysign.lander.fitting import ground_effect_cancellation, noise_floor_error
+from raysign.lander.report import plot_touchdown, summarise
+from raysign.lander.residual import ResidualNet, ResidualTraining, train_residual
+from raysign.lander.stats import ORACLE_MARGIN, compare_by_seed, oracle_bound, touchdown_comparison
+from raysign.lander.tasks import LAND_SPEED, check_task, descend_below_ground, land_speed
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -111,7 +100,7 @@ def test_spectral_normalisation_bounds_the_measured_lipschitz_product_by_gamma()
     net = ResidualNet(width=32, depth=4, gamma=gamma)
     x = torch.randn(512, 3) * 3
     y = torch.sin(3 * x).sum(1) * 10  # a steep target pushes the weights against the bound
-    train_residual(net, x.numpy(), y.numpy(), TrainSettings(steps=200, lr=1e-2), device="cpu")
+    train_residual(net, x.numpy(), y.numpy(), ResidualTraining(steps=200, lr=1e-2), device="cpu")
     product = np.prod([np.linalg.svd(w.detach().double().numpy(), compute_uv=False)[0]
                        for w in net.effective_weights()])
     assert net.lipschitz_product() == pytest.approx(product, rel=1e-6)
@@ -125,7 +114,7 @@ def test_spectral_normalisation_bounds_the_measured_lipschitz_product_by_gamma()
     # The unnormalised variant trained the same way exceeds gamma (the constraint matters).
     free = ResidualNet(width=32, depth=4, gamma=None)
     torch.manual_seed(0)
-    train_residual(free, x.numpy(), y.numpy(), TrainSettings(steps=200, lr=1e-2), device="cpu")
+    train_residual(free, x.numpy(), y.numpy(), ResidualTraining(steps=200, lr=1e-2), device="cpu")
     assert free.lipschitz_product() > gamma
 
 
@@ -190,7 +179,8 @@ def test_3d_env_hovers_with_a_pd_force_controller():
 
 
 def test_fit_residual_is_reproducible_for_a_seed_and_differs_across_seeds():
-    from raysign.lander.experiment import LanderConfig, fit_residual
+    from raysign.lander.config import LanderConfig
+    from raysign.lander.fitting import fit_residual
 
     data = collect_flights(CollectConfig(flights=1, duration=2.0), seed=0)
 

@@ -10,17 +10,17 @@ import pytest
 
 from raysign.lander.collect import CollectConfig, collect_flights
 from raysign.lander.env import GRAVITY, GroundEffectModel
-from raysign.lander.experiment import paired_difference
 from raysign.lander.extrapolation import (
     CURVE_HEIGHTS,
     METRICS,
     ExtrapolationConfig,
     grid_errors,
-    plot_extrapolation,
     replicate_data,
     run_replicate,
     summarise_extrapolation,
 )
+from raysign.lander.report import plot_extrapolation
+from raysign.lander.stats import paired_difference
 
 MASS = 1.47
 
@@ -111,7 +111,7 @@ def test_one_replicate_trains_both_networks_on_the_same_data_and_reports_every_m
     # seed) and evaluated by its torch forward pass at hover thrust and rest.
     import torch
 
-    from raysign.lander.experiment import fit_residual
+    from raysign.lander.fitting import fit_residual
 
     net, _ = fit_residual(data, config.lander_config(0), config.gamma)
     heights = np.asarray(CURVE_HEIGHTS)

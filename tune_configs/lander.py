@@ -47,13 +47,9 @@ def trainable(config: dict[str, Any]) -> None:
     import torch
 
     from raysign.lander.collect import collect_flights, merge
-    from raysign.lander.experiment import (
-        LanderConfig,
-        evaluate,
-        fit_residual,
-        make_controllers,
-        residual_error,
-    )
+    from raysign.lander.config import LanderConfig
+    from raysign.lander.episodes import evaluate, make_controllers
+    from raysign.lander.fitting import fit_residual, residual_error
 
     torch.set_num_threads(1)
     fields = {k: v for k, v in config.items() if k in LanderConfig.__dataclass_fields__}

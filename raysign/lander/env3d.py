@@ -165,7 +165,7 @@ class GroundEffectLander3DEnv(gym.Env):
         if self.render_mode is None:
             gym.logger.warn("render() called without render_mode; use render_mode='rgb_array'")
             return None
-        from raysign.lander.render import plot_history
+        from raysign.lander.report import plot_history
 
         return plot_history(np.asarray(self.history), self.mass * self.gravity,
                             self.target_height)

@@ -47,15 +47,12 @@ import numpy as np
 
 from raysign.config import check_range
 from raysign.lander.collect import CollectConfig, collect_flights
+from raysign.lander.config import LanderConfig
 from raysign.lander.env import GRAVITY, GroundEffectModel
-from raysign.lander.experiment import (
-    LanderConfig,
-    evaluate,
-    fit_residual,
-    make_controllers,
-    paired_difference,
-)
+from raysign.lander.episodes import evaluate, make_controllers
+from raysign.lander.fitting import fit_residual
 from raysign.lander.residual import NumpyResidual
+from raysign.lander.stats import paired_difference
 
 MASS = 1.47  # kg, the environments' default vehicle mass
 POINT_HEIGHTS = (0.0, 0.05, 0.10, 0.20, 0.50)
@@ -178,56 +175,3 @@ def summarise_extrapolation(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                       "sn_smaller": int(np.sum(sn < free)), "replicates": len(replicates),
                       **paired_difference(sn, free)})
     return table
-
-
-
-def plot_extrapolation(rows: list[dict[str, Any]], min_height: float, path: str,
-                       mass: float = MASS) -> None:
-    """Left: every replicate's learned residual ``f_hat / m`` against height (hover thrust,
-    rest; the rows' ``curve``), SN and no SN, with the true ground effect and the training
-    range shaded. Right: the hover error of the two networks of each replicate at 5 and 10 cm
-    (paired; below the diagonal SN is better)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    heights = np.asarray(CURVE_HEIGHTS)
-    truth = GroundEffectModel(mass)
-    hover = mass * GRAVITY
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.4))
-    colours = {"sn": "tab:blue", "nosn": "tab:red"}
-    labels = {"sn": "SN (gamma 4)", "nosn": "no normalisation"}
-    for network in ("nosn", "sn"):
-        curves = [r["curve"] for r in rows if r["network"] == network and "curve" in r]
-        for k, curve in enumerate(curves):
-            left.plot(heights * 100, curve, color=colours[network], lw=0.7, alpha=0.45,
-                      label=f"{labels[network]} ({len(curves)} replicates)" if k == 0 else None)
-    left.plot(heights * 100, [truth(h, 0.0, hover) / mass for h in heights], "k", lw=2,
-              label="true ground effect")
-    left.axvspan(min_height * 100, heights[-1] * 100, color="0.9", zorder=0,
-                 label="training range")
-    for h in (5, 10, 20):
-        left.axvline(h, color="0.5", ls=":", lw=0.8)
-    left.set_xlabel("height z (cm)")
-    left.set_ylabel("residual f_a / m at hover thrust, v = 0 (m/s^2)")
-    every = np.array([r["curve"] for r in rows if "curve" in r] or [[0.0]])
-    left.set_ylim(min(-0.5, every.min() - 0.2), max(2.0, every.max() + 0.2))
-    left.legend(fontsize=7, loc="upper right")
-    by = {(r["network"], r["replicate"]): r for r in rows}
-    replicates = sorted(k for k in {r["replicate"] for r in rows}
-                        if ("sn", k) in by and ("nosn", k) in by)
-    top = 0.0
-    for task, marker in (("hover_5cm", "o"), ("hover_10cm", "s")):
-        sn = np.array([by[("sn", k)][f"{task}_error"] for k in replicates]) * 100
-        free = np.array([by[("nosn", k)][f"{task}_error"] for k in replicates]) * 100
-        right.scatter(free, sn, marker=marker, s=22, label=task.replace("_", " "))
-        top = max(top, sn.max(), free.max())
-    right.plot([0, top * 1.05], [0, top * 1.05], "k--", lw=0.8)
-    right.set_xlabel("no normalisation: final mean |z error| (cm)")
-    right.set_ylabel("SN: final mean |z error| (cm)")
-    right.set_title("paired by replicate (below the line: SN better)", fontsize=9)
-    right.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)

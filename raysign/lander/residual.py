@@ -127,8 +127,10 @@ class NumpyResidual:
 
 
 @dataclass(frozen=True)
-class TrainSettings:
-    """Full-batch-style Adam on mean squared error of the residual acceleration."""
+class ResidualTraining:
+    """How ``train_residual`` fits the residual network: ``steps`` Adam steps on the mean
+    squared error of the residual acceleration over mini-batches of ``batch_size`` drawn with
+    ``seed``, learning rate ``lr`` (cosine-decayed)."""
 
     steps: int = 3000
     batch_size: int = 1024
@@ -142,7 +144,7 @@ class TrainSettings:
 
 
 def train_residual(net: ResidualNet, features: np.ndarray, targets: np.ndarray,
-                   settings: TrainSettings = TrainSettings(),
+                   settings: ResidualTraining = ResidualTraining(),
                    device: str | None = None) -> list[float]:
     """Fit ``net`` to ``targets`` (``[N]`` residual accelerations, m/s^2) from ``features``
     (``[N, 3]``); returns the loss every 100 steps. Cosine-decayed learning rate."""

@@ -1,11 +1,5 @@
-"""The Neural Lander tasks on the 3-D point-mass environment (``raysign.lander.env3d``).
-
-The same tasks as the 1-D experiment (``raysign.lander.experiment``), now with a lateral offset:
-
-- ``landing``: from ``(x0, y0, z0)`` with ``x0, y0 ~ U(-0.5, 0.5)`` m and ``z0 ~ U(1, 2)`` m
-  down a minimum-jerk reference (every axis) to ``(0, 0, 0)`` in 5 s, then holding it;
-- ``hover_5cm`` / ``hover_10cm`` / ``hover_20cm``: from ``(x0, y0, 0.5)`` to ``(0, 0, h)`` in 3 s,
-  then hovering.
+"""Seeded episodes of the Neural Lander tasks on the 3-D point-mass environment
+(``raysign.lander.env3d``): the 1-D tasks with a lateral offset (``tasks.task_setup_3d``).
 
 Ground effect acts on the vertical force only and is the same function ``f_z(z, v_z, F_z)`` as in
 the 1-D environment, so the residual network trained on 1-D flights is the vertical residual
@@ -14,9 +8,9 @@ here (``tests/test_lander_3d.py`` checks it). Controllers (``make_controllers_3d
 ``F_z``), ``nosn`` (the unnormalised network) and ``oracle`` (the true vertical residual and the
 lateral drag).
 
-Metrics per episode: those of the 1-D experiment (final-window mean/max ``|z - z_d|``,
-touchdown speed and time, fixed-point iterations and contraction, descent metrics) plus the
-final-window mean and max lateral error ``||(x, y) - (x_d, y_d)||``.
+Metrics per episode: those of the 1-D episodes (``raysign.lander.episodes``: final-window
+mean/max ``|z - z_d|``, touchdown speed and time, fixed-point iterations and contraction,
+descent metrics) plus the final-window mean and max lateral error ``||(x, y) - (x_d, y_d)||``.
 """
 
 from __future__ import annotations
@@ -28,36 +22,14 @@ import gymnasium as gym
 import numpy as np
 
 from raysign.lander import ENV_3D_ID
-from raysign.lander.controllers import TrackingController3D, min_jerk
+from raysign.lander.config import LanderConfig
+from raysign.lander.controllers import TrackingController3D
 from raysign.lander.env import GroundEffectModel
-from raysign.lander.experiment import (
-    FINAL_WINDOW_S,
-    LanderConfig,
-    descent_duration,
-    descent_metrics,
-    start_and_target,
-    summarise,
-    vertical_reference,
-)
+from raysign.lander.episodes import FINAL_WINDOW_S, descent_metrics
 from raysign.lander.residual import NumpyResidual
+from raysign.lander.tasks import descent_duration, task_setup_3d
 
 CONTROLLERS_3D = ("baseline", "neural", "nosn", "oracle")
-
-
-def task_setup_3d(task: str, rng: np.random.Generator):
-    """``(start position (3,), reference t -> (p_d, v_d, a_d), target height)`` of ``task``."""
-    duration = descent_duration(task)
-    x0, y0 = rng.uniform(-0.5, 0.5, size=2)
-    z0, height = start_and_target(task, rng)
-    start = np.array([x0, y0, z0])
-    axes = [min_jerk(x0, 0.0, duration), min_jerk(y0, 0.0, duration),
-            vertical_reference(task, z0, height)]
-
-    def reference(t: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        pos, vel, acc = zip(*(axis(t) for axis in axes), strict=True)
-        return np.array(pos), np.array(vel), np.array(acc)
-
-    return start, reference, height
 
 
 def run_episode_3d(controller: TrackingController3D, task: str, seed: int,
@@ -126,16 +98,3 @@ def evaluate_3d(controller: TrackingController3D, task: str,
                 seeds: list[int]) -> list[dict[str, Any]]:
     """``run_episode_3d`` for each seed."""
     return [run_episode_3d(controller, task, s) for s in seeds]
-
-
-def summarise_3d(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """``summarise`` of the 1-D experiment plus the mean and max final lateral error."""
-    table = summarise(rows)
-    for row in table:
-        sel = [r for r in rows if r["task"] == row["task"]
-               and r["controller"] == row["controller"]]
-        row["final_mean_lateral_error"] = float(np.mean([r["final_mean_lateral_error"]
-                                                         for r in sel]))
-        row["final_max_lateral_error"] = float(np.max([r["final_max_lateral_error"]
-                                                       for r in sel]))
-    return table
