@@ -43,7 +43,7 @@ def test_train_rejects_bad_configuration_before_starting_ray():
 @pytest.mark.parametrize("command, message", [
     (["topics", "--k", "0"], "n_topics=0"),
     (["topics", "--heldout", "1.5"], "heldout=1.5"),
-    (["land", "--gamma", "-1"], "gamma=-1.0"),
+    (["lander", "--gamma", "-1"], "gamma=-1.0"),
     (["land", "--tasks", "landing,takeoff"], "task='takeoff'"),
 ])
 def test_command_rejects_bad_configuration_in_one_line_before_starting_ray(command, message):
