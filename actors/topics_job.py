@@ -1,37 +1,45 @@
-"""``raysign topics``: spectral LDA (Anandkumar et al. JMLR 2014) on the NYT corpus.
+"""``raysign topics`` and ``scripts/run_topics.py``: spectral LDA (Anandkumar et al. JMLR 2014)
+on the NYT corpus.
 
     raysign topics --k 20 --alpha0 1.0 --chunks 4
 
 Whitening (top-k eigenpairs of M2 by matrix-vector products) runs on the driver; the whitened
 third moment is accumulated over document chunks as Ray tasks (additive sums, combined exactly).
-Results in ``runs/topics/<timestamp>/``: config.json, metrics.jsonl, topics.json, topics.csv.
+With ``--chunks 1`` the one chunk is summed in this process and Ray is neither started nor
+imported. Results in ``runs/topics/<timestamp>/``: config.json, metrics.jsonl, topics.json,
+topics.csv, topic_words.png (``raysign.topics.report``).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 import numpy as np
 
-from raysign.config import check_range
-from raysign.data import default_data_dir, require_file
-from raysign.results import RunDir
-from raysign.topics.estimator import METHODS
+from raysign.config import ConfigError, add_config_arguments, config_from_args, to_dict
+from raysign.topics.config import TopicsConfig
+
+_HELP = {
+    "k": "number of topics",
+    "alpha0": "Dirichlet concentration sum",
+    "method": "decomposition of the whitened tensor: power, tl-power or als",
+    "refine_steps": "variational EM steps after the spectral fit (on the driver)",
+    "refine_inner": "E-step iterations per EM step",
+    "chunks": "document chunks of the third moment (Ray tasks; 1 = in this process, no Ray)",
+    "heldout": "held-out document fraction",
+    "seed": "seed of the held-out split, the whitening and the decomposition",
+    "top": "top words printed and saved per topic",
+    "data_dir": "folder holding topics/nyt.ldac and topics/nyt.tokens ('' = $RAYSIGN_DATA, "
+                "else ../shared/data)",
+    "out": "results root",
+}
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--k", type=int, default=20, help="number of topics")
-    p.add_argument("--alpha0", type=float, default=1.0, help="Dirichlet concentration sum")
-    p.add_argument("--method", default="power", choices=METHODS,
-                   help="decomposition of the whitened tensor")
-    p.add_argument("--refine-steps", type=int, default=0,
-                   help="variational EM steps after the spectral fit (on the driver)")
-    p.add_argument("--chunks", type=int, default=4, help="document chunks (Ray tasks)")
-    p.add_argument("--heldout", type=float, default=0.1, help="held-out document fraction")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--top", type=int, default=10, help="top words printed per topic")
-    p.add_argument("--out", default="runs", help="results root")
-    p.add_argument("--address", default=None, help="Ray address (default: local)")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_arguments(parser, TopicsConfig, _HELP)
+    parser.add_argument("--address", default=None,
+                        help="Ray cluster address (default: $RAY_ADDRESS or a local instance)")
 
 
 def ray_third_moment(X, W, alpha0: float, n_chunks: int) -> np.ndarray:
@@ -48,46 +56,48 @@ def ray_third_moment(X, W, alpha0: float, n_chunks: int) -> np.ndarray:
     return combine_third_moment(parts, W, alpha0)
 
 
-def run(args: argparse.Namespace) -> int:
+def third_moment(X, W, alpha0: float, n_chunks: int, address: str | None) -> np.ndarray:
+    """M3(W, W, W): one chunk in this process, or ``n_chunks`` Ray tasks on the cluster at
+    ``address`` (joined or started here)."""
+    from raysign.topics.moments import combine_third_moment, third_moment_sums
+
+    if n_chunks == 1:
+        return combine_third_moment([third_moment_sums(X, W)], W, alpha0)
     from raysign.actors.cluster import connect
-    from raysign.topics.corpus import load_ldac, load_vocab, split_heldout
-    from raysign.topics.estimator import TensorLDA
-    from raysign.topics.metrics import coherence, completion_perplexity
+
+    connect(address, None)
+    return ray_third_moment(X, W, alpha0, n_chunks)
+
+
+def run(args: argparse.Namespace) -> int:
+    from raysign.results import RunDir
+    from raysign.topics.corpus import load_nyt, split_heldout
+    from raysign.topics.metrics import heldout_scores
     from raysign.topics.moments import whitening
+    from raysign.topics.report import format_scores, format_topics, write_report
 
     try:  # fails before the corpus is read and Ray starts
-        est = TensorLDA(args.k, args.alpha0, method=args.method, seed=args.seed,
-                        refine_steps=args.refine_steps)
-        check_range("chunks", args.chunks, 1, None)
-        check_range("heldout", args.heldout, 0.0, 1.0, low_open=True, high_open=True)
-        check_range("top", args.top, 1, None)
-    except ValueError as err:
+        config = config_from_args(TopicsConfig, args)
+        X, vocab, dropped = load_nyt(config.data_dir)
+    except (ConfigError, FileNotFoundError) as err:
         raise SystemExit(f"raysign topics: invalid configuration: {err}") from None
-    d = default_data_dir() / "topics"
-    vocab = load_vocab(require_file(d / "nyt.tokens", "NYT vocabulary"))
-    X, dropped = load_ldac(require_file(d / "nyt.ldac", "NYT corpus"), n_words=len(vocab))
-    train, held = split_heldout(X, args.heldout, args.seed)
-    run_dir = RunDir.create(args.out, "topics")
-    run_dir.write_json("config.json", {**vars(args), "docs": X.shape[0], "dropped": dropped})
-    connect(args.address, None)
+    est = config.estimator()
+    train, held = split_heldout(X, config.heldout, config.seed)
+    run_dir = RunDir.create(config.out, "topics")
+    run_dir.write_json("config.json", to_dict(config))
     t0 = time.perf_counter()
-    W, _, _ = whitening(train, args.alpha0, args.k, seed=args.seed)
-    T = ray_third_moment(train, W, args.alpha0, args.chunks)
-    est.set_from_tensor(W, T, *est.decompose(T)).refine(train, args.refine_steps)
+    W, _, _ = whitening(train, config.alpha0, config.k, seed=config.seed)
+    T = third_moment(train, W, config.alpha0, config.chunks, args.address)
+    est.set_from_tensor(W, T, *est.decompose(T)).refine(train, config.refine_steps)
     fit_s = time.perf_counter() - t0
-    umass, npmi = coherence(est.components_, train)
     # The same held-out score as the rank sweep and the benchmark (document completion).
-    rec = {"k": args.k, "alpha0": args.alpha0, "method": args.method,
-           "refine_steps": args.refine_steps, "fit_s": fit_s, "umass": umass, "npmi": npmi,
-           "heldout_perplexity": completion_perplexity(est.components_, est.alpha_, held)}
-    run_dir.log(rec)
-    topics = []
-    for i, t in enumerate(est.components_):
-        top = [vocab[j] for j in np.argsort(t)[::-1][:args.top]]
-        topics.append({"topic": i, "alpha": float(est.alpha_[i]), "words": " ".join(top)})
-        print(f"{i:3d} a={est.alpha_[i]:.3f} {' '.join(top)}")
-    run_dir.write_json("topics.json", {"topics": topics, **rec})
-    run_dir.write_csv("topics.csv", topics)
-    print(rec)
+    record = {"k": config.k, "alpha0": config.alpha0, "method": config.method,
+              "refine_steps": config.refine_steps, "docs": X.shape[0], "dropped": dropped,
+              "fit_s": fit_s, **heldout_scores(est.components_, est.alpha_, train, held)}
+    run_dir.log(record)
+    rows = write_report(run_dir, est.components_, est.alpha_, vocab, record, config.top)
+    print(format_topics(rows))
+    print(format_scores(record))
     print(f"results in {run_dir.path}")
+    print(json.dumps(record))
     return 0

@@ -26,6 +26,7 @@ finishes, to runs/bench_topics/<timestamp>/ (under --out).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -35,15 +36,17 @@ import scipy.sparse as sp
 from sklearn.decomposition import LatentDirichletAllocation
 from sklearn.utils import gen_batches
 
-from raysign.topics.estimator import TensorLDA
-from raysign.topics.metrics import alpha_error, coherence, completion_perplexity, topic_error
+from raysign.config import ConfigError, to_dict
+from raysign.topics.config import TopicsConfig
+from raysign.topics.metrics import alpha_error, heldout_scores, topic_error
+from raysign.topics.report import top_words
 from raysign.topics.synthetic import make_lda_corpus
 
 
-def fit_tensor(X: sp.csr_matrix, k: int, seed: int, refine_steps: int, refine_inner: int
+def fit_tensor(X: sp.csr_matrix, config: TopicsConfig, seed: int, refine_steps: int
                ) -> tuple[np.ndarray, np.ndarray]:
-    est = TensorLDA(k, alpha0=1.0, seed=seed, refine_steps=refine_steps,
-                    refine_inner=refine_inner).fit(X)
+    """raysign's TensorLDA as ``config`` builds it, with this ``seed`` and ``refine_steps``."""
+    est = dataclasses.replace(config, seed=seed, refine_steps=refine_steps).estimator().fit(X)
     return est.components_, est.alpha_
 
 
@@ -92,13 +95,20 @@ def fit_gensim(X: sp.csr_matrix, k: int, seed: int) -> tuple[np.ndarray, np.ndar
     return lda.get_topics(), alpha
 
 
+def tensor_config(a: argparse.Namespace) -> TopicsConfig:
+    """The TopicsConfig of the tensor methods: k, alpha0 = 1, --refine-inner E-step iterations
+    per EM step (seed and EM steps are set per fit)."""
+    return TopicsConfig(k=a.k, alpha0=1.0, seed=a.seed, refine_steps=a.refine_steps,
+                        refine_inner=a.refine_inner)
+
+
 def methods(a: argparse.Namespace) -> dict:
     """The selected methods (--methods name prefixes) as fit(X, seed) -> (topics, alpha),
     the quick ones first so that a run stopped early has them."""
+    config = tensor_config(a)
     every = {
-        "tensor": lambda X, s: fit_tensor(X, a.k, s, 0, a.refine_inner),
-        f"tensor+EM{a.refine_steps}": lambda X, s: fit_tensor(X, a.k, s, a.refine_steps,
-                                                              a.refine_inner),
+        "tensor": lambda X, s: fit_tensor(X, config, s, 0),
+        f"tensor+EM{a.refine_steps}": lambda X, s: fit_tensor(X, config, s, a.refine_steps),
         "gensim": lambda X, s: fit_gensim(X, a.k, s),
         "sklearn-online": lambda X, s: fit_sklearn(X, a.k, s, "online"),
         "sklearn-batch": lambda X, s: fit_sklearn(X, a.k, s, "batch"),
@@ -152,8 +162,8 @@ def synthetic(a: argparse.Namespace, out: Path) -> None:
             (out / "synthetic.json").write_text(json.dumps(rows, indent=1))
         for D in a.grow:
             if D < a.docs:
-                s, cpu, (topics, est_alpha) = timed(fit_tensor, X[:D], a.k, seed, 0,
-                                                    a.refine_inner)
+                s, cpu, (topics, est_alpha) = timed(fit_tensor, X[:D], tensor_config(a),
+                                                    seed, 0)
                 rows.append({"seed": seed, "method": "tensor", "docs": D, "time_s": s,
                              "cpu_s": cpu,
                              "topic_l1": topic_error(topics, B),
@@ -176,22 +186,18 @@ def synthetic(a: argparse.Namespace, out: Path) -> None:
 
 
 def nyt(a: argparse.Namespace, out: Path) -> None:
-    from raysign.data import default_data_dir
-    from raysign.topics.corpus import load_ldac, load_vocab, split_heldout
+    from raysign.topics.corpus import load_nyt, split_heldout
 
-    d = default_data_dir() / "topics"
-    vocab = load_vocab(d / "nyt.tokens")
-    X, dropped = load_ldac(d / "nyt.ldac", n_words=len(vocab))
+    X, vocab, dropped = load_nyt(tensor_config(a).data_dir)
     train, held = split_heldout(X, 0.1, 0)
     print(f"NYT: {X.shape[0]} docs ({dropped} dropped), V={X.shape[1]}, train {train.shape[0]},"
           f" held out {held.shape[0]}, k={a.k}")
     rows, words = [], {}
     for name, fit in methods(a).items():
         s, cpu, (topics, est_alpha) = timed(fit, train, a.seed)
-        umass, npmi = coherence(topics, train)
-        rows.append({"method": name, "time_s": s, "cpu_s": cpu, "umass": umass, "npmi": npmi,
-                     "heldout_perplexity": completion_perplexity(topics, est_alpha, held)})
-        words[name] = [" ".join(vocab[j] for j in np.argsort(t)[::-1][:10]) for t in topics]
+        rows.append({"method": name, "time_s": s, "cpu_s": cpu,
+                     **heldout_scores(topics, est_alpha, train, held)})
+        words[name] = [" ".join(w) for w in top_words(topics, vocab, 10)]
         print(json.dumps(rows[-1]), flush=True)
         for i, w in enumerate(words[name]):
             print(f"  {name} {i:2d}: {w}")
@@ -232,9 +238,14 @@ def main() -> None:
                    help="comma-separated name prefixes of the methods to run")
     p.add_argument("--out", default="runs")
     a = p.parse_args()
+    try:  # the tensor methods' settings, validated before any corpus is built
+        config = tensor_config(a)
+    except ConfigError as err:
+        p.error(str(err))
     out = Path(a.out) / "bench_topics" / time.strftime("%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(vars(a), indent=1))
+    (out / "config.json").write_text(json.dumps({**vars(a), "tensor": to_dict(config)},
+                                                indent=1))
     if a.part in ("synthetic", "all"):
         synthetic(a, out)
     if a.part in ("nyt", "all"):

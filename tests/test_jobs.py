@@ -41,8 +41,8 @@ def test_train_rejects_bad_configuration_before_starting_ray():
 
 
 @pytest.mark.parametrize("command, message", [
-    (["topics", "--k", "0"], "n_topics=0"),
-    (["topics", "--heldout", "1.5"], "heldout=1.5"),
+    (["topics", "--k", "0"], "k=0 is outside the allowed range [1, inf)"),
+    (["topics", "--heldout", "1.5"], "heldout=1.5 is outside the allowed range (0.0, 1.0)"),
     (["lander", "--gamma", "-1"], "gamma=-1.0"),
     (["land", "--tasks", "landing,takeoff"], "task='takeoff'"),
 ])

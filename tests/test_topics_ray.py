@@ -1,4 +1,6 @@
 """Chunked moment accumulation (Ray tasks) equals the single-process whitened M3."""
+import json
+
 import numpy as np
 import pytest
 
@@ -32,3 +34,25 @@ def test_ray_job_path_gives_the_topics_of_the_single_process_fit(ray_session, me
     np.testing.assert_allclose(est.components_[p], ref.components_, atol=1e-6)
     np.testing.assert_allclose(est.alpha_[p], ref.alpha_, rtol=1e-6)
     assert topic_error(est.components_, B) < 0.2  # and both are the real topics
+
+
+def test_job_with_ray_chunks_writes_the_record_of_the_one_chunk_run(ray_session, tmp_path,
+                                                                     data_dir):
+    """``raysign topics --chunks 3`` (Ray tasks) and ``--chunks 1`` (in process) fit the same
+    topics on NYT: the same table and scores."""
+    from raysign import cli
+    from raysign.results import read_jsonl
+
+    runs = {}
+    for chunks in (1, 3):
+        out = tmp_path / str(chunks)
+        assert cli.main(["topics", "--k", "4", "--chunks", str(chunks), "--out", str(out),
+                         "--data-dir", str(data_dir)]) == 0
+        runs[chunks] = next((out / "topics").iterdir())
+    one, ray = (read_jsonl(runs[c] / "metrics.jsonl")[0] for c in (1, 3))
+    for name in ("heldout_perplexity", "umass", "npmi"):
+        np.testing.assert_allclose(ray[name], one[name], rtol=1e-8)
+    tables = [json.loads((runs[c] / "topics.json").read_text())["topics"] for c in (1, 3)]
+    assert [t["words"] for t in tables[1]] == [t["words"] for t in tables[0]]
+    np.testing.assert_allclose([t["alpha"] for t in tables[1]], [t["alpha"] for t in tables[0]],
+                               rtol=1e-8)

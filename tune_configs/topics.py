@@ -11,7 +11,7 @@ import itertools
 import json
 import sys
 
-from ray import tune
+from raysign.topics.config import TopicsConfig
 
 DESCRIPTION = "spectral LDA on NYT: k and alpha0 by held-out perplexity"
 METRIC = "heldout_perplexity"
@@ -21,6 +21,8 @@ QUICK_GRID = {"k": [5, 10], "alpha0": [1.0]}
 
 
 def param_space(quick: bool) -> dict:
+    from ray import tune
+
     return {name: tune.grid_search(values)
             for name, values in (QUICK_GRID if quick else GRID).items()}
 
@@ -29,31 +31,29 @@ def trial_resources(cpus: float, gpus: float) -> dict:
     return {"cpu": 1}
 
 
-def evaluate(k: int, alpha0: float) -> dict:
-    """Fit TensorLDA(k, alpha0) on 90% of NYT; score the held-out 10% and the topics."""
-    from raysign.data import default_data_dir
-    from raysign.topics.corpus import load_ldac, load_vocab, split_heldout
-    from raysign.topics.estimator import TensorLDA
-    from raysign.topics.metrics import coherence, completion_perplexity
+def evaluate(config: TopicsConfig) -> dict:
+    """Fit ``config``'s TensorLDA on the training documents of NYT (all but the held-out
+    fraction, 10% by default); score the held-out documents and the topics."""
+    from raysign.topics.corpus import load_nyt, split_heldout
+    from raysign.topics.metrics import heldout_scores
 
-    d = default_data_dir() / "topics"
-    X, _ = load_ldac(d / "nyt.ldac", n_words=len(load_vocab(d / "nyt.tokens")))
-    train, held = split_heldout(X, 0.1, 0)
-    est = TensorLDA(k, alpha0).fit(train)
-    umass, npmi = coherence(est.components_, train)
-    return {"heldout_perplexity": completion_perplexity(est.components_, est.alpha_, held),
-            "umass": umass, "npmi": npmi}
+    X, _, _ = load_nyt(config.data_dir)
+    train, held = split_heldout(X, config.heldout, config.seed)
+    est = config.estimator().fit(train)
+    return heldout_scores(est.components_, est.alpha_, train, held)
 
 
 def trainable(config: dict) -> None:
-    tune.report(evaluate(int(config["k"]), float(config["alpha0"])))
+    from ray import tune
+
+    tune.report(evaluate(TopicsConfig(k=int(config["k"]), alpha0=float(config["alpha0"]))))
 
 
 if __name__ == "__main__":
     grid = QUICK_GRID if "--quick" in sys.argv else GRID
     results = []
     for k, a0 in itertools.product(grid["k"], grid["alpha0"]):
-        results.append({"k": k, "alpha0": a0, **evaluate(k, a0)})
+        results.append({"k": k, "alpha0": a0, **evaluate(TopicsConfig(k=k, alpha0=a0))})
         print(json.dumps(results[-1]), flush=True)
     best = min(results, key=lambda r: r[METRIC])
     print(f"best {METRIC}={best[METRIC]:.1f} with k={best['k']} alpha0={best['alpha0']}")

@@ -6,6 +6,8 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
+from raysign.data import require_file
+
 
 def load_ldac(path: str | Path, n_words: int | None = None, min_len: int = 3,
               max_docs: int | None = None) -> tuple[sp.csr_matrix, int]:
@@ -37,6 +39,15 @@ def load_ldac(path: str | Path, n_words: int | None = None, min_len: int = 3,
 def load_vocab(path: str | Path) -> list[str]:
     """One word per line."""
     return [w.strip() for w in Path(path).read_text().splitlines()]
+
+
+def load_nyt(data_dir: str | Path) -> tuple[sp.csr_matrix, list[str], int]:
+    """The NYT corpus under ``data_dir/topics``: (X [D, V] CSR counts, vocabulary [V],
+    number of documents of fewer than 3 words dropped)."""
+    folder = Path(data_dir) / "topics"
+    vocab = load_vocab(require_file(folder / "nyt.tokens", "NYT vocabulary"))
+    X, dropped = load_ldac(require_file(folder / "nyt.ldac", "NYT corpus"), n_words=len(vocab))
+    return X, vocab, dropped
 
 
 def split_heldout(X: sp.csr_matrix, frac: float = 0.1, seed: int = 0

@@ -80,3 +80,13 @@ def completion_perplexity(topics: np.ndarray, alpha: np.ndarray, X: sp.spmatrix,
     topics = (1 - smooth) * topics / topics.sum(1, keepdims=True) + smooth / topics.shape[1]
     gamma, _ = e_step(first, topics, np.asarray(alpha, dtype=float), n_iter=n_iter)
     return perplexity(topics, gamma / gamma.sum(1, keepdims=True), second)
+
+
+def heldout_scores(topics: np.ndarray, alpha: np.ndarray, train: sp.spmatrix,
+                   heldout: sp.spmatrix) -> dict[str, float]:
+    """The scores of one fit used by the job, the sweep and the benchmark: UMass and NPMI
+    coherence of the top 10 words on the training documents, and held-out perplexity by
+    document completion."""
+    umass, npmi = coherence(topics, train)
+    return {"umass": umass, "npmi": npmi,
+            "heldout_perplexity": completion_perplexity(topics, alpha, heldout)}
