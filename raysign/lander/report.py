@@ -45,8 +45,8 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "touchdown_speed_max": float(np.max(speeds)) if speeds else math.nan,
             "time_to_touchdown_mean": float(np.mean(times)) if times else math.nan,
             # Where the reference was at touchdown (below 0: it had to be driven underground).
-            "touchdown_reference_mean": finite_mean([r.get("touchdown_reference_height", math.nan)
-                                                  for r in sel]),
+            "touchdown_reference_mean": finite_mean([r.get("touchdown_reference_height",
+                                                           math.nan) for r in sel]),
             "fp_iterations_mean": float(np.mean([r["fp_iterations_mean"] for r in sel])),
             "fp_iterations_max": int(np.max([r["fp_iterations_max"] for r in sel])),
             "fp_max_contraction": float(np.max([r["fp_max_contraction"] for r in sel])),
@@ -70,7 +70,7 @@ def _descent_summary(sel: list[dict[str, Any]]) -> dict[str, float]:
 
 
 def summarise_3d(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """``summarise`` of the 1-D experiment plus the mean and max final lateral error."""
+    """``summarise`` of 3-D episodes plus the mean and max final lateral error."""
     table = summarise(rows)
     for row in table:
         sel = [r for r in rows if r["task"] == row["task"]
