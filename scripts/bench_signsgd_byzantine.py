@@ -38,10 +38,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from raysign import aggregators  # noqa: E402
 from raysign.actors.cluster import connect  # noqa: E402
 from raysign.actors.trainer import SignSGDTrainer  # noqa: E402
 from raysign.results import RunDir  # noqa: E402
+from raysign.signsgd import aggregators  # noqa: E402
 from raysign.signsgd.attacks import ALL_ATTACKS  # noqa: E402
 from raysign.signsgd.config import AGGREGATORS, SignSGDConfig  # noqa: E402
 from raysign.signsgd.models import build_model, num_parameters  # noqa: E402
