@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -169,3 +171,41 @@ def test_crowd_command_rejects_bad_config_before_ray_and_aggregates_real_sets(tm
     table = pd.read_csv(next((tmp_path / "crowd-aggregate").glob("*/accuracy.csv")))
     assert table["method"].tolist() == ["mv", "wmv", "one_coin", "ds"]
     assert table["accuracy"].between(0.9, 1.0).all()  # TEMP is an easy set (Snow et al.)
+
+
+# ``ray`` made unimportable: ``import ray`` anywhere in the command raises ImportError.
+WITHOUT_RAY = ("import sys; sys.modules['ray'] = None; from raysign.cli import main; "
+               "sys.exit(main(sys.argv[1:]))")
+
+
+def raysign_without_ray(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", WITHOUT_RAY, *args], capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_crowd_aggregate_and_report_run_without_ray(tmp_path, data_dir):
+    from raysign.crowd.aggregate import DawidSkene
+    from raysign.crowd.annotations import load_crowd
+
+    done = raysign_without_ray("crowd", "aggregate", "--datasets", "temp", "--data-dir",
+                               str(data_dir), "--results-dir", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    table = pd.read_csv(next((tmp_path / "crowd-aggregate").glob("*/accuracy.csv")))
+    temp = load_crowd("temp", str(data_dir))
+    ds = temp.accuracy(DawidSkene().fit_predict(temp.annotations))
+    assert table.set_index("method").loc["ds", "accuracy"] == pytest.approx(ds)
+
+    rows = [{"budget": 100, "quality": 0.3, "method": m, "redundancy": r, "seed": s,
+             "test_accuracy": acc + 0.01 * s}
+            for m, accs in {"mv": {1: 0.5, 3: 0.6}, "mbem": {1: 0.7, 3: 0.6}}.items()
+            for r, acc in accs.items() for s in range(2)]
+    pd.DataFrame(rows).to_csv(tmp_path / "results.csv", index=False)
+    done = raysign_without_ray("crowd", "report", str(tmp_path / "results.csv"))
+    assert done.returncode == 0, done.stderr
+    budget = pd.read_csv(tmp_path / "budget_table.csv")
+    assert dict(zip(budget["method"], budget["best_r"], strict=False)) == {"mv": 3, "mbem": 1}
+    assert (tmp_path / "accuracy_vs_redundancy.png").is_file()
+    # ...whereas the commands that use Ray do need it.
+    done = raysign_without_ray("crowd", "budget", "--results-dir", str(tmp_path))
+    assert done.returncode != 0 and "import of ray halted" in done.stderr
+

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -74,3 +76,16 @@ def test_forecast_quick_sweep_picks_the_trial_with_the_lowest_validation_rmse(
     inputs, targets = val.inputs.numpy(), val.targets.numpy()
     persistence = np.sqrt(np.mean((targets - inputs[:, -1:, :]) ** 2))
     assert best["val_rmse"] < persistence
+
+
+def test_forecast_command_rejects_a_bad_config_without_ray():
+    """Every ``raysign forecast`` run uses Ray; a bad configuration is rejected before, so the
+    rejection works where ``ray`` cannot even be imported."""
+    without_ray = ("import sys; sys.modules['ray'] = None; from raysign.cli import main; "
+                   "sys.exit(main(sys.argv[1:]))")
+    done = subprocess.run([sys.executable, "-c", without_ray, "forecast", "--order", "0"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 1
+    assert done.stderr.strip() == ("raysign forecast: invalid configuration: order=0 is "
+                                   "outside the allowed range [1, 8]")
+
