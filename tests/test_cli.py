@@ -7,6 +7,7 @@ import argparse
 import dataclasses
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -61,3 +62,15 @@ def test_config_booleans_are_flag_pairs_not_numbers():
     assert flipped == _Toy(progress=False, shuffle=True)
     with pytest.raises(SystemExit):
         parser.parse_args(["--progress", "0"])
+
+
+SCRIPTS = sorted((Path(__file__).resolve().parents[1] / "scripts").glob("*.py"))
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=[s.name for s in SCRIPTS])
+def test_every_script_answers_help(script):
+    """An entry point or benchmark whose imports broke fails here, not on a user's cluster."""
+    result = subprocess.run([sys.executable, str(script), "--help"], capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "usage:" in result.stdout
