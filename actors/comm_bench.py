@@ -213,13 +213,15 @@ class VoteRound:
             worker_stats = [r[0] for r in results]
             vote_stats, apply_stats = results[0][1], [r[2] for r in results]
         else:
-            outs = [w.compress.options(num_returns=s + 1).remote(step) for w in self.workers]
+            # Per worker, the refs of its S messages, then of its stats.
+            compress_refs = [w.compress.options(num_returns=s + 1).remote(step)
+                             for w in self.workers]
             voted = [self.votes[j].vote.options(num_returns=2).remote(
-                step, *[outs[i][j] for i in range(m)]) for j in range(s)]
+                step, *[compress_refs[i][j] for i in range(m)]) for j in range(s)]
             applied = [w.apply.remote(step, *[v[0] for v in voted]) for w in self.workers]
             apply_stats = ray.get(applied)
             wall = time.perf_counter() - t0
-            worker_stats = ray.get([o[s] for o in outs])
+            worker_stats = ray.get([refs[s] for refs in compress_refs])
             vote_stats = ray.get([v[1] for v in voted])
         if any(v["num_valid"] != m for v in vote_stats):
             raise RuntimeError(f"a vote shard rejected payloads: {vote_stats}")

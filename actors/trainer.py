@@ -187,31 +187,33 @@ class SignSGDTrainer:
         live = list(range(self.config.num_workers))
         failed: set[int] = set()
         omniscient = self.config.attack in OMNISCIENT_ATTACKS and bool(self.byzantine)
+        # Per live worker, the refs of what it sends this round: S messages, then its stats.
         if self.config.transport == "direct" and not omniscient:
-            done, failed, outs = self._direct_round(step, with_density)
+            done, failed, compute_refs = self._direct_round(step, with_density)
             live = [i for i in live if i not in failed]
             if done is not None:
                 return self._record(step, *done, failed, with_density)
             self._reset_restarted_votes()
         else:
-            outs = {i: self.workers[i].compute.options(num_returns=s + 1).remote(
+            compute_refs = {i: self.workers[i].compute.options(num_returns=s + 1).remote(
                 step, with_density) for i in live}
         if omniscient:
             # The adversaries see the honest messages of this round before sending theirs.
-            _, dead = _get_each({i: outs[i][s] for i in live}, "compute")
+            _, dead = _get_each({i: compute_refs[i][s] for i in live}, "compute")
             failed |= dead
             live = [i for i in live if i not in dead]
-            honest = [outs[i][j] for i in live if i not in self.byzantine for j in range(s)]
+            honest = [compute_refs[i][j] for i in live if i not in self.byzantine
+                      for j in range(s)]
             for i in live:
                 if i in self.byzantine:
-                    outs[i] = self.workers[i].craft.options(num_returns=s + 1).remote(
-                        step, *honest)
+                    compute_refs[i] = self.workers[i].craft_omniscient_messages.options(
+                        num_returns=s + 1).remote(step, *honest)
         for _ in range(ROUND_ATTEMPTS):
             voted = [self.votes[j].vote.options(num_returns=2).remote(
-                step, *[outs[i][j] for i in live]) for j in range(s)]
+                step, *[compute_refs[i][j] for i in live]) for j in range(s)]
             applied = {i: self.workers[i].apply.remote(step, *[v[0] for v in voted])
                        for i in live}
-            worker_stats, dead = _get_each({i: outs[i][s] for i in live}, "compute")
+            worker_stats, dead = _get_each({i: compute_refs[i][s] for i in live}, "compute")
             if dead:
                 failed |= dead
                 live = [i for i in live if i not in dead]
@@ -243,8 +245,9 @@ class SignSGDTrainer:
         """One round with the direct transport (``SignWorker.exchange``). Returns
         ``(stats, failed, None)`` when every live worker applied the vote, where ``stats`` is
         (worker, vote, apply stats); a worker that dies is left out of the vote (the driver
-        tells the vote actors at once). If a vote actor died, returns ``(None, failed, outs)``
-        with the live workers' messages of this step as object refs, for the object path."""
+        tells the vote actors at once). If a vote actor died, returns ``(None, failed,
+        compute_refs)`` with the live workers' messages and stats of this step as object refs
+        (``resend``), for the object path."""
         s = self.config.vote_shards
         senders = tuple(range(self.config.num_workers))
         refs = {self.workers[i].exchange.remote(step, self.votes, senders, DIRECT_TIMEOUT_S,

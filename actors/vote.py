@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 import warnings
 from collections.abc import Callable
@@ -30,6 +29,7 @@ import ray
 import torch
 
 from raysign import wire
+from raysign.actors.drills import VoteDrills
 from raysign.signs import majority_vote
 
 log = logging.getLogger(__name__)
@@ -42,12 +42,14 @@ def _read_only_tensor(array: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(array)
 
 
-class VoteActor:
+class VoteActor(VoteDrills):
+    """The vote of one parameter slice (module docstring); its fault-injection drill
+    (``crash_at``) comes from ``raysign.actors.drills.VoteDrills``."""
+
     def __init__(self, shard: int, start: int, stop: int, kind: int,
                  aggregate: Callable[[np.ndarray], np.ndarray] | None = None):
         self.shard, self.start, self.stop = shard, start, stop
         self.length = stop - start
-        self._crash_at: int | None = None
         self.reset(kind, aggregate)
 
     def reset(self, kind: int, aggregate: Callable[[np.ndarray], np.ndarray] | None,
@@ -63,11 +65,6 @@ class VoteActor:
     def tag(self) -> int:
         return self._tag
 
-    def crash_at(self, step: int) -> None:
-        """Exit the process when voting on ``step`` (fault-injection drill); a restarted
-        actor has no such plan."""
-        self._crash_at = step
-
     def state(self) -> dict[str, Any]:
         """The aggregator's state (centered clipping's center) for checkpoints."""
         center = getattr(self.aggregate, "center", None)
@@ -79,8 +76,7 @@ class VoteActor:
 
     def vote(self, step: int, *payloads: Any) -> tuple[np.ndarray, dict[str, Any]]:
         t_start = time.time()
-        if self._crash_at == step:
-            os._exit(1)
+        self.drill_vote(step)
         valid, rejected = [], []
         # Step 1: validate.
         for index, payload in enumerate(payloads):
@@ -134,7 +130,7 @@ class _Round:
         self.payloads: dict[int, Any] = {}
         self.done = asyncio.Event()
         self.result: tuple[np.ndarray, dict[str, Any]] | None = None
-        self.served = 0
+        self.senders_answered = 0  # how many of ``senders`` have been given ``result``
 
 
 class DirectVoteActor(VoteActor):
@@ -152,12 +148,14 @@ class DirectVoteActor(VoteActor):
                  aggregate: Callable[[np.ndarray], np.ndarray] | None = None):
         super().__init__(shard, start, stop, kind, aggregate)
         self._rounds: dict[int, _Round] = {}
-        self._gone: dict[int, set[int]] = {}
+        # Per step, the senders the driver reported dead before that step's round opened
+        # (``drop`` came before any ``submit``): the round opens without them.
+        self._dead_before_round: dict[int, set[int]] = {}
 
     def reset(self, kind: int, aggregate: Callable[[np.ndarray], np.ndarray] | None,
               tag: int = 0) -> None:
         super().reset(kind, aggregate, tag)
-        self._rounds, self._gone = {}, {}
+        self._rounds, self._dead_before_round = {}, {}
 
     def _close(self, step: int, rnd: _Round) -> None:
         arrived = [s for s in rnd.senders if s in rnd.payloads]
@@ -174,7 +172,7 @@ class DirectVoteActor(VoteActor):
         """Worker ``sender`` died in ``step``: vote without its message, without waiting."""
         rnd = self._rounds.get(step)
         if rnd is None:
-            self._gone.setdefault(step, set()).add(sender)
+            self._dead_before_round.setdefault(step, set()).add(sender)
         elif rnd.result is None and sender in rnd.senders and sender not in rnd.payloads:
             rnd.senders = tuple(s for s in rnd.senders if s != sender)
             if len(rnd.payloads) == len(rnd.senders):
@@ -187,9 +185,10 @@ class DirectVoteActor(VoteActor):
         for old in [s for s in self._rounds if s < step]:
             del self._rounds[old]  # rounds a failed sender never came back to
         if step not in self._rounds:
-            gone = self._gone.pop(step, set())
-            self._rounds[step] = _Round(tuple(s for s in senders if s not in gone))
-            self._gone = {s: g for s, g in self._gone.items() if s > step}
+            dead = self._dead_before_round.pop(step, set())
+            self._rounds[step] = _Round(tuple(s for s in senders if s not in dead))
+            self._dead_before_round = {s: d for s, d in self._dead_before_round.items()
+                                       if s > step}
         rnd = self._rounds[step]
         if rnd.result is None:
             rnd.payloads[sender] = payload
@@ -201,8 +200,8 @@ class DirectVoteActor(VoteActor):
                 except asyncio.TimeoutError:
                     if rnd.result is None:
                         self._close(step, rnd)
-        rnd.served += 1
-        if rnd.served >= len(rnd.senders):
+        rnd.senders_answered += 1
+        if rnd.senders_answered >= len(rnd.senders):
             self._rounds.pop(step, None)
         return rnd.result
 

@@ -10,7 +10,6 @@ decompress split.
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
@@ -19,6 +18,7 @@ import ray
 import torch
 
 from raysign import wire
+from raysign.actors.drills import WorkerDrills
 from raysign.actors.vote import receive_votes, submit_shards
 from raysign.data import shard_indices
 from raysign.signs import gradient_density, pack_signs, unpack_signs
@@ -31,8 +31,11 @@ def _device() -> str:
     return "cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu"
 
 
-class SignWorker:
-    """Model replica plus its own disjoint data shard (rank ``rank`` of ``num_workers``)."""
+class SignWorker(WorkerDrills):
+    """Model replica plus its own disjoint data shard (rank ``rank`` of ``num_workers``).
+
+    The fault-injection drills (``crash``, ``poison_next_gradient``) come from
+    ``raysign.actors.drills.WorkerDrills``."""
 
     byzantine = False
 
@@ -56,46 +59,45 @@ class SignWorker:
         self.kind = wire.KIND_SIGNS if config.aggregator == "vote" else wire.KIND_FP32
         self.replica = Replica(config, self.rank, images[shard], labels[shard], _device(),
                                byzantine=byzantine)
-        self._poison = 0
+        self.cancel_drills()
         self._outbox: tuple[int, tuple[Any, ...]] | None = None
         self._applied: tuple[int | None, set[int]] = (None, set())  # (step, shards applied)
-        self.crafted = None
+        self.omniscient_attack = None
         if byzantine and config.attack in OMNISCIENT_ATTACKS:
-            self.crafted = make_crafted_attack(config.attack, config.num_byzantine,
-                                               scale=config.attack_scale)
-            self.craft_rng = np.random.default_rng([config.seed, self.rank, 7])
+            self.omniscient_attack = make_crafted_attack(config.attack, config.num_byzantine,
+                                                         scale=config.attack_scale)
+            self.omniscient_rng = np.random.default_rng([config.seed, self.rank, 7])
 
     def num_parameters(self) -> int:
         return self.replica.d
 
     def compute(self, step: int, with_density: bool = False) -> tuple[Any, ...]:
         """Gradient, momentum, sign and pack; returns S messages and a stats dict."""
-        message, flags, stats = self._message(with_density)
-        out = [self._encode(step, shard, message[start:stop], flags)
+        vector, flags, stats = self._vector_to_send(with_density)
+        out = [self._encode(step, shard, vector[start:stop], flags)
                for shard, (start, stop) in enumerate(self.bounds)]
         stats.update(t_compress_end=time.time(), bytes_sent=sum(m.nbytes for m in out))
-        if self.crafted is not None:
-            self._own, self._own_stats = message, stats
+        if self.omniscient_attack is not None:
+            self._own_vector, self._own_stats = vector, stats
         return (*out, stats)
 
-    def _message(self, with_density: bool) -> tuple[torch.Tensor, int, dict[str, Any]]:
-        """Gradient and momentum: the vector to send, its flags and the stats so far."""
+    def _vector_to_send(self, with_density: bool) -> tuple[torch.Tensor, int, dict[str, Any]]:
+        """Gradient and momentum: the fp32 vector [d] to compress, its wire flags and the
+        stats so far."""
         t_start = time.time()
         grad, loss = self.replica.gradient()
-        if self._poison:
-            grad[: self._poison] = float("nan")
-            self._poison = 0
+        self.drill_gradient(grad)
         t_grad = time.time()
         # A non-finite gradient is skipped (momentum untouched) and the worker abstains.
         finite = bool(torch.isfinite(grad).all())
-        message = self.replica.message(grad) if finite else torch.zeros_like(grad)
-        finite = finite and bool(torch.isfinite(message).all())
+        vector = self.replica.momentum_and_attack(grad) if finite else torch.zeros_like(grad)
+        finite = finite and bool(torch.isfinite(vector).all())
         flags = 0 if finite else wire.FLAG_ABSTAIN
         stats = {"rank": self.rank, "loss": loss, "t_start": t_start, "t_grad": t_grad,
                  "abstained": bool(flags), "epoch": self.replica.epoch}
         if with_density:
             stats["density"] = gradient_density(grad)
-        return message, flags, stats
+        return vector, flags, stats
 
     def exchange(self, step: int, votes: list[Any], senders: tuple[int, ...], timeout: float,
                  with_density: bool = False) -> tuple[dict, list[dict], dict]:
@@ -105,10 +107,10 @@ class SignWorker:
         others are still on the wire. Returns this worker's compute, vote and apply stats.
         The messages are kept until the next round (``resend``), in case a vote actor dies
         and the driver falls back to the object path."""
-        message, flags, stats = self._message(with_density)
+        vector, flags, stats = self._vector_to_send(with_density)
         out, calls = submit_shards(
             step, self.rank, votes,
-            lambda shard: self._encode(step, shard, message[slice(*self.bounds[shard])], flags),
+            lambda shard: self._encode(step, shard, vector[slice(*self.bounds[shard])], flags),
             senders, timeout)
         stats.update(t_compress_end=time.time(), bytes_sent=sum(m.nbytes for m in out))
         self._outbox = (step, (*out, stats))
@@ -131,10 +133,12 @@ class SignWorker:
             body.view(np.float32)[:] = values.detach().cpu().numpy()
         return msg
 
-    def craft(self, step: int, *honest: np.ndarray) -> tuple[Any, ...]:
-        """An omniscient adversary's messages (after ``compute`` of the same step): sees the
-        honest workers' S messages each (``honest`` = [worker0 shard0, worker0 shard1, ...])
-        and crafts its own per shard (``raysign.signsgd.attacks.make_crafted_attack``)."""
+    def craft_omniscient_messages(self, step: int, *honest: np.ndarray) -> tuple[Any, ...]:
+        """An omniscient adversary's S messages for ``step``, replacing those of its
+        ``compute`` of the same step: it reads the honest workers' S messages each
+        (``honest`` = [worker0 shard0, worker0 shard1, ...]) and crafts its own per shard
+        (``raysign.signsgd.attacks.make_crafted_attack``). Returns the messages and the
+        stats of that ``compute``."""
         s = len(self.bounds)
         out = []
         for shard, (start, stop) in enumerate(self.bounds):
@@ -148,8 +152,9 @@ class SignWorker:
                     rows.append(unpack_signs(torch.from_numpy(body.copy()), stop - start).numpy())
                 else:
                     rows.append(body.view(np.float32))
-            own = self._own[start:stop].detach().cpu().numpy()
-            values = self.crafted(np.stack(rows), own, self.craft_rng) if rows else own
+            own = self._own_vector[start:stop].detach().cpu().numpy()
+            values = (self.omniscient_attack(np.stack(rows), own, self.omniscient_rng)
+                      if rows else own)
             out.append(self._encode(step, shard, torch.from_numpy(
                 np.ascontiguousarray(values, dtype=np.float32)), 0))
         stats = dict(self._own_stats, t_compress_end=time.time(),
@@ -206,11 +211,3 @@ class SignWorker:
     def seek(self, batches: int) -> None:
         """Move the data stream to where it is after ``batches`` mini-batches."""
         self.replica.seek(batches)
-
-    def poison_next_gradient(self, count: int = 1) -> None:
-        """Make the next gradient's first ``count`` entries NaN (fault-injection drill)."""
-        self._poison = count
-
-    def crash(self) -> None:
-        """Exit the worker process at once (fault-injection for tests and drills)."""
-        os._exit(1)

@@ -73,7 +73,7 @@ def main() -> int:
                             for k, v in row.items()), flush=True)
         if step < args.steps:
             grad, _ = replica.gradient()
-            replica.apply_signs(pack_signs(replica.message(grad)))
+            replica.apply_signs(pack_signs(replica.momentum_and_attack(grad)))
     out.write_csv("diagnostics.csv", rows)
 
     import matplotlib

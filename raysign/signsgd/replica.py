@@ -11,7 +11,7 @@ communication efficient and fault tolerant" (ICLR 2019), for worker i of M:
 The ``mean`` aggregator replaces 3-4 by sending fp32 ``m_i`` and applying
 ``x <- x - lr (mean_i m_i + lambda x)``: parameter-server SGD with momentum, the baseline of
 the paper. ``Replica`` is steps 1, 2 and 4 for one worker, with no Ray in sight; the actors in
-``actors/`` move its messages around.
+``actors/`` pack what it computes into messages and move them around.
 """
 
 from __future__ import annotations
@@ -104,8 +104,10 @@ class Replica:
         grad = torch.cat([p.grad.reshape(-1) for p in self.params])
         return grad, float(loss.detach())
 
-    def message(self, grad: torch.Tensor) -> torch.Tensor:
-        """Step 2 (and the attack, for a Byzantine replica): the fp32 vector to compress."""
+    def momentum_and_attack(self, grad: torch.Tensor) -> torch.Tensor:
+        """Step 2, then the attack for a Byzantine replica: updates the momentum with ``grad``
+        [d] and returns the fp32 vector [d] to compress and send (the momentum itself, or the
+        attack's output; not yet a wire message)."""
         m, self.momentum_state = self._momentum.update(grad, self.momentum_state)
         if self.attack is not None:
             return self.attack(m, self.attack_generator)
