@@ -27,8 +27,16 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> None:
     if address:
         ray.init(address=address, log_to_driver=True)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True,
-                 _system_config={"max_direct_call_object_size": DIRECT_CALL_BYTES})
+        start_local(num_cpus)
+
+
+def start_local(num_cpus: int | None = None, log_to_driver: bool = True) -> None:
+    """Start a local Ray instance as every raysign run does (and the test session):
+    ``DIRECT_CALL_BYTES`` as the inline size, no dashboard. With that inline size a small task
+    return lives in the memory of the process that made the call, not in the object store, so
+    a ref the driver forwards carries those bytes through the driver."""
+    ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=log_to_driver,
+             _system_config={"max_direct_call_object_size": DIRECT_CALL_BYTES})
 
 
 @dataclass(frozen=True)

@@ -20,12 +20,16 @@ def data_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def ray_session():
-    """One local Ray instance with 2 CPUs for every test that needs it; shut down at the end
-    so no Ray process outlives the test session."""
+    """One local Ray instance with 2 CPUs for every test that needs it, started as the
+    trainer's own ``connect`` starts one (``raysign.actors.cluster.start_local``: the same
+    ``max_direct_call_object_size``, so messages travel inline as in production); shut down at
+    the end so no Ray process outlives the test session."""
     import ray
 
+    from raysign.actors.cluster import start_local
+
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        start_local(num_cpus=2, log_to_driver=False)
     yield ray
     ray.shutdown()
 
