@@ -100,7 +100,8 @@ def test_mbem_tells_hammers_from_spammers_with_one_label_per_item():
 
 
 @pytest.mark.parametrize("field,value", [("redundancy", 0), ("quality", 1.5),
-                                         ("method", "glad"), ("budget", 10**7)])
+                                         ("method", "glad"), ("budget", 10**7),
+                                         ("model", "rnn")])
 def test_crowd_config_rejects_bad_values_naming_the_field(field, value):
     with pytest.raises(ConfigError, match=field):
         CrowdConfig(**{field: value})
