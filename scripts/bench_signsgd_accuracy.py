@@ -56,9 +56,9 @@ def main() -> int:
     plan = [p for p in PLAN if args.plan == "full" or p in SHORT]
     for aggregator, attack, adversaries in plan:
         config = SignSGDConfig(aggregator=aggregator, attack=attack, num_byzantine=adversaries,
-                             lr=LR[aggregator], epochs=args.epochs, seed=args.seed,
-                             num_workers=args.num_workers, results_dir=str(out.path),
-                             name=f"{aggregator}-{attack}-{adversaries}")
+                               lr=LR[aggregator], epochs=args.epochs, seed=args.seed,
+                               num_workers=args.num_workers, results_dir=str(out.path),
+                               name=f"{aggregator}-{attack}-{adversaries}")
         trainer = SignSGDTrainer(config, progress=True)
         try:
             summary = trainer.run()

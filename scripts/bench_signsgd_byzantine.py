@@ -210,11 +210,11 @@ def run_grid(args: argparse.Namespace, rows: list[dict], done: set, out: RunDir)
                 if (label(agg, args.clip_tau), attack, f, seed) in done:
                     continue
                 config = SignSGDConfig(model=args.model, aggregator=agg, num_byzantine=f,
-                                     attack="negate" if attack == "none" else attack,
-                                     lr=LR.get(agg, args.fp32_lr), epochs=args.epochs,
-                                     max_steps=args.max_steps, seed=seed, num_workers=7,
-                                     clip_tau=args.clip_tau, results_dir=str(out.path),
-                                     name=f"{agg}-{attack}-{f}-{seed}")
+                                       attack="negate" if attack == "none" else attack,
+                                       lr=LR.get(agg, args.fp32_lr), epochs=args.epochs,
+                                       max_steps=args.max_steps, seed=seed, num_workers=7,
+                                       clip_tau=args.clip_tau, results_dir=str(out.path),
+                                       name=f"{agg}-{attack}-{f}-{seed}")
                 if trainer is None:
                     trainer = SignSGDTrainer(config, progress=False)
                 else:

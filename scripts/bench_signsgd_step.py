@@ -168,11 +168,11 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
     images, labels = train.images[:need], train.labels[:need]
     for label, shards, aggregator in _methods(m, args.methods):
         config = SignSGDConfig(dataset="fashion-mnist", model=args.model, num_workers=m,
-                             aggregator=aggregator, vote_shards=shards, lr=1e-3,
-                             batch_size=args.batch_size, max_steps=args.warmup + args.steps,
-                             train_subset=need, test_subset=100, checksum_every=10**6,
-                             seed=args.seed, name="bench_step_train",
-                             transport=args.transport)
+                               aggregator=aggregator, vote_shards=shards, lr=1e-3,
+                               batch_size=args.batch_size, max_steps=args.warmup + args.steps,
+                               train_subset=need, test_subset=100, checksum_every=10**6,
+                               seed=args.seed, name="bench_step_train",
+                               transport=args.transport)
         before = set(ray.util.placement_group_table())
         trainer = SignSGDTrainer(config, RunDir(Path(args.rows_out).parent / "trainer"),
                                  progress=False,

@@ -79,11 +79,11 @@ def trainable(config: dict[str, Any]) -> None:
     from raysign.signsgd.config import SignSGDConfig
 
     fields = {k: v for k, v in config.items() if k in SignSGDConfig.__dataclass_fields__}
-    train_config = SignSGDConfig(vote_shards=VOTE_SHARDS, name="sweep-signsgd",
+    run_config = SignSGDConfig(vote_shards=VOTE_SHARDS, name="sweep-signsgd",
                                results_dir=tune.get_context().get_trial_dir(), **fields)
     # The trial's placement group: bundle 0 is this driver, bundles 1..M the workers.
     worker_bundle = ray.util.get_current_placement_group().bundle_specs[1]
-    trainer = SignSGDTrainer(train_config, progress=False, worker_options=ActorResources(
+    trainer = SignSGDTrainer(run_config, progress=False, worker_options=ActorResources(
         num_cpus=worker_bundle["CPU"], num_gpus=worker_bundle.get("GPU", 0.0)))
 
     def report(record: dict[str, Any]) -> None:
