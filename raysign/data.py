@@ -4,6 +4,9 @@ The data sets are public files copied unmodified into ``shared/data`` (see its R
 network is used. Loaders take a path and fail with a message naming the missing file. The
 crowdsourcing, forecasting and topic-model loaders live beside their algorithms
 (``raysign.crowd``, ``raysign.forecast``, ``raysign.topics``) and find files the same way.
+
+The data folder may also be a URI (``s3://bucket/data``, ``file:///shared/data``): the part a
+loader needs is copied once into this node's cache and read from there (``local_data_dir``).
 """
 
 from __future__ import annotations
@@ -12,10 +15,13 @@ import gzip
 import os
 import pickle
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from raysign import storage
 
 DATA_ENV = "RAYSIGN_DATA"
 
@@ -33,6 +39,19 @@ def default_data_dir() -> Path:
         if candidate.is_dir():
             return candidate
     return candidates[0]
+
+
+def data_location(data_dir: str | Path | None) -> str:
+    """The data folder a run names: ``data_dir`` (a path or a URI), or ``default_data_dir()``
+    when it is empty."""
+    return str(data_dir) if data_dir else str(default_data_dir())
+
+
+def local_data_dir(data_dir: str | Path | None, parts: Sequence[str] = ()) -> Path:
+    """The data folder as a path on this machine: a local folder as it is, a URI's sub-paths
+    ``parts`` (e.g. ``["mnist"]``) copied once into this node's cache
+    (``raysign.storage.cached_copy``)."""
+    return storage.cached_copy(data_location(data_dir), parts)
 
 
 def require_file(path: str | Path, what: str) -> Path:
@@ -60,7 +79,7 @@ class ImageSplit:
 def load_mnist(data_dir: str | Path | None = None) -> tuple[ImageSplit, ImageSplit]:
     """MNIST train (the 50k train plus 10k validation of the pickle = the standard 60k) and
     test (10k)."""
-    root = Path(data_dir) if data_dir is not None else default_data_dir()
+    root = local_data_dir(data_dir, ["mnist"])
     path = require_file(root / "mnist" / "mnist.pkl.gz", "MNIST")
     with gzip.open(path, "rb") as fh:
         train, valid, test = pickle.load(fh, encoding="latin1")
@@ -85,7 +104,7 @@ def _read_idx(path: Path) -> np.ndarray:
 
 def load_fashion_mnist(data_dir: str | Path | None = None) -> tuple[ImageSplit, ImageSplit]:
     """Fashion-MNIST train (60k) and test (10k) from the standard IDX files."""
-    root = (Path(data_dir) if data_dir is not None else default_data_dir()) / "fashion-mnist"
+    root = local_data_dir(data_dir, ["fashion-mnist"]) / "fashion-mnist"
     splits = []
     for prefix in ("train", "t10k"):
         images = _read_idx(require_file(root / f"{prefix}-images-idx3-ubyte.gz", "Fashion-MNIST"))

@@ -27,6 +27,8 @@ from raysign.topics.estimator import METHODS
     ("top", 0, r"\[1, inf\)"),
     ("top", True, r"\[1, inf\)"),
     ("data_dir", "/no/such/raysign/data", r"does not exist \(the folder holding topics/nyt"),
+    ("data_dir", "nope://bucket/data", r"has the scheme 'nope'"),
+    ("results_dir", "nope://bucket/runs", r"has the scheme 'nope'"),
 ])
 def test_bad_field_raises_config_error_naming_the_field_and_what_is_allowed(field, value,
                                                                              allowed):
@@ -36,10 +38,9 @@ def test_bad_field_raises_config_error_naming_the_field_and_what_is_allowed(fiel
 
 
 def test_every_validated_field_has_a_rejection_case():
-    # "out" is a folder created on demand, so any string names a valid one.
     checked = {"k", "alpha0", "method", "refine_steps", "refine_inner", "chunks", "heldout",
-               "seed", "top", "data_dir"}
-    assert {f.name for f in dataclasses.fields(TopicsConfig)} == checked | {"out"}
+               "seed", "top", "data_dir", "results_dir"}
+    assert {f.name for f in dataclasses.fields(TopicsConfig)} == checked
 
 
 def test_defaults_are_the_documented_run_and_data_dir_resolves_to_the_shared_folder():

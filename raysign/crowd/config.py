@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from raysign.config import check_choice, check_range
 from raysign.crowd.mbem import ClassifierTraining
 from raysign.crowd.simulate import WORKER_MODELS
+from raysign.storage import check_location
 
 METHODS = ("mv", "ds", "mbem", "oracle")
 DATASETS = ("fashion-mnist", "mnist")
@@ -51,6 +52,8 @@ class CrowdConfig:
         check_range("test_size", self.test_size, 0)
         check_range("seed", self.seed, 0)
         check_range("n_items", self.budget // self.redundancy, 10)
+        if self.data_dir:  # "" is the default folder, resolved where the images are read
+            check_location("data_dir", self.data_dir, "s3://bucket/data or file:///shared/data")
         self.classifier_training()  # validates model, hidden, epochs, batch_size, lr
 
     def classifier_training(self) -> ClassifierTraining:

@@ -10,11 +10,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from raysign.config import check_choice, check_range
-from raysign.data import default_data_dir
+from raysign.data import local_data_dir
 from raysign.forecast.datasets import DATASETS
 from raysign.forecast.models import MODELS
+from raysign.storage import check_location
 
 TEACHER = ("scheduled", "forcing", "free")
+ETTH1 = "forecast/ETTh1.csv"  # inside data_dir
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,11 @@ class ForecastConfig:
         check_range("num_sequences", self.num_sequences, 10, 10_000_000)
         check_range("stride", self.stride, 1, 100_000)
         check_range("max_train_windows", self.max_train_windows, 0, None)
+        if self.data_dir:  # "" is the default folder, resolved where ETTh1 is read
+            check_location("data_dir", self.data_dir, "s3://bucket/data or file:///shared/data")
+        check_location("results_dir", self.results_dir)
 
     def etth1_path(self) -> Path:
-        root = Path(self.data_dir) if self.data_dir else default_data_dir()
-        return root / "forecast" / "ETTh1.csv"
+        """ETTh1.csv on this machine (copied once into this node's cache if ``data_dir`` is
+        a URI)."""
+        return local_data_dir(self.data_dir, [ETTH1]) / ETTH1

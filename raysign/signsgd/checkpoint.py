@@ -5,6 +5,10 @@ batch-norm buffers, momentum, data position and random-generator states; see
 ``raysign.signsgd.replica.Replica.state``), so that a run killed after step k and resumed ends
 bit-identical to one that was never interrupted. Files are written to a temporary name and
 renamed, so a crash while saving never leaves a half-written checkpoint under the real name.
+
+A checkpoint is found by its run folder or its file, a local path or a URI
+(``open_checkpoint``); a URI's run folder is downloaded into local staging, and the run that
+continues from it keeps syncing to the same URI (``raysign.results.RunDir``).
 """
 
 from __future__ import annotations
@@ -15,11 +19,17 @@ from typing import Any
 
 import torch
 
+from raysign import storage
+from raysign.results import RunDir
+
 FORMAT = "raysign-signsgd-checkpoint"
 VERSION = 1
-# Fields that may differ between the run that wrote a checkpoint and the one resuming it.
-RESUMABLE_CHANGES = {"epochs", "max_steps", "results_dir", "name", "eval_every",
+# Fields that may differ between the run that wrote a checkpoint and the one resuming it (the
+# data set is the same wherever its folder lies: a resume on another cluster may read it
+# from elsewhere).
+RESUMABLE_CHANGES = {"epochs", "max_steps", "results_dir", "data_dir", "name", "eval_every",
                      "checksum_every", "checkpoint_every"}
+CHECKPOINT_NAME = "checkpoint.pt"
 
 
 class CheckpointError(ValueError):
@@ -37,12 +47,33 @@ def save_checkpoint(path: str | Path, *, config: dict[str, Any], step: int,
     return path
 
 
+def open_checkpoint(location: str | Path) -> tuple[RunDir, Path]:
+    """The run folder of a checkpoint, to continue writing into, and the checkpoint's file on
+    this machine. ``location``: the checkpoint file or the run folder holding
+    ``checkpoint.pt``, a local path or a URI (whose run folder is downloaded; the returned
+    RunDir syncs back to it)."""
+    text = str(location)
+    if storage.is_uri(text):
+        found = storage.kind(text)
+        if found == "missing":
+            raise CheckpointError(f"checkpoint {text!r} does not exist")
+        folder, name = storage.split_parent(text) if found == "file" else (text, CHECKPOINT_NAME)
+        run_dir = RunDir.open(folder)
+        return run_dir, run_dir.file(name)
+    path = Path(location)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {text!r} does not exist")
+    if path.is_dir():
+        return RunDir(path), path / CHECKPOINT_NAME
+    return RunDir(path.parent), path
+
+
 def load_checkpoint(path: str | Path, config: dict[str, Any] | None = None) -> dict[str, Any]:
     """Read and check a checkpoint; if ``config`` is given, every field outside
     ``RESUMABLE_CHANGES`` must match the checkpoint's."""
     path = Path(path)
     if path.is_dir():
-        path = path / "checkpoint.pt"
+        path = path / CHECKPOINT_NAME
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
     try:

@@ -15,6 +15,7 @@ from raysign.signsgd.aggregators import AGGREGATORS as FP32_AGGREGATORS
 from raysign.signsgd.aggregators import SLICEWISE, make_aggregator
 from raysign.signsgd.attacks import ALL_ATTACKS
 from raysign.signsgd.models import MODELS
+from raysign.storage import check_location, is_uri
 
 # "vote": majority vote of packed signs; the rest aggregate fp32 messages
 # (raysign.signsgd.aggregators).
@@ -60,8 +61,10 @@ class SignSGDConfig:
         check_choice("dataset", self.dataset, LOADERS)
         if not self.data_dir:
             object.__setattr__(self, "data_dir", str(default_data_dir()))
-        check_path_exists("data_dir", self.data_dir,
-                          "the folder with mnist/ and fashion-mnist/, see shared/data/README.md")
+        check_location("data_dir", self.data_dir, "s3://bucket/data or file:///shared/data")
+        if not is_uri(self.data_dir):  # a URI is checked where it is read (the driver)
+            check_path_exists("data_dir", self.data_dir, "the folder with mnist/ and "
+                              "fashion-mnist/, see shared/data/README.md")
         check_choice("model", self.model, MODELS)
         check_range("num_workers", self.num_workers, 1, 1024)
         check_choice("aggregator", self.aggregator, AGGREGATORS)
@@ -93,6 +96,7 @@ class SignSGDConfig:
         check_range("checkpoint_every", self.checkpoint_every, 0, None)
         check_range("train_subset", self.train_subset, 0, None)
         check_range("test_subset", self.test_subset, 0, None)
+        check_location("results_dir", self.results_dir)
 
     @property
     def data_path(self) -> Path:

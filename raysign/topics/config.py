@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from raysign.config import check_choice, check_path_exists, check_range
 from raysign.data import default_data_dir
+from raysign.storage import check_location, is_uri
 from raysign.topics.estimator import METHODS, TensorLDA
 
 
@@ -28,7 +29,7 @@ class TopicsConfig:
     seed: int = 0
     top: int = 10
     data_dir: str = ""
-    out: str = "runs"
+    results_dir: str = "runs"
 
     def __post_init__(self) -> None:
         check_range("k", self.k, 1, None)
@@ -43,9 +44,12 @@ class TopicsConfig:
         check_range("top", self.top, 1, None)
         if not self.data_dir:
             object.__setattr__(self, "data_dir", str(default_data_dir()))
-        check_path_exists("data_dir", self.data_dir,
-                          "the folder holding topics/nyt.ldac and topics/nyt.tokens, "
-                          "see shared/data/README.md")
+        check_location("data_dir", self.data_dir, "s3://bucket/data or file:///shared/data")
+        if not is_uri(self.data_dir):  # a URI is checked where it is read (the driver)
+            check_path_exists("data_dir", self.data_dir,
+                              "the folder holding topics/nyt.ldac and topics/nyt.tokens, "
+                              "see shared/data/README.md")
+        check_location("results_dir", self.results_dir)
 
     def estimator(self) -> TensorLDA:
         """The unfitted ``TensorLDA`` of this run."""
