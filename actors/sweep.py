@@ -108,7 +108,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="a small search space")
     parser.add_argument("--results-dir", default="runs", help="root folder for results")
     parser.add_argument("--address", default=None, help="Ray cluster (default: $RAY_ADDRESS "
-                        "or a new local instance)")
+                        "or a private local instance; auto or host:port joins one)")
     parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local instance")
 
 

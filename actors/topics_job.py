@@ -39,7 +39,7 @@ _HELP = {
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser, TopicsConfig, _HELP)
     parser.add_argument("--address", default=None,
-                        help="Ray cluster address (default: $RAY_ADDRESS or a local instance)")
+                        help="join: auto or host:port (default: $RAY_ADDRESS, else a private Ray)")
 
 
 def ray_third_moment(X, W, alpha0: float, n_chunks: int) -> np.ndarray:
