@@ -193,3 +193,29 @@ def worker_resources(num_workers: int, cpus: float | None = None, gpus: float | 
     share = math.floor(1000 * (cpus - reserve_cpus) / num_workers) / 1000
     return ActorResources(num_cpus=max(min(share, 1.0), 0.001), num_gpus=0.0)
 
+
+def _path_exists(path: str) -> bool:
+    return os.path.exists(path)
+
+
+def require_path_on_nodes(path: str, field: str = "data_dir", timeout_s: float = 120.0) -> None:
+    """ConfigError (one line, naming the nodes' IPs) unless ``path`` exists on every alive node
+    that can run a task (one with CPUs or GPUs): a tiny task pinned to each node looks. Call it
+    after ``connect`` and before the tasks that read ``path`` start."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from raysign.config import ConfigError
+
+    nodes = [n for n in ray.nodes() if n["Alive"]
+             and (n["Resources"].get("CPU", 0) > 0 or n["Resources"].get("GPU", 0) > 0)]
+    look = ray.remote(num_cpus=0)(_path_exists)
+    refs = [look.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+        n["NodeID"], soft=False)).remote(path) for n in nodes]
+    found = ray.get(refs, timeout=timeout_s)
+    missing = [n["NodeManagerAddress"] for n, ok in zip(nodes, found, strict=True) if not ok]
+    if missing:
+        where = "node " + missing[0] if len(missing) == 1 else "nodes " + ", ".join(missing)
+        raise ConfigError(f"{field}={path!r} does not exist on {where} (of {len(nodes)} "
+                          "that run tasks); put it at that path on every node (a shared "
+                          "filesystem), or pass a URI such as s3://bucket/data or "
+                          "file:///shared/data, which each node copies into its cache")

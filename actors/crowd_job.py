@@ -16,6 +16,10 @@
 beside the sweep's ``results.csv`` (``report`` redoes that for an existing sweep).
 ``train`` and ``budget`` start (or join) Ray; ``aggregate`` and ``report`` run in this process
 and never import ``ray``.
+
+``--results-dir`` and ``--data-dir`` take a path or a URI (``raysign.storage``). ``train``'s
+tasks read the images themselves: a data URI is copied once into each node's cache by the
+task, and a path is checked on every node before the tasks start.
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ from raysign.config import (
     to_dict,
 )
 from raysign.crowd.config import METHODS, CrowdConfig
+from raysign.data import data_location, local_data_dir
+from raysign.storage import check_location, exists, is_uri, join
 
 _HELP = {
     "dataset": "image data set labelled by the simulated crowd",
@@ -51,19 +57,24 @@ _HELP = {
     "val_fraction": "share of the labelled items held out for model selection",
     "test_size": "evaluate on the first N test images (0 = all)",
     "seed": "first seed (annotations and training)",
-    "data_dir": "folder holding mnist/ and fashion-mnist/ (default: ../shared/data)",
+    "data_dir": "folder holding mnist/ and fashion-mnist/, a path or a URI such as "
+                "s3://bucket/data (default: $RAYSIGN_DATA, else ../shared/data)",
 }
+
+
+RESULTS_HELP = ("root folder for results: a path, or a URI such as s3://bucket/runs (in a Ray "
+                "job: storage every node reaches)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     modes = parser.add_subparsers(dest="mode", required=True, metavar="MODE")
     agg = modes.add_parser("aggregate", help="aggregators on the real sets with ground truth")
     agg.add_argument("--datasets", default="bluebirds,rte,temp", help="comma-separated sets")
-    agg.add_argument("--data-dir", default="", help="folder holding crowd/")
-    agg.add_argument("--results-dir", default="runs", help="root folder for results")
+    agg.add_argument("--data-dir", default="", help="folder holding crowd/ (a path or a URI)")
+    agg.add_argument("--results-dir", default="runs", help=RESULTS_HELP)
     budget = modes.add_parser("budget", help="fixed-budget Ray Tune sweep, table and figure")
     budget.add_argument("--quick", action="store_true", help="a small search space")
-    budget.add_argument("--results-dir", default="runs", help="root folder for results")
+    budget.add_argument("--results-dir", default="runs", help=RESULTS_HELP)
     budget.add_argument("--address", default=None, help="Ray cluster address")
     budget.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local instance")
     report = modes.add_parser("report", help="table and figure of a finished budget sweep")
@@ -74,10 +85,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help=f"comma-separated methods out of {list(METHODS)}")
     train.add_argument("--seeds", type=int, default=1, help="seeds per method")
     train.add_argument("--threads", type=int, default=1, help="torch threads per trial")
-    train.add_argument("--results-dir", default="runs", help="root folder for results")
+    train.add_argument("--results-dir", default="runs", help=RESULTS_HELP)
     train.add_argument("--name", default="crowd", help="run name (runs/<name>/<timestamp>/)")
     train.add_argument("--address", default=None,
-                       help="join: auto or host:port (default: $RAY_ADDRESS, else a private Ray)")
+                       help="Ray cluster address (default: $RAY_ADDRESS or a local instance)")
     train.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local instance")
 
 
@@ -89,8 +100,9 @@ def aggregate_real_sets(datasets: list[str], data_dir: str | None,
     from raysign.results import RunDir
 
     rows = []
+    root = local_data_dir(data_dir, ["crowd"])
     for name in datasets:
-        dataset = load_crowd(name, data_dir or None)
+        dataset = load_crowd(name, root)
         for method, make in AGGREGATORS.items():
             labels = make().fit_predict(dataset.annotations)
             rows.append({"dataset": name, "method": method,
@@ -102,7 +114,8 @@ def aggregate_real_sets(datasets: list[str], data_dir: str | None,
     for name in datasets:
         cells = [r["accuracy"] for r in rows if r["dataset"] == name]
         print(f"{name:10s} " + " ".join(f"{a:9.4f}" for a in cells))
-    print(f"results: {run_dir.path}")
+    run_dir.close()
+    print(f"results: {run_dir.location}")
     return rows
 
 
@@ -134,7 +147,9 @@ def summarise(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def compare(base: CrowdConfig, methods: list[str], seeds: int, *, threads: int = 1,
             results_dir: str = "runs", name: str = "crowd", address: str | None = None,
             num_cpus: int | None = None) -> dict[str, Any]:
-    """Every (method, seed) as a Ray task; tables and a figure in a RunDir."""
+    """Every (method, seed) as a Ray task; tables and a figure in a RunDir. The tasks read
+    the images: a data URI must exist (each task copies it into its node's cache), a path
+    must exist on every node (checked before the tasks start); ConfigError otherwise."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -142,10 +157,19 @@ def compare(base: CrowdConfig, methods: list[str], seeds: int, *, threads: int =
     import ray
     from tqdm import tqdm
 
-    from raysign.actors.cluster import connect
+    from raysign.actors.cluster import connect, require_path_on_nodes
     from raysign.results import RunDir
 
+    check_location("results_dir", results_dir)
+    # Every node reads the folder the driver names (the default resolved here, once).
+    base = dataclasses.replace(base, data_dir=data_location(base.data_dir))
+    images = join(base.data_dir, base.dataset)
+    if is_uri(images) and not exists(images):
+        raise ConfigError(f"data_dir={base.data_dir!r} has no {base.dataset}/ ({images!r} does "
+                          "not exist)")
     connect(address, num_cpus)
+    if not is_uri(images):
+        require_path_on_nodes(images, "data_dir")
     gpus = ray.cluster_resources().get("GPU", 0.0)
     task = ray.remote(num_cpus=1, num_gpus=1 if gpus >= 1 else 0)(_one_trial)
     run_dir = RunDir.create(results_dir, name)
@@ -175,7 +199,8 @@ def compare(base: CrowdConfig, methods: list[str], seeds: int, *, threads: int =
     fig.tight_layout()
     fig.savefig(run_dir.file("test_accuracy.png"), dpi=120)
     plt.close(fig)
-    return {"run_dir": str(run_dir.path), "table": table, "results": results}
+    run_dir.close()
+    return {"run_dir": run_dir.location, "table": table, "results": results}
 
 
 def budget_report(results_csv: str) -> dict[str, Any]:
@@ -200,13 +225,27 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.mode == "budget":
         from raysign.actors.sweep import run_sweep
+        from raysign.results import RunDir
 
+        try:
+            check_location("results_dir", args.results_dir)
+        except ConfigError as err:  # fails before Ray starts
+            raise SystemExit(f"raysign crowd: invalid configuration: {err}") from None
         summary = run_sweep("crowd", quick=args.quick, results_root=args.results_dir,
                             address=args.address, num_cpus=args.num_cpus)
-        budget_report(str(Path(summary["run_dir"]) / "results.csv"))
+        folder = RunDir.open(summary["run_dir"])  # a URI's folder: downloaded, then synced
+        budget_report(str(folder.file("results.csv")))
+        folder.close()
+        print(f"results: {folder.location}")
         return 1 if summary["errors"] else 0
     if args.mode == "aggregate":
         names = [n.strip() for n in args.datasets.split(",") if n.strip()]
+        try:
+            check_location("results_dir", args.results_dir)
+            if args.data_dir:
+                check_location("data_dir", args.data_dir)
+        except ConfigError as err:
+            raise SystemExit(f"raysign crowd: invalid configuration: {err}") from None
         aggregate_real_sets(names, args.data_dir, args.results_dir)
         return 0
     try:
@@ -214,11 +253,15 @@ def run(args: argparse.Namespace) -> int:
         methods = [m.strip() for m in args.methods.split(",") if m.strip()]
         for method in methods:
             check_choice("methods", method, METHODS)
+        check_location("results_dir", args.results_dir)
     except ConfigError as err:  # fails before Ray starts
         raise SystemExit(f"raysign crowd: invalid configuration: {err}") from None
-    out = compare(config, methods, args.seeds, threads=args.threads,
-                  results_dir=args.results_dir, name=args.name, address=args.address,
-                  num_cpus=args.num_cpus)
+    try:
+        out = compare(config, methods, args.seeds, threads=args.threads,
+                      results_dir=args.results_dir, name=args.name, address=args.address,
+                      num_cpus=args.num_cpus)
+    except ConfigError as err:  # the data folder is missing (on some node)
+        raise SystemExit(f"raysign crowd: {err}") from None
     print(f"{'method':8s} {'trials':>6s} {'test acc':>16s} {'label acc':>9s}")
     for row in out["table"]:
         print(f"{row['method']:8s} {row['trials']:6d} {row['test_accuracy_mean']:8.4f}"

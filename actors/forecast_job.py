@@ -9,6 +9,10 @@ parameter count. Results land in ``runs/<name>/<timestamp>/``: ``config.json``,
 ``metrics.jsonl`` (one record per run), ``rmse_per_horizon.csv`` (model, seed, step, rmse),
 ``summary.csv`` (mean and spread per model), ``rmse_vs_horizon.png`` and ``rollouts.png``.
 Every path of this command starts (or joins) Ray; a bad configuration fails before it does.
+
+``--results-dir`` and ``--data-dir`` take a path or a URI (``raysign.storage``). The tasks
+read ETTh1 themselves: a data URI is copied once into each node's cache by the task, and a
+path is checked on every node before the tasks start.
 """
 
 from __future__ import annotations
@@ -19,13 +23,16 @@ from typing import Any
 
 from raysign.config import ConfigError, add_config_arguments, check_choice, to_dict
 from raysign.config import config_from_args as config_from_args_of
-from raysign.forecast.config import ForecastConfig
+from raysign.data import data_location
+from raysign.forecast.config import ETTH1, ForecastConfig
 from raysign.forecast.models import MODELS
+from raysign.storage import exists, is_uri, join
 
 _HELP = {
     "dataset": "genz, lorenz or etth1",
     "model": "model of a single run (use --models for a comparison)",
-    "data_dir": "folder holding forecast/ETTh1.csv (default: ../shared/data)",
+    "data_dir": "folder holding forecast/ETTh1.csv, a path or a URI such as s3://bucket/data "
+                "(default: $RAYSIGN_DATA, else ../shared/data)",
     "input_len": "burn-in window length (encoder steps)",
     "horizon": "forecast horizon (decoder steps)",
     "hidden_size": "hidden units H of the TT cell",
@@ -45,7 +52,8 @@ _HELP = {
     "stride": "ETTh1: stride between windows",
     "max_train_windows": "use at most N training windows (0 = all)",
     "seed": "first seed",
-    "results_dir": "root folder for results",
+    "results_dir": "root folder for results: a path, or a URI such as s3://bucket/runs (in a "
+                   "Ray job: storage every node reaches)",
     "name": "run name (runs/<name>/<timestamp>/)",
 }
 
@@ -59,7 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated steps ahead to tabulate (default: every 8th)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument("--address", default=None,
-                        help="join: auto or host:port (default: $RAY_ADDRESS, else a private Ray)")
+                        help="Ray cluster address (default: $RAY_ADDRESS or a local instance)")
     parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local instance")
 
 
@@ -71,17 +79,29 @@ def compare(base: ForecastConfig, models: list[str], seeds: int, *, threads: int
             address: str | None = None, num_cpus: int | None = None,
             eval_horizons: tuple[int, ...] = ()) -> dict[str, Any]:
     """Run every (model, seed) as a Ray task; write tables and figures; return the summary
-    (``eval_horizons``: also MSE / MAE over steps 1..h on each horizon-h test set)."""
+    (``eval_horizons``: also MSE / MAE over steps 1..h on each horizon-h test set). On ETTh1
+    the tasks read the file: a URI must exist (each task copies it into its node's cache), a
+    path must exist on every node (checked before the tasks start); ConfigError otherwise."""
     import ray
     from tqdm import tqdm
 
-    from raysign.actors.cluster import connect
+    from raysign.actors.cluster import connect, require_path_on_nodes
     from raysign.forecast.report import summarise, write_figures
     from raysign.results import RunDir
 
     for name in models:
         check_choice("models", name, MODELS)
+    etth1 = None
+    if base.dataset == "etth1":
+        # Every node reads the folder the driver names (the default resolved here, once).
+        base = dataclasses.replace(base, data_dir=data_location(base.data_dir))
+        etth1 = join(base.data_dir, ETTH1)
+        if is_uri(etth1) and not exists(etth1):
+            raise ConfigError(f"data_dir={base.data_dir!r} has no {ETTH1} ({etth1!r} does not "
+                              "exist)")
     connect(address, num_cpus)
+    if etth1 is not None and not is_uri(etth1):
+        require_path_on_nodes(etth1, "data_dir")
     gpus = ray.cluster_resources().get("GPU", 0.0)
     task = ray.remote(num_cpus=1, num_gpus=1 if gpus >= 1 else 0)(_one_run)
     run_dir = RunDir.create(base.results_dir, base.name)
@@ -104,7 +124,8 @@ def compare(base: ForecastConfig, models: list[str], seeds: int, *, threads: int
         for r in results for k, v in enumerate(r["test_rmse_per_horizon"])))
     run_dir.write_csv("summary.csv", table)
     write_figures(results, run_dir.path, title=f"{base.dataset}")
-    return {"run_dir": str(run_dir.path), "table": table, "results": results}
+    run_dir.close()
+    return {"run_dir": run_dir.location, "table": table, "results": results}
 
 
 def _one_run(config: ForecastConfig, threads: int,
@@ -122,8 +143,11 @@ def run(args: argparse.Namespace) -> int:
             check_choice("models", name, MODELS)
     except ConfigError as err:  # fails before Ray starts
         raise SystemExit(f"raysign forecast: invalid configuration: {err}") from None
-    out = compare(config, models, args.seeds, threads=args.threads, address=args.address,
-                  num_cpus=args.num_cpus)
+    try:
+        out = compare(config, models, args.seeds, threads=args.threads, address=args.address,
+                      num_cpus=args.num_cpus)
+    except ConfigError as err:  # the data file is missing (on some node)
+        raise SystemExit(f"raysign forecast: {err}") from None
     steps = ([int(s) for s in args.eval_horizons.split(",")] if args.eval_horizons
              else sorted({*range(8, config.horizon + 1, 8), config.horizon}))
     print(f"{'model':12s} {'params':>8s} {'s/epoch':>8s} "

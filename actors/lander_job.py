@@ -13,7 +13,8 @@
 Results land in ``runs/<name>/<timestamp>/``: ``config.json``, ``residuals.json`` (samples,
 loss, Lipschitz product against gamma, certified thrust contraction per network),
 ``metrics.jsonl`` (one record per episode), ``summary.csv`` (per task and controller),
-``claims.csv`` (the targets checked per task) and ``trajectories.png``.
+``claims.csv`` (the targets checked per task) and ``trajectories.png``. ``--results-dir`` is a
+path or a URI (``raysign.storage``); the lander reads no data files.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from raysign.config import (
 )
 from raysign.lander.config import CONTROLLERS, LanderConfig
 from raysign.lander.tasks import TASKS, check_task
+from raysign.storage import check_location
 
 _HELP = {
     "collect_seeds": "data-collection Ray tasks (one seed each)",
@@ -57,10 +59,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--controllers", default=",".join(CONTROLLERS),
                         help=f"out of {list(CONTROLLERS)}")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per task")
-    parser.add_argument("--results-dir", default="runs", help="root folder for results")
+    parser.add_argument("--results-dir", default="runs",
+                        help="root folder for results: a path, or a URI such as "
+                             "s3://bucket/runs (in a Ray job: storage every node reaches)")
     parser.add_argument("--name", default="lander", help="run name (runs/<name>/<timestamp>/)")
     parser.add_argument("--address", default=None,
-                        help="join: auto or host:port (default: $RAY_ADDRESS, else a private Ray)")
+                        help="Ray cluster address (default: $RAY_ADDRESS or a local instance)")
     parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local instance")
 
 
@@ -117,6 +121,7 @@ def run_land(config: LanderConfig, tasks: list[str], controllers: list[str], *,
     from raysign.results import RunDir
 
     check_selection(tasks, controllers)
+    check_location("results_dir", results_dir)
     connect(address, num_cpus)
     gpus = ray.cluster_resources().get("GPU", 0.0)
     run_dir = RunDir.create(results_dir, name)
@@ -164,9 +169,10 @@ def run_land(config: LanderConfig, tasks: list[str], controllers: list[str], *,
     run_dir.write_csv("summary.csv", table)
     run_dir.write_csv("claims.csv", claims)
     plot_trajectories(recorded, str(run_dir.file("trajectories.png")))
+    run_dir.close()
     print_tables(table, claims)
-    print(f"[raysign lander] results: {run_dir.path}")
-    return {"run_dir": str(run_dir.path), "table": table, "claims": claims, "episodes": rows,
+    print(f"results: {run_dir.location}")
+    return {"run_dir": run_dir.location, "table": table, "claims": claims, "episodes": rows,
             "residuals": reports, "samples": int(len(data["z"])),
             "networks": {c: r for c, r in residuals.items() if r is not None}}
 
@@ -194,6 +200,7 @@ def run(args: argparse.Namespace) -> int:
     try:  # fails before Ray starts
         config = config_from_args(LanderConfig, args)
         check_selection(tasks, controllers)
+        check_location("results_dir", args.results_dir)
     except ConfigError as err:
         raise SystemExit(f"raysign lander: invalid configuration: {err}") from None
     run_land(config, tasks, controllers, threads=args.threads, results_dir=args.results_dir,

@@ -3,6 +3,12 @@
 With no options this is the main job of the README: majority-vote Signum with 7 Ray worker
 actors on Fashion-MNIST in a local Ray session, printing test accuracy, bytes per step against
 fp32 and the time split, and writing ``runs/signsgd/<timestamp>/``.
+
+``--results-dir`` and ``--data-dir`` take a path or a URI (``s3://bucket/runs``,
+``file:///shared/runs``; ``raysign.storage``); in a ``ray job submit`` job a path must lie
+outside the job's temporary working directory. Only the driver reads the data (it puts the
+arrays in the object store), so a data URI is fetched here, before Ray starts. ``--resume``
+takes a checkpoint or its run folder, local or a URI, and the run goes on writing there.
 """
 
 from __future__ import annotations
@@ -13,12 +19,14 @@ import json
 from raysign.actors.cluster import connect
 from raysign.config import ConfigError, add_config_arguments, to_dict
 from raysign.config import config_from_args as config_from_args_of
-from raysign.signsgd.checkpoint import CheckpointError, load_checkpoint
+from raysign.data import local_data_dir
+from raysign.signsgd.checkpoint import CheckpointError, load_checkpoint, open_checkpoint
 from raysign.signsgd.config import SignSGDConfig
 
 _HELP = {
     "dataset": "fashion-mnist or mnist",
-    "data_dir": "folder with mnist/ and fashion-mnist/ (default: ../shared/data)",
+    "data_dir": "folder with mnist/ and fashion-mnist/, a path or a URI such as "
+                "s3://bucket/data (default: $RAYSIGN_DATA, else ../shared/data)",
     "model": "mlp, cnn, resnet18 or resnet50",
     "num_workers": "data-parallel worker actors (M)",
     "aggregator": "vote (majority vote of packed signs), or an fp32 aggregator: mean "
@@ -44,7 +52,8 @@ _HELP = {
     "checkpoint_every": "write checkpoint.pt every N steps (0 = once per epoch)",
     "train_subset": "use only the first N training images (0 = all)",
     "test_subset": "use only the first N test images (0 = all)",
-    "results_dir": "root folder for results",
+    "results_dir": "root folder for results: a path, or a URI such as s3://bucket/runs or "
+                   "file:///shared/runs (in a Ray job: storage every node reaches)",
     "name": "run name (runs/<name>/<timestamp>/)",
 }
 
@@ -52,11 +61,12 @@ _HELP = {
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser, SignSGDConfig, _HELP)
     parser.add_argument("--address", default=None,
-                        help="join: auto or host:port (default: $RAY_ADDRESS, else a private Ray)")
+                        help="Ray cluster address (default: $RAY_ADDRESS or a local instance)")
     parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local instance")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--resume", default=None, metavar="CHECKPOINT",
-                        help="continue from a checkpoint.pt (or the run folder holding it)")
+                        help="continue from a checkpoint.pt (or the run folder holding it), a "
+                             "path or a URI; the run goes on writing into that folder")
 
 
 def config_from_args(args: argparse.Namespace) -> SignSGDConfig:
@@ -66,18 +76,22 @@ def config_from_args(args: argparse.Namespace) -> SignSGDConfig:
 def run(args: argparse.Namespace) -> int:
     from raysign.actors.trainer import SignSGDTrainer
 
-    try:
+    run_dir = checkpoint = None
+    try:  # fails before Ray starts
         config = config_from_args(args)
+        local_data_dir(config.data_dir, [config.dataset])  # a URI: fetched once, here
         if args.resume:
-            load_checkpoint(args.resume, to_dict(config))
-    except (ConfigError, CheckpointError) as err:  # fails before Ray starts
+            run_dir, checkpoint = open_checkpoint(args.resume)
+            load_checkpoint(checkpoint, to_dict(config))
+    except (ConfigError, CheckpointError, OSError) as err:  # OSError: a URI that is missing
         raise SystemExit(f"raysign train: {err}") from None
     connect(args.address, args.num_cpus)
-    trainer = SignSGDTrainer(config, progress=not args.no_progress)
+    trainer = SignSGDTrainer(config, run_dir=run_dir, progress=not args.no_progress)
     try:
-        summary = trainer.run(resume=args.resume)
+        summary = trainer.run(resume=checkpoint)
     finally:
         trainer.shutdown()
+    trainer.run_dir.close()
     stages = ", ".join(f"{k} {1e3 * v:.1f} ms" for k, v in summary.stage_seconds.items())
     print(f"test accuracy      {summary.test_accuracy:.4f} after {summary.steps} steps "
           f"({config.aggregator}, {config.num_workers} workers, "
@@ -86,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
           f"{summary.fp32_bytes_per_step:,.0f} for fp32 ({summary.compression_ratio:.1f}x fewer)")
     print(f"time per step      {stages}")
     print(f"replicas identical {summary.replicas_identical} (re-synced {summary.resyncs})")
-    print(f"results            {summary.run_dir}")
+    print(f"results: {summary.run_dir}")
     print(json.dumps({"test_accuracy": summary.test_accuracy,
                       "compression_ratio": summary.compression_ratio}))
     return 0

@@ -2,7 +2,10 @@
 
 Trials are sized from the CPUs and GPUs the cluster has (``trial_resources`` of the sweep
 module), at most as many run at once as fit, and the results table (CSV) and the best
-configuration (JSON) land in ``runs/sweeps/<name>/<timestamp>/``.
+configuration (JSON) land in ``runs/sweeps/<name>/<timestamp>/``, Tune's own files in its
+``tune/``. ``--results-dir`` is a path or a URI (``s3://bucket/runs``; Tune writes to the URI
+itself, the table and best configuration are uploaded at the end); in a Ray job a path must
+lie outside the job's temporary working directory.
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ from ray import tune
 
 from raysign import tune_configs
 from raysign.actors.cluster import connect
+from raysign.config import ConfigError
 from raysign.results import RunDir
+from raysign.storage import check_location, is_uri, join
 
 REQUIRED = ("DESCRIPTION", "METRIC", "MODE", "param_space", "trainable", "trial_resources")
 
@@ -58,13 +63,17 @@ def _concurrency(module: ModuleType, resources: Any, cpus: float, gpus: float) -
 def run_sweep(name: str, *, num_samples: int | None = None, quick: bool = False,
               results_root: str | Path = "runs", address: str | None = None,
               num_cpus: int | None = None) -> dict[str, Any]:
-    """Run sweep ``name``; returns ``{"best_config", "best_result", "run_dir"}``."""
+    """Run sweep ``name``; returns ``{"best_config", "best_result", "run_dir"}`` (``run_dir``:
+    where the results are, a path or a URI)."""
     module = load_sweep(name)
+    check_location("results_dir", str(results_root))
     connect(address, num_cpus)
     cluster = ray.cluster_resources()
     cpus, gpus = cluster.get("CPU", 1.0), cluster.get("GPU", 0.0)
     resources = module.trial_resources(cpus, gpus)
-    run_dir = RunDir.create(Path(results_root).resolve() / "sweeps", name)
+    root = (join(str(results_root), "sweeps") if is_uri(str(results_root))
+            else Path(results_root).resolve() / "sweeps")
+    run_dir = RunDir.create(root, name)
     scheduler = module.scheduler() if hasattr(module, "scheduler") else None
     tuner = tune.Tuner(
         tune.with_resources(module.trainable, resources),
@@ -76,7 +85,7 @@ def run_sweep(name: str, *, num_samples: int | None = None, quick: bool = False,
             max_concurrent_trials=_concurrency(module, resources, cpus, gpus),
             scheduler=scheduler,
         ),
-        run_config=tune.RunConfig(name=name, storage_path=str(run_dir.path / "tune"),
+        run_config=tune.RunConfig(name=name, storage_path=join(run_dir.location, "tune"),
                                   verbose=1),
     )
     results = tuner.fit()
@@ -94,10 +103,11 @@ def run_sweep(name: str, *, num_samples: int | None = None, quick: bool = False,
         "errors": errors,
     }
     run_dir.write_json("best.json", summary)
+    run_dir.close()
     print(f"[raysign sweep] {name}: best {module.METRIC}={best.metrics.get(module.METRIC)} "
           f"with {best.config}")
-    print(f"[raysign sweep] results: {run_dir.path}")
-    summary["run_dir"] = str(run_dir.path)
+    print(f"results: {run_dir.location}")
+    summary["run_dir"] = run_dir.location
     return summary
 
 
@@ -106,13 +116,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-samples", type=int, default=None,
                         help="samples of the search space (default: the sweep's NUM_SAMPLES)")
     parser.add_argument("--quick", action="store_true", help="a small search space")
-    parser.add_argument("--results-dir", default="runs", help="root folder for results")
+    parser.add_argument("--results-dir", default="runs",
+                        help="root folder for results: a path, or a URI such as "
+                             "s3://bucket/runs (in a Ray job: storage every node reaches)")
     parser.add_argument("--address", default=None, help="Ray cluster (default: $RAY_ADDRESS "
-                        "or a private local instance; auto or host:port joins one)")
+                        "or a new local instance)")
     parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local instance")
 
 
 def run(args: argparse.Namespace) -> int:
+    try:  # fails before Ray starts
+        check_location("results_dir", args.results_dir)
+    except ConfigError as err:
+        raise SystemExit(f"raysign sweep: invalid configuration: {err}") from None
     summary = run_sweep(args.name, num_samples=args.num_samples, quick=args.quick,
                         results_root=args.results_dir, address=args.address,
                         num_cpus=args.num_cpus)

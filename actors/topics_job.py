@@ -7,7 +7,9 @@ Whitening (top-k eigenpairs of M2 by matrix-vector products) runs on the driver;
 third moment is accumulated over document chunks as Ray tasks (additive sums, combined exactly).
 With ``--chunks 1`` the one chunk is summed in this process and Ray is neither started nor
 imported. Results in ``runs/topics/<timestamp>/``: config.json, metrics.jsonl, topics.json,
-topics.csv, topic_words.png (``raysign.topics.report``).
+topics.csv, topic_words.png (``raysign.topics.report``). ``--results-dir`` and ``--data-dir``
+take a path or a URI (``raysign.storage``); the driver reads the corpus (a URI's ``topics/`` is
+copied once into this node's cache, before Ray starts) and sends the chunks to the tasks.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import time
 import numpy as np
 
 from raysign.config import ConfigError, add_config_arguments, config_from_args, to_dict
+from raysign.data import local_data_dir
 from raysign.topics.config import TopicsConfig
 
 _HELP = {
@@ -30,16 +33,20 @@ _HELP = {
     "heldout": "held-out document fraction",
     "seed": "seed of the held-out split, the whitening and the decomposition",
     "top": "top words printed and saved per topic",
-    "data_dir": "folder holding topics/nyt.ldac and topics/nyt.tokens ('' = $RAYSIGN_DATA, "
-                "else ../shared/data)",
-    "out": "results root",
+    "data_dir": "folder holding topics/nyt.ldac and topics/nyt.tokens, a path or a URI such "
+                "as s3://bucket/data ('' = $RAYSIGN_DATA, else ../shared/data)",
+    "results_dir": "root folder for results: a path, or a URI such as s3://bucket/runs (in a "
+                   "Ray job: storage every node reaches)",
 }
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser, TopicsConfig, _HELP)
+    # The former name of --results-dir.
+    parser.add_argument("--out", dest="results_dir", default=argparse.SUPPRESS,
+                        help=argparse.SUPPRESS)
     parser.add_argument("--address", default=None,
-                        help="join: auto or host:port (default: $RAY_ADDRESS, else a private Ray)")
+                        help="Ray cluster address (default: $RAY_ADDRESS or a local instance)")
 
 
 def ray_third_moment(X, W, alpha0: float, n_chunks: int) -> np.ndarray:
@@ -78,12 +85,12 @@ def run(args: argparse.Namespace) -> int:
 
     try:  # fails before the corpus is read and Ray starts
         config = config_from_args(TopicsConfig, args)
-        X, vocab, dropped = load_nyt(config.data_dir)
-    except (ConfigError, FileNotFoundError) as err:
+        X, vocab, dropped = load_nyt(local_data_dir(config.data_dir, ["topics"]))
+    except (ConfigError, OSError) as err:
         raise SystemExit(f"raysign topics: invalid configuration: {err}") from None
     est = config.estimator()
     train, held = split_heldout(X, config.heldout, config.seed)
-    run_dir = RunDir.create(config.out, "topics")
+    run_dir = RunDir.create(config.results_dir, "topics")
     run_dir.write_json("config.json", to_dict(config))
     t0 = time.perf_counter()
     W, _, _ = whitening(train, config.alpha0, config.k, seed=config.seed)
@@ -96,8 +103,9 @@ def run(args: argparse.Namespace) -> int:
               "fit_s": fit_s, **heldout_scores(est.components_, est.alpha_, train, held)}
     run_dir.log(record)
     rows = write_report(run_dir, est.components_, est.alpha_, vocab, record, config.top)
+    run_dir.close()
     print(format_topics(rows))
     print(format_scores(record))
-    print(f"results in {run_dir.path}")
+    print(f"results: {run_dir.location}")
     print(json.dumps(record))
     return 0

@@ -18,6 +18,9 @@ to time the round's five stages:
 
 Every ``checksum_every`` steps and at the end, the driver compares a digest of every honest
 replica's parameters; a replica that diverges is reported and re-synced from rank 0.
+
+The run folder (``raysign.results.RunDir``) may be bound for a URI: it is synced there after
+every checkpoint and at the end of the run, and a run resumed from a URI keeps syncing to it.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from raysign import wire
 from raysign.actors.byzantine import ByzantineWorker
-from raysign.actors.cluster import ActorResources, check_inline_limit, worker_resources
+from raysign.actors.cluster import ActorResources, worker_resources
 from raysign.actors.vote import DirectVoteActor, VoteActor
 from raysign.actors.worker import SignWorker
 from raysign.config import to_dict
@@ -44,7 +47,12 @@ from raysign.data import load_images
 from raysign.results import RunDir, read_jsonl
 from raysign.signs import shard_bounds
 from raysign.signsgd.attacks import OMNISCIENT_ATTACKS
-from raysign.signsgd.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from raysign.signsgd.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    open_checkpoint,
+    save_checkpoint,
+)
 from raysign.signsgd.config import SignSGDConfig
 from raysign.signsgd.models import build_model, num_parameters
 from raysign.signsgd.report import STAGES, write_figures
@@ -120,9 +128,6 @@ class SignSGDTrainer:
         self.shard_size = len(train) // cfg.num_workers
         self.d = num_parameters(build_model(cfg.model))
         self.bounds = shard_bounds(self.d, cfg.vote_shards)
-        if cfg.transport == "direct":  # say so if the cluster cannot send its messages inline
-            check_inline_limit(wire.HEADER_BYTES + wire.body_nbytes(
-                self._vote_setup()[0], max(stop - start for start, stop in self.bounds)))
         # The data sets go into the object store once; every worker reads them zero-copy.
         images, labels = ray.put(train.images), ray.put(train.labels)
         # Held for the whole run: a restarted worker re-runs its constructor with them.
@@ -387,19 +392,27 @@ class SignSGDTrainer:
         self.run_dir.write_json("summary.json", summary.__dict__)
         write_figures(self.run_dir, records, curve, title=f"{cfg.name}: {cfg.aggregator}, "
                       f"{cfg.num_workers} workers, {cfg.num_byzantine} Byzantine")
+        self.run_dir.sync()
         return summary
 
     def save_checkpoint(self, step: int, curve: list, identical: bool) -> Path:
+        """Write ``checkpoint.pt`` and sync the run folder (with the metrics so far) to its
+        destination."""
         states = ray.get([w.state.remote() for w in self.workers])
-        return save_checkpoint(self.run_dir.file("checkpoint.pt"), config=to_dict(self.config),
+        path = save_checkpoint(self.run_dir.file("checkpoint.pt"), config=to_dict(self.config),
                                step=step, workers=states,
                                extra={"curve": [list(c) for c in curve],
                                       "votes": ray.get([v.state.remote() for v in self.votes]),
                                       "identical": identical, "resyncs": self.resyncs})
+        self.run_dir.sync()
+        return path
 
     def _restore(self, resume: str | Path) -> tuple[int, list, bool]:
-        """Load a checkpoint into the workers; continue its run folder from the next step."""
-        path = Path(resume)
+        """Load a checkpoint (file or run folder, local path or URI) into the workers;
+        continue its run folder from the next step. A checkpoint inside this trainer's own
+        run folder (one the caller opened with ``open_checkpoint``) keeps that RunDir and so
+        its destination."""
+        run_dir, path = open_checkpoint(resume)
         payload = load_checkpoint(path, to_dict(self.config))
         step = int(payload["step"])
         if len(payload["workers"]) != len(self.workers):
@@ -409,13 +422,14 @@ class SignSGDTrainer:
                  zip(self.workers, payload["workers"], strict=True)])
         ray.get([v.load_state.remote(st) for v, st in
                  zip(self.votes, payload["extra"].get("votes", []), strict=False)])
-        self.run_dir = RunDir(path.parent if path.is_file() else path)
+        if run_dir.path.resolve() != self.run_dir.path.resolve():
+            self.run_dir = run_dir
         metrics = self.run_dir.file("metrics.jsonl")
         kept = [r for r in read_jsonl(metrics) if r["step"] <= step] if metrics.exists() else []
         metrics.write_text("".join(json.dumps(r) + "\n" for r in kept))
         extra = payload["extra"]
         self.resyncs = int(extra.get("resyncs", 0))
-        print(f"[raysign] resumed {self.run_dir.path} after step {step}")
+        print(f"[raysign] resumed {self.run_dir.location} after step {step}")
         return step + 1, [tuple(c) for c in extra.get("curve", [])], bool(
             extra.get("identical", True))
 
@@ -431,7 +445,7 @@ class SignSGDTrainer:
             compression_ratio=fp32 / sent, stage_seconds=stages,
             replicas_identical=identical, resyncs=self.resyncs,
             rejected_payloads=sum(r["rejected"] for r in records), wall_seconds=wall,
-            run_dir=str(self.run_dir.path), accuracy_curve=curve)
+            run_dir=self.run_dir.location, accuracy_curve=curve)
 
     def shutdown(self) -> None:
         for actor in self.workers + self.votes:
