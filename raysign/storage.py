@@ -41,6 +41,9 @@ RAY_JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
 RAY_RUNTIME_DIR = "runtime_resources"
 RAY_PKG_PREFIX = "_ray_pkg_"
 FIX = "pass an absolute path on storage every node reaches, or a URI such as {example}"
+# The schemes pyarrow.fs.FileSystem.from_uri resolves (pyarrow 14-26).
+KNOWN_SCHEMES = frozenset({"file", "local", "s3", "gs", "gcs", "hdfs", "viewfs", "abfs",
+                           "abfss"})
 # A scheme of two letters or more: "C:/data" stays a path.
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+://")
 
@@ -242,8 +245,3 @@ def check_location(field: str, value: str | Path, example: str = "s3://bucket/ru
                           f"job's temporary working directory (under {str(temporary)!r}), "
                           "which other nodes do not see and which is deleted with the session; "
                           + FIX.format(example=example))
-
-
-# The schemes pyarrow.fs.FileSystem.from_uri resolves (pyarrow 14-26).
-KNOWN_SCHEMES = frozenset({"file", "local", "s3", "gs", "gcs", "hdfs", "viewfs", "abfs",
-                           "abfss"})
