@@ -88,7 +88,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--results-dir", default="runs", help=RESULTS_HELP)
     train.add_argument("--name", default="crowd", help="run name (runs/<name>/<timestamp>/)")
     train.add_argument("--address", default=None,
-                       help="Ray cluster address (default: $RAY_ADDRESS or a local instance)")
+                       help="join: auto or host:port (default: $RAY_ADDRESS, else a private Ray)")
     train.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local instance")
 
 

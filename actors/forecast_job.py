@@ -67,7 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated steps ahead to tabulate (default: every 8th)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument("--address", default=None,
-                        help="Ray cluster address (default: $RAY_ADDRESS or a local instance)")
+                        help="join: auto or host:port (default: $RAY_ADDRESS, else a private Ray)")
     parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local instance")
 
 

@@ -64,7 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "s3://bucket/runs (in a Ray job: storage every node reaches)")
     parser.add_argument("--name", default="lander", help="run name (runs/<name>/<timestamp>/)")
     parser.add_argument("--address", default=None,
-                        help="Ray cluster address (default: $RAY_ADDRESS or a local instance)")
+                        help="join: auto or host:port (default: $RAY_ADDRESS, else a private Ray)")
     parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local instance")
 
 

@@ -61,7 +61,7 @@ _HELP = {
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser, SignSGDConfig, _HELP)
     parser.add_argument("--address", default=None,
-                        help="Ray cluster address (default: $RAY_ADDRESS or a local instance)")
+                        help="join: auto or host:port (default: $RAY_ADDRESS, else a private Ray)")
     parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local instance")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--resume", default=None, metavar="CHECKPOINT",

@@ -120,7 +120,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="root folder for results: a path, or a URI such as "
                              "s3://bucket/runs (in a Ray job: storage every node reaches)")
     parser.add_argument("--address", default=None, help="Ray cluster (default: $RAY_ADDRESS "
-                        "or a new local instance)")
+                        "or a private local instance; auto or host:port joins one)")
     parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local instance")
 
 

@@ -46,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", dest="results_dir", default=argparse.SUPPRESS,
                         help=argparse.SUPPRESS)
     parser.add_argument("--address", default=None,
-                        help="Ray cluster address (default: $RAY_ADDRESS or a local instance)")
+                        help="join: auto or host:port (default: $RAY_ADDRESS, else a private Ray)")
 
 
 def ray_third_moment(X, W, alpha0: float, n_chunks: int) -> np.ndarray:

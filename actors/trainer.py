@@ -39,7 +39,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from raysign import wire
 from raysign.actors.byzantine import ByzantineWorker
-from raysign.actors.cluster import ActorResources, worker_resources
+from raysign.actors.cluster import ActorResources, check_inline_limit, worker_resources
 from raysign.actors.vote import DirectVoteActor, VoteActor
 from raysign.actors.worker import SignWorker
 from raysign.config import to_dict
@@ -128,6 +128,9 @@ class SignSGDTrainer:
         self.shard_size = len(train) // cfg.num_workers
         self.d = num_parameters(build_model(cfg.model))
         self.bounds = shard_bounds(self.d, cfg.vote_shards)
+        if cfg.transport == "direct":  # say so if the cluster cannot send its messages inline
+            check_inline_limit(wire.HEADER_BYTES + wire.body_nbytes(
+                self._vote_setup()[0], max(stop - start for start, stop in self.bounds)))
         # The data sets go into the object store once; every worker reads them zero-copy.
         images, labels = ray.put(train.images), ray.put(train.labels)
         # Held for the whole run: a restarted worker re-runs its constructor with them.
