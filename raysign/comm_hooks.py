@@ -104,6 +104,8 @@ class SignumVoteState:
             raise ValueError(f"byzantine_ranks={sorted(byzantine_ranks, key=str)!r} holds "
                              f"{bad!r}; ranks are integers >= 0")
         self.process_group = process_group
+        if dist.is_available() and dist.is_initialized():
+            _check_ranks(byzantine_ranks, self.group().size())
         self.momentum = momentum
         self.topology = topology
         self.scaled = scaled or error_feedback
@@ -210,10 +212,7 @@ def signum_vote_hook(
     """
     group = state.group()
     world, rank = group.size(), group.rank()
-    outside = sorted(r for r in state.byzantine_ranks if r >= world)
-    if outside:
-        raise ValueError(f"byzantine_ranks={sorted(state.byzantine_ranks)!r} holds {outside!r}; "
-                         f"the process group has ranks 0..{world - 1}")
+    _check_ranks(state.byzantine_ranks, world)
     buffer = bucket.buffer()
     slices = _parameter_slices(bucket.parameters(), buffer.numel())
 
@@ -237,6 +236,13 @@ def signum_vote_hook(
     if state.topology == "allgather":
         return _allgather_vote(group, world, packed, scale_bytes, buffer, slices)
     return _sharded_vote(group, world, rank, packed, scale_bytes, buffer, slices)
+
+
+def _check_ranks(byzantine_ranks: frozenset[int], world: int) -> None:
+    outside = sorted(r for r in byzantine_ranks if r >= world)
+    if outside:
+        raise ValueError(f"byzantine_ranks={sorted(byzantine_ranks)!r} holds {outside!r}; the "
+                         f"process group has ranks 0..{world - 1}")
 
 
 def _parameter_slices(params: list[torch.Tensor], d: int) -> list[tuple[torch.Tensor, int, int]]:
