@@ -38,7 +38,18 @@ _HELP = {
     "lr": "learning rate",
     "momentum": "Signum momentum beta (0 = signSGD)",
     "weight_decay": "lambda in x <- x - lr (V + lambda x)",
+    "lr_schedule": "constant, cosine (lr to lr_min over lr_decay_steps) or step (lr times "
+                   "lr_gamma every lr_step_size steps); the same on every replica",
+    "lr_warmup_steps": "linear warm-up: step t <= N uses lr_t times t / N",
+    "lr_decay_steps": "cosine: steps from lr to lr_min (0 = max_steps)",
+    "lr_min": "cosine: the final learning rate",
+    "lr_step_size": "step: steps between decays",
+    "lr_gamma": "step: factor of each decay",
     "batch_size": "mini-batch per worker",
+    "accumulation_steps": "mini-batches whose mean gradient makes one step (before the vote)",
+    "precision": "fp32, or bf16 / fp16 autocast of the forward pass and loss",
+    "clip_grad_norm": "clip each worker's gradient to this global norm before momentum "
+                      "(0 = off)",
     "epochs": "passes over each worker's shard",
     "max_steps": "stop after this many steps (0 = use epochs)",
     "num_byzantine": "adversarial workers (must be below half)",

@@ -21,6 +21,10 @@ replica's parameters; a replica that diverges is reported and re-synced from ran
 
 The run folder (``raysign.results.RunDir``) may be bound for a URI: it is synced there after
 every checkpoint and at the end of the run, and a run resumed from a URI keeps syncing to it.
+
+What is trained is a workload (``raysign.signsgd.workload``): the built-in one the config
+names, or ``workload=Workload(model_fn, loss_fn, train_data, ...)``, checked on the driver
+before any actor starts (see docs/api.md).
 """
 
 from __future__ import annotations
@@ -56,6 +60,13 @@ from raysign.signsgd.checkpoint import (
 from raysign.signsgd.config import SignSGDConfig
 from raysign.signsgd.models import build_model, num_parameters
 from raysign.signsgd.report import STAGES, write_figures
+from raysign.signsgd.workload import (
+    Workload,
+    check_workload,
+    data_length,
+    data_parts,
+    describe_workload,
+)
 
 VOTE_CPUS = 0.1
 MAX_RESTARTS = 3
@@ -81,7 +92,9 @@ class RunSummary:
     rejected_payloads: int
     wall_seconds: float
     run_dir: str
+    # (step, headline metric): test accuracy, or a user eval_fn's first metric.
     accuracy_curve: list[tuple[int, float]] = field(default_factory=list)
+    test_metrics: dict[str, float] = field(default_factory=dict)  # the last evaluation
 
 
 def round_stage_times(worker_stats: list[dict], vote_stats: list[dict],
@@ -102,10 +115,16 @@ def round_stage_times(worker_stats: list[dict], vote_stats: list[dict],
 
 
 class SignSGDTrainer:
-    """Runs one ``SignSGDConfig`` on the connected Ray cluster."""
+    """Runs one ``SignSGDConfig`` on the connected Ray cluster, on the built-in workload the
+    config names or on ``workload`` (a user's model, loss and data: docs/api.md), which is
+    checked here, before any Ray call (``ConfigError`` naming the callable at fault)."""
 
     def __init__(self, config: SignSGDConfig, run_dir: RunDir | None = None,
-                 progress: bool = True, worker_options: ActorResources | None = None):
+                 progress: bool = True, worker_options: ActorResources | None = None, *,
+                 workload: Workload | None = None):
+        self.workload = workload
+        self._checked_parameters = (check_workload(workload, config, ray.cloudpickle)
+                                    if workload is not None else None)
         self.config = config
         self.worker_options = worker_options
         self.run_dir = run_dir or RunDir.create(config.results_dir, config.name)
@@ -118,24 +137,38 @@ class SignSGDTrainer:
         self._vote_tag = 0  # which configuration the vote actors hold (0: the constructor's)
 
     # ----------------------------------------------------------------------------- placement
-    def start(self) -> None:
+    def _data_parts(self) -> tuple[tuple[Any, Any], tuple[Any, Any] | None]:
+        """The training and test sets as ``(inputs, targets)`` arrays or ``(dataset, None)``;
+        the test set is None when there is nothing to evaluate on."""
         cfg = self.config
+        if self.workload is not None:
+            test = self.workload.test_data
+            return data_parts(self.workload.train_data), (
+                data_parts(test) if test is not None else None)
         train, test = load_images(cfg.dataset, cfg.data_dir)
         if cfg.train_subset:
             train = type(train)(train.images[: cfg.train_subset], train.labels[: cfg.train_subset])
         if cfg.test_subset:
             test = type(test)(test.images[: cfg.test_subset], test.labels[: cfg.test_subset])
-        self.shard_size = len(train) // cfg.num_workers
-        self.d = num_parameters(build_model(cfg.model))
+        return (train.images, train.labels), (test.images, test.labels)
+
+    def start(self) -> None:
+        cfg = self.config
+        train, test = self._data_parts()
+        self.train_size = data_length(*train)
+        self.shard_size = self.train_size // cfg.num_workers
+        self.d = (self._checked_parameters if self.workload is not None
+                  else num_parameters(build_model(cfg.model)))
         self.bounds = shard_bounds(self.d, cfg.vote_shards)
         if cfg.transport == "direct":  # say so if the cluster cannot send its messages inline
             check_inline_limit(wire.HEADER_BYTES + wire.body_nbytes(
                 self._vote_setup()[0], max(stop - start for start, stop in self.bounds)))
-        # The data sets go into the object store once; every worker reads them zero-copy.
-        images, labels = ray.put(train.images), ray.put(train.labels)
-        # Held for the whole run: a restarted worker re-runs its constructor with them.
-        self.train_refs = (images, labels)
-        self.test_refs = (ray.put(test.images), ray.put(test.labels))
+        # The data sets go into the object store once; every worker reads arrays zero-copy, a
+        # Dataset object is unpickled on each worker and read there by index. Held for the
+        # whole run: a restarted worker re-runs its constructor with them.
+        self.train_refs = _put_each(train)
+        self.test_refs = _put_each(test) if test is not None else None
+        functions = self.workload.functions if self.workload is not None else None
         # On several nodes every worker's bundle also holds a vote actor's VOTE_CPUS, so reserve
         # them per worker (and per shard on one node).
         reserve = VOTE_CPUS * max(cfg.num_workers, cfg.vote_shards)
@@ -146,7 +179,8 @@ class SignSGDTrainer:
             actor = ray.remote(cls).options(
                 scheduling_strategy=spread(rank), max_restarts=MAX_RESTARTS, max_task_retries=0,
                 **res.options())
-            self.workers.append(actor.remote(cfg, rank, images, labels, self.bounds))
+            self.workers.append(actor.remote(cfg, rank, *self.train_refs, self.bounds,
+                                             functions=functions))
         for shard, (start, stop) in enumerate(self.bounds):
             vote_cls = DirectVoteActor if cfg.transport == "direct" else VoteActor
             vote = ray.remote(vote_cls).options(num_cpus=VOTE_CPUS, max_restarts=MAX_RESTARTS,
@@ -162,9 +196,9 @@ class SignSGDTrainer:
     def reconfigure(self, config: SignSGDConfig, run_dir: RunDir | None = None) -> None:
         """Run another configuration on the actors already started (a benchmark grid): every
         worker gets a fresh replica, every vote actor the new payload kind and aggregator, as if
-        started anew but without new processes. The model, data set, worker count and vote
-        shards must stay the same; aggregator, attack, adversaries, seed, learning rate and
-        schedule may change."""
+        started anew but without new processes. The model, data set (or workload), worker
+        count and vote shards must stay the same; aggregator, attack, adversaries, seed,
+        learning rate and schedule may change."""
         if not self.workers:
             raise RuntimeError("reconfigure() needs started actors: call start() or run() first")
         changed = [f for f in self.RESHAPING_FIELDS
@@ -328,8 +362,12 @@ class SignSGDTrainer:
             ray.get(self.workers[r].seek.remote(step))
         self.resyncs += len(ranks)
 
-    def test_accuracy(self) -> float:
-        return ray.get(self.workers[self.honest[0]].accuracy.remote(*self.test_refs))
+    def evaluate(self) -> dict[str, float]:
+        """The workload's test metrics on the first honest replica (built-in:
+        ``{"test_accuracy": ...}``); empty when the workload has no test set."""
+        if self.test_refs is None:
+            return {}
+        return ray.get(self.workers[self.honest[0]].evaluate.remote(*self.test_refs))
 
     def check_replicas(self) -> tuple[bool, int]:
         """Compare honest replicas' parameter digests; re-sync divergent ones from the first
@@ -344,11 +382,14 @@ class SignSGDTrainer:
         return not divergent, len(divergent)
 
     # ------------------------------------------------------------------------------ the run
+    def steps_per_epoch(self) -> int:
+        cfg = self.config
+        return max(1, self.shard_size // (cfg.batch_size * cfg.accumulation_steps))
+
     def total_steps(self) -> int:
         if self.config.max_steps:
             return self.config.max_steps
-        per_epoch = max(1, self.shard_size // self.config.batch_size)
-        return max(1, math.ceil(self.config.epochs * per_epoch))
+        return max(1, math.ceil(self.config.epochs * self.steps_per_epoch()))
 
     def run(self, on_record: Callable[[dict[str, Any]], None] | None = None,
             resume: str | Path | None = None) -> RunSummary:
@@ -358,15 +399,17 @@ class SignSGDTrainer:
 
         cfg = self.config
         started = time.time()
+        self.last_metrics: dict[str, float] = {}
         if not self.workers:
             self.start()
         first, curve, identical = 1, [], True
         if resume is not None:
             first, curve, identical = self._restore(resume)
         else:
-            self.run_dir.write_json("config.json", {**to_dict(cfg), "num_parameters": self.d})
+            self.run_dir.write_json("config.json", {**to_dict(cfg), "num_parameters": self.d,
+                                                    "workload": self._workload_record()})
         total = self.total_steps()
-        per_epoch = max(1, self.shard_size // cfg.batch_size)
+        per_epoch = self.steps_per_epoch()
         eval_every = cfg.eval_every or per_epoch
         checkpoint_every = cfg.checkpoint_every or per_epoch
         records = read_jsonl(self.run_dir.file("metrics.jsonl")) if resume is not None else []
@@ -379,11 +422,13 @@ class SignSGDTrainer:
                 identical &= ok
                 self.resyncs += n
                 record["replicas_identical"] = ok
-            if step % eval_every == 0 or step == total:
-                acc = self.test_accuracy()
-                record["test_accuracy"] = acc
-                curve.append((step, acc))
-                bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{acc:.4f}")
+            if self.test_refs is not None and (step % eval_every == 0 or step == total):
+                metrics = self.evaluate()
+                record.update(metrics)
+                self.last_metrics = metrics
+                curve.append((step, metrics[_headline(metrics)]))
+                bar.set_postfix(loss=f"{record['loss']:.3f}",
+                                **{k: f"{v:.4f}" for k, v in metrics.items()})
             records.append(record)
             self.run_dir.log(record)
             if step % checkpoint_every == 0 or step == total:
@@ -406,7 +451,8 @@ class SignSGDTrainer:
                                step=step, workers=states,
                                extra={"curve": [list(c) for c in curve],
                                       "votes": ray.get([v.state.remote() for v in self.votes]),
-                                      "identical": identical, "resyncs": self.resyncs})
+                                      "identical": identical, "resyncs": self.resyncs,
+                                      "workload": self._workload_record()})
         self.run_dir.sync()
         return path
 
@@ -421,6 +467,15 @@ class SignSGDTrainer:
         if len(payload["workers"]) != len(self.workers):
             raise CheckpointError(f"checkpoint has {len(payload['workers'])} workers, "
                                   f"this run {len(self.workers)}")
+        saved = payload["extra"].get("workload")  # absent in checkpoints before workloads
+        if saved is not None:
+            mine = self._workload_record()
+            differing = [f"{k}: {saved.get(k)!r} vs {mine[k]!r}"
+                         for k in ("kind", "num_parameters", "train_size")
+                         if saved.get(k) != mine[k]]
+            if differing:
+                raise CheckpointError(f"checkpoint {str(path)!r} is from another workload "
+                                      f"({', '.join(differing)})")
         ray.get([w.load_state.remote(st) for w, st in
                  zip(self.workers, payload["workers"], strict=True)])
         ray.get([v.load_state.remote(st) for v, st in
@@ -436,19 +491,27 @@ class SignSGDTrainer:
         return step + 1, [tuple(c) for c in extra.get("curve", [])], bool(
             extra.get("identical", True))
 
+    def _workload_record(self) -> dict[str, Any]:
+        return describe_workload(self.workload, self.d, self.train_size)
+
     def _summarise(self, records, curve, identical, wall) -> RunSummary:
         # The first rounds include actor warm-up; time the rest.
         steady = records[min(2, len(records) - 1):]
         stages = {k: float(np.mean([r[k] for r in steady])) for k in ("compute", *STAGES)}
         sent = float(np.mean([r["bytes_sent_per_worker"] for r in records]))
         fp32 = 4.0 * self.d
+        if self.workload is None:  # the built-in headline, also after a resume with no step
+            accuracy = curve[-1][1]
+        else:
+            accuracy = self.last_metrics.get("test_accuracy", math.nan)
         return RunSummary(
-            test_accuracy=curve[-1][1], steps=len(records), num_parameters=self.d,
+            test_accuracy=accuracy, steps=len(records), num_parameters=self.d,
             bytes_sent_per_worker_per_step=sent, fp32_bytes_per_step=fp32,
             compression_ratio=fp32 / sent, stage_seconds=stages,
             replicas_identical=identical, resyncs=self.resyncs,
             rejected_payloads=sum(r["rejected"] for r in records), wall_seconds=wall,
-            run_dir=self.run_dir.location, accuracy_curve=curve)
+            run_dir=self.run_dir.location, accuracy_curve=curve,
+            test_metrics=dict(self.last_metrics))
 
     def shutdown(self) -> None:
         for actor in self.workers + self.votes:
@@ -469,6 +532,16 @@ def _call_when_alive(call: Callable[[], Any], timeout: float = 120.0) -> Any:
             if time.time() > deadline:
                 raise
             time.sleep(0.2)
+
+
+def _headline(metrics: dict[str, float]) -> str:
+    """The metric a run's curve follows: test accuracy when there is one, else the first."""
+    return "test_accuracy" if "test_accuracy" in metrics else next(iter(metrics))
+
+
+def _put_each(parts: tuple[Any, Any]) -> tuple[Any, Any]:
+    """Each part of a data set in the object store once (None stays None)."""
+    return tuple(None if part is None else ray.put(part) for part in parts)
 
 
 def _get_each(refs: dict[int, Any], what: str) -> tuple[list[Any], set[int]]:

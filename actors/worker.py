@@ -3,9 +3,14 @@
 Each round it computes its gradient and momentum (``raysign.signsgd.replica.Replica``), packs
 ``sign(m)`` at one bit per parameter into one message per vote shard, and returns those
 messages as separate Ray objects, so each vote actor fetches only its own slice. Then it
-receives the S voted messages, validates them, unpacks and applies the update. Timestamps of
-each phase come back with the stats for the driver's compress / gather / vote / broadcast /
-decompress split.
+receives the S voted messages, validates them, unpacks and applies the update, and advances
+the learning-rate schedule once the step is complete. Timestamps of each phase come back with
+the stats for the driver's compress / gather / vote / broadcast / decompress split.
+
+The model, loss and evaluation are the run's workload (``raysign.signsgd.workload``): the
+built-in one the config names, or a user's callables, which Ray ships here with cloudpickle.
+The training data arrive as arrays (zero-copy from the object store) or as a torch Dataset
+object read by index; either way the worker keeps only its own disjoint shard.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from raysign.signs import gradient_density, pack_signs, unpack_signs
 from raysign.signsgd.attacks import OMNISCIENT_ATTACKS, make_crafted_attack
 from raysign.signsgd.config import SignSGDConfig
 from raysign.signsgd.replica import Replica
+from raysign.signsgd.workload import WorkloadFunctions, data_length, take_shard
 
 
 def _device() -> str:
@@ -34,31 +40,36 @@ def _device() -> str:
 class SignWorker(WorkerDrills):
     """Model replica plus its own disjoint data shard (rank ``rank`` of ``num_workers``).
 
+    ``inputs, targets``: the whole training set as arrays, or ``inputs`` a torch Dataset and
+    ``targets`` None. ``functions``: the workload's code (None: the built-in workload).
     The fault-injection drills (``crash``, ``poison_next_gradient``) come from
     ``raysign.actors.drills.WorkerDrills``."""
 
     byzantine = False
 
-    def __init__(self, config: SignSGDConfig, rank: int, images: np.ndarray, labels: np.ndarray,
-                 bounds: list[tuple[int, int]]):
+    def __init__(self, config: SignSGDConfig, rank: int, inputs: Any, targets: Any,
+                 bounds: list[tuple[int, int]], functions: WorkloadFunctions | None = None):
         cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
         torch.set_num_threads(max(1, int(cpus)))
         self.rank = rank
         self.bounds = bounds
-        self._data = (images, labels)  # zero-copy views of the object store, kept for reset
+        # Zero-copy views of the object store (or the Dataset object), kept for reset.
+        self._data = (inputs, targets)
+        self._functions = functions
         self.reset(config, self.byzantine)
 
     def reset(self, config: SignSGDConfig, byzantine: bool) -> None:
         """Start a fresh replica for another configuration of the same shape (same model,
         data set, worker count and vote shards) in this process: a benchmark grid reuses its
         actors instead of starting new processes for every cell."""
-        images, labels = self._data
-        shard = shard_indices(len(labels), config.num_workers, config.seed)[self.rank]
+        inputs, targets = self._data
+        shard = shard_indices(data_length(inputs, targets), config.num_workers,
+                              config.seed)[self.rank]
         self.config = config
         self.byzantine = byzantine
         self.kind = wire.KIND_SIGNS if config.aggregator == "vote" else wire.KIND_FP32
-        self.replica = Replica(config, self.rank, images[shard], labels[shard], _device(),
-                               byzantine=byzantine)
+        self.replica = Replica(config, self.rank, *take_shard(inputs, targets, shard), _device(),
+                               byzantine=byzantine, functions=self._functions)
         self.cancel_drills()
         self._outbox: tuple[int, tuple[Any, ...]] | None = None
         self._applied: tuple[int | None, set[int]] = (None, set())  # (step, shards applied)
@@ -94,7 +105,7 @@ class SignWorker(WorkerDrills):
         finite = finite and bool(torch.isfinite(vector).all())
         flags = 0 if finite else wire.FLAG_ABSTAIN
         stats = {"rank": self.rank, "loss": loss, "t_start": t_start, "t_grad": t_grad,
-                 "abstained": bool(flags), "epoch": self.replica.epoch}
+                 "abstained": bool(flags), "epoch": self.replica.epoch, "lr": self.replica.lr}
         if with_density:
             stats["density"] = gradient_density(grad)
         return vector, flags, stats
@@ -115,6 +126,7 @@ class SignWorker(WorkerDrills):
         stats.update(t_compress_end=time.time(), bytes_sent=sum(m.nbytes for m in out))
         self._outbox = (step, (*out, stats))
         vote_stats, applied = receive_votes(step, self.rank, calls, self._apply_shard)
+        self.replica.finish_step(step)
         return stats, vote_stats, applied
 
     def resend(self, step: int) -> tuple[Any, ...]:
@@ -164,10 +176,11 @@ class SignWorker(WorkerDrills):
     def apply(self, step: int, *voted: np.ndarray) -> dict[str, Any]:
         """Validate the S voted messages and apply the update to the replica (once per
         shard and step: after a fallback from the direct transport, the shards a worker had
-        applied are not applied again)."""
+        applied are not applied again), then advance the learning-rate schedule."""
         t_start = time.time()
         skipped = [shard for shard in range(len(self.bounds))
                    if not self._apply_shard(step, shard, voted[shard])]
+        self.replica.finish_step(step)
         return {"rank": self.rank, "t_apply_start": t_start, "t_apply_end": time.time(),
                 "bytes_received": sum(v.nbytes for v in voted), "skipped_shards": skipped}
 
@@ -190,8 +203,9 @@ class SignWorker(WorkerDrills):
         self._applied[1].add(shard)
         return True
 
-    def accuracy(self, images: np.ndarray, labels: np.ndarray) -> float:
-        return self.replica.accuracy(images, labels)
+    def evaluate(self, inputs: Any, targets: Any = None) -> dict[str, float]:
+        """The workload's test metrics (built-in: ``{"test_accuracy": ...}``)."""
+        return self.replica.evaluate(inputs, targets)
 
     def checksum(self) -> str:
         return self.replica.checksum()
@@ -208,6 +222,7 @@ class SignWorker(WorkerDrills):
         self.replica.load_state(state, position=position)
         return self.replica.checksum()
 
-    def seek(self, batches: int) -> None:
-        """Move the data stream to where it is after ``batches`` mini-batches."""
-        self.replica.seek(batches)
+    def seek(self, steps: int) -> None:
+        """Move the data stream to where it is after ``steps`` steps (``accumulation_steps``
+        mini-batches each)."""
+        self.replica.seek(steps * self.config.accumulation_steps)

@@ -1,10 +1,11 @@
 """Checkpoints of a distributed signSGD run: one file, read back with ``weights_only=True``.
 
 A checkpoint holds the configuration, the step, and every worker's replica state (parameters,
-batch-norm buffers, momentum, data position and random-generator states; see
-``raysign.signsgd.replica.Replica.state``), so that a run killed after step k and resumed ends
-bit-identical to one that was never interrupted. Files are written to a temporary name and
-renamed, so a crash while saving never leaves a half-written checkpoint under the real name.
+batch-norm buffers, momentum, learning-rate schedule, data position and random-generator
+states; see ``raysign.signsgd.replica.Replica.state``), so that a run killed after step k and
+resumed ends bit-identical to one that was never interrupted. Files are written to a temporary
+name and renamed, so a crash while saving never leaves a half-written checkpoint under the real
+name.
 
 A checkpoint is found by its run folder or its file, a local path or a URI
 (``open_checkpoint``); a URI's run folder is downloaded into local staging, and the run that
@@ -30,6 +31,11 @@ VERSION = 1
 RESUMABLE_CHANGES = {"epochs", "max_steps", "results_dir", "data_dir", "name", "eval_every",
                      "checksum_every", "checkpoint_every"}
 CHECKPOINT_NAME = "checkpoint.pt"
+# Config fields added after checkpoints of this version were first written, with the value
+# every run had before them: a checkpoint that lacks one was written with that value.
+ADDED_FIELDS = {"lr_schedule": "constant", "lr_warmup_steps": 0, "lr_decay_steps": 0,
+                "lr_min": 0.0, "lr_step_size": 0, "lr_gamma": 0.1, "accumulation_steps": 1,
+                "precision": "fp32", "clip_grad_norm": 0.0}
 
 
 class CheckpointError(ValueError):
@@ -87,7 +93,7 @@ def load_checkpoint(path: str | Path, config: dict[str, Any] | None = None) -> d
         raise CheckpointError(f"{str(path)!r} has version {payload.get('version')}; "
                               f"this raysign reads version {VERSION}")
     if config is not None:
-        saved = payload["config"]
+        saved = {**ADDED_FIELDS, **payload["config"]}
         differing = sorted(k for k in set(saved) | set(config)
                            if k not in RESUMABLE_CHANGES and saved.get(k) != config.get(k))
         if differing:

@@ -25,6 +25,12 @@ AGGREGATORS = ("vote", *FP32_AGGREGATORS)
 # straight to vote actor s and gets the vote back as the call's return value
 # (``raysign.actors.vote.DirectVoteActor``).
 TRANSPORTS = ("objects", "direct")
+# Autocast of the forward pass and loss (``torch.autocast``); parameters, gradients, momentum
+# and the update stay fp32. fp16 scales the loss by ``raysign.signsgd.workload.FP16_LOSS_SCALE``.
+PRECISIONS = ("fp32", "bf16", "fp16")
+# Learning-rate schedules of the command line (``raysign.signsgd.workload.scheduled_lr``); a
+# library user may pass any torch scheduler as ``Workload.lr_scheduler_fn`` instead.
+LR_SCHEDULES = ("constant", "cosine", "step")
 
 
 @dataclass(frozen=True)
@@ -41,7 +47,16 @@ class SignSGDConfig:
     lr: float = 1e-3
     momentum: float = 0.9
     weight_decay: float = 0.0
+    lr_schedule: str = "constant"
+    lr_warmup_steps: int = 0
+    lr_decay_steps: int = 0
+    lr_min: float = 0.0
+    lr_step_size: int = 0
+    lr_gamma: float = 0.1
     batch_size: int = 32
+    accumulation_steps: int = 1
+    precision: str = "fp32"
+    clip_grad_norm: float = 0.0
     epochs: float = 2.0
     max_steps: int = 0
     num_byzantine: int = 0
@@ -74,6 +89,10 @@ class SignSGDConfig:
         check_range("momentum", self.momentum, 0, 1, high_open=True)
         check_range("weight_decay", self.weight_decay, 0, None)
         check_range("batch_size", self.batch_size, 1, None)
+        check_range("accumulation_steps", self.accumulation_steps, 1, None)
+        check_choice("precision", self.precision, PRECISIONS)
+        check_range("clip_grad_norm", self.clip_grad_norm, 0, None)
+        self._check_lr_schedule()
         check_range("epochs", self.epochs, 0, None, low_open=True)
         check_range("max_steps", self.max_steps, 0, None)
         # Majority vote tolerates any fraction of adversaries below one half.
@@ -97,6 +116,20 @@ class SignSGDConfig:
         check_range("train_subset", self.train_subset, 0, None)
         check_range("test_subset", self.test_subset, 0, None)
         check_location("results_dir", self.results_dir)
+
+    def _check_lr_schedule(self) -> None:
+        check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        check_range("lr_warmup_steps", self.lr_warmup_steps, 0, None)
+        check_range("lr_decay_steps", self.lr_decay_steps, 0, None)
+        check_range("lr_min", self.lr_min, 0, self.lr)
+        check_range("lr_step_size", self.lr_step_size, 0, None)
+        check_range("lr_gamma", self.lr_gamma, 0, 1, low_open=True)
+        if self.lr_schedule == "cosine" and not (self.lr_decay_steps or self.max_steps):
+            raise ConfigError("lr_schedule='cosine' decays over lr_decay_steps, else max_steps, "
+                              "but both are 0: set --lr-decay-steps or --max-steps")
+        if self.lr_schedule == "step" and not self.lr_step_size:
+            raise ConfigError("lr_schedule='step' multiplies lr by lr_gamma every lr_step_size "
+                              "steps, but lr_step_size=0: set --lr-step-size to 1 or more")
 
     @property
     def data_path(self) -> Path:

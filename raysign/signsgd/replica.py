@@ -12,6 +12,18 @@ The ``mean`` aggregator replaces 3-4 by sending fp32 ``m_i`` and applying
 ``x <- x - lr (mean_i m_i + lambda x)``: parameter-server SGD with momentum, the baseline of
 the paper. ``Replica`` is steps 1, 2 and 4 for one worker, with no Ray in sight; the actors in
 ``actors/`` pack what it computes into messages and move them around.
+
+Around those steps, the training features a user expects (all off by default, and then the
+computation is exactly the one above):
+
+- step 1 may average the gradients of ``accumulation_steps`` consecutive mini-batches, run
+  the forward pass and loss under bf16 / fp16 autocast (``precision``), and clip the result
+  to global norm ``clip_grad_norm`` (``g <- g min(1, c / ||g||)``) before momentum;
+- step 4 uses the learning rate lr_t of a schedule (``lr_schedule`` or the workload's
+  ``lr_scheduler_fn``), advanced once per step on every replica (``finish_step``).
+
+The model, loss and evaluation come from a ``raysign.signsgd.workload.WorkloadFunctions``
+(None: the built-in model the config names, cross-entropy and accuracy).
 """
 
 from __future__ import annotations
@@ -27,23 +39,38 @@ from raysign.optim import momentum
 from raysign.signs import unpack_signs
 from raysign.signsgd.attacks import ATTACKS, make_attack
 from raysign.signsgd.config import SignSGDConfig
-from raysign.signsgd.models import build_model
+from raysign.signsgd.workload import (
+    FP16_LOSS_SCALE,
+    WorkloadFunctions,
+    autocast,
+    builtin_functions,
+    config_lr_scheduler_fn,
+    eval_batches,
+    shard_batches,
+)
 
 
 class Replica:
-    """One worker's model replica, data shard, momentum and (optionally) attack.
+    """One worker's model replica, data shard, momentum, learning-rate schedule and
+    (optionally) attack.
 
-    All replicas of a run are built from the same seed, so they start bit-identical and stay
-    so as long as they apply the same updates in the same order.
+    ``inputs, targets``: the shard as arrays [n, ...], or ``inputs`` a torch Dataset of
+    (input, target) items and ``targets`` None. All replicas of a run are built from the same
+    seed, so they start bit-identical and stay so as long as they apply the same updates in
+    the same order.
     """
 
-    def __init__(self, config: SignSGDConfig, rank: int, images: np.ndarray, labels: np.ndarray,
-                 device: str | torch.device = "cpu", byzantine: bool = False):
+    def __init__(self, config: SignSGDConfig, rank: int, inputs: Any, targets: Any = None,
+                 device: str | torch.device = "cpu", byzantine: bool = False,
+                 functions: WorkloadFunctions | None = None):
         self.config = config
         self.rank = rank
         self.device = torch.device(device)
+        functions = functions or builtin_functions(config.model)
         torch.manual_seed(config.seed)
-        self.model: nn.Module = build_model(config.model).to(self.device)
+        self.model: nn.Module = functions.model_fn().to(self.device)
+        self.loss_fn = functions.loss_fn
+        self.eval_fn = functions.eval_fn
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         # One flat buffer holds every parameter; the parameters are views into it.
         self.flat = torch.cat([p.detach().reshape(-1) for p in self.params]).contiguous()
@@ -54,26 +81,35 @@ class Replica:
         self.d = self.flat.numel()
         self._momentum = momentum(config.momentum)
         self.momentum_state = self._momentum.init(self.flat)
-        self.images = torch.as_tensor(np.ascontiguousarray(images))
-        self.labels = torch.as_tensor(np.ascontiguousarray(labels))
+        # A plain SGD over the flat parameters only carries the learning rate that the
+        # schedule sets (param_groups[0]["lr"]); the replica applies the updates itself.
+        self.lr_holder = torch.optim.SGD([self.flat], lr=config.lr)
+        scheduler_fn = functions.lr_scheduler_fn or config_lr_scheduler_fn(config)
+        self.scheduler = scheduler_fn(self.lr_holder) if scheduler_fn is not None else None
+        self.steps_done = 0
+        self.data = shard_batches(inputs, targets)
         self.batch_rng = np.random.default_rng([config.seed, rank])
         # Omniscient attacks need the honest messages and are crafted by the worker actor.
         plain = byzantine and config.attack in ATTACKS
         self.attack = make_attack(config.attack, config.attack_scale) if plain else None
         self.attack_generator = torch.Generator().manual_seed(config.seed * 7919 + rank)
         self.epoch = 0
-        self._order = self.batch_rng.permutation(len(self.labels))
+        self._order = self.batch_rng.permutation(len(self.data))
         self._cursor = 0
-        self.loss_fn = nn.CrossEntropyLoss()
 
-    def _next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+    @property
+    def lr(self) -> float:
+        """The learning rate of the current step."""
+        return self.lr_holder.param_groups[0]["lr"]
+
+    def _next_batch(self) -> tuple[Any, Any]:
         if self._cursor + self.config.batch_size > len(self._order):
             self.epoch += 1
-            self._order = self.batch_rng.permutation(len(self.labels))
+            self._order = self.batch_rng.permutation(len(self.data))
             self._cursor = 0
-        idx = torch.from_numpy(self._order[self._cursor : self._cursor + self.config.batch_size])
+        x, y = self.data.batch(self._order[self._cursor : self._cursor + self.config.batch_size])
         self._cursor += self.config.batch_size
-        return self.images[idx].to(self.device), self.labels[idx].to(self.device)
+        return _to(x, self.device), _to(y, self.device)
 
     def seek(self, batches: int) -> None:
         """Put the data stream where it is after ``batches`` mini-batches from the start,
@@ -81,28 +117,47 @@ class Replica:
         same next batch as if it had never died. (The attack generator is not advanced.)"""
         if batches < 0:
             raise ValueError(f"batches must be >= 0, got {batches}")
-        per_epoch = len(self.labels) // self.config.batch_size
+        per_epoch = len(self.data) // self.config.batch_size
         self.batch_rng = np.random.default_rng([self.config.seed, self.rank])
         self.epoch, self._cursor = 0, 0
-        self._order = self.batch_rng.permutation(len(self.labels))
+        self._order = self.batch_rng.permutation(len(self.data))
         if batches == 0:
             return
         # _next_batch draws an epoch's permutation lazily, when the next batch no longer fits.
         epochs, rest = divmod(batches - 1, per_epoch)
         for _ in range(epochs):
-            self._order = self.batch_rng.permutation(len(self.labels))
+            self._order = self.batch_rng.permutation(len(self.data))
         self.epoch, self._cursor = epochs, (rest + 1) * self.config.batch_size
 
     def gradient(self) -> tuple[torch.Tensor, float]:
-        """Steps 1: the flat stochastic gradient [d] on the next mini-batch, and its loss."""
+        """Step 1: the flat stochastic gradient [d] fp32 and the loss: the mean over
+        ``accumulation_steps`` consecutive mini-batches, clipped to global norm
+        ``clip_grad_norm`` when that is set."""
         self.model.train()
-        x, y = self._next_batch()
-        for p in self.params:
-            p.grad = None
-        loss = self.loss_fn(self.model(x), y)
-        loss.backward()
-        grad = torch.cat([p.grad.reshape(-1) for p in self.params])
-        return grad, float(loss.detach())
+        steps = self.config.accumulation_steps
+        scale = FP16_LOSS_SCALE if self.config.precision == "fp16" else None
+        total, loss_sum = None, 0.0
+        for _ in range(steps):
+            x, y = self._next_batch()
+            for p in self.params:
+                p.grad = None
+            with autocast(self.config.precision, self.device):
+                loss = self.loss_fn(self.model(x), y)
+            (loss if scale is None else loss * scale).backward()
+            grad = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
+                              for p in self.params])
+            # Summed in micro-batch order, then divided once: the mean momentum sees.
+            total = grad if total is None else total.add_(grad)
+            loss_sum += float(loss.detach())
+        if steps > 1:
+            total.div_(steps)
+        if scale is not None:
+            total.div_(scale)
+        if self.config.clip_grad_norm:
+            norm = float(torch.linalg.vector_norm(total, dtype=torch.float64))
+            if norm > self.config.clip_grad_norm:
+                total.mul_(self.config.clip_grad_norm / norm)
+        return total, loss_sum / steps
 
     def momentum_and_attack(self, grad: torch.Tensor) -> torch.Tensor:
         """Step 2, then the attack for a Byzantine replica: updates the momentum with ``grad``
@@ -115,34 +170,47 @@ class Replica:
 
     @torch.no_grad()
     def apply_signs(self, packed: torch.Tensor, start: int = 0, stop: int | None = None) -> None:
-        """Step 4 on the slice [start, stop): ``x <- x - lr (V + lambda x)``, V from packed."""
+        """Step 4 on the slice [start, stop): ``x <- x - lr_t (V + lambda x)``, V from packed."""
         stop = self.d if stop is None else stop
         part = self.flat[start:stop]
+        lr = self.lr
         if self.config.weight_decay:
-            part.mul_(1.0 - self.config.lr * self.config.weight_decay)
-        step = unpack_signs(packed.to(self.device), stop - start, scale=self.config.lr,
+            part.mul_(1.0 - lr * self.config.weight_decay)
+        step = unpack_signs(packed.to(self.device), stop - start, scale=lr,
                             dtype=self.flat.dtype)
         part.sub_(step)
 
     @torch.no_grad()
     def apply_mean(self, mean: torch.Tensor, start: int = 0, stop: int | None = None) -> None:
-        """The mean aggregator's step 4 on [start, stop): ``x <- x - lr (mean + lambda x)``."""
+        """The mean aggregator's step 4 on [start, stop): ``x <- x - lr_t (mean + lambda x)``."""
         stop = self.d if stop is None else stop
         part = self.flat[start:stop]
+        lr = self.lr
         if self.config.weight_decay:
-            part.mul_(1.0 - self.config.lr * self.config.weight_decay)
-        part.sub_(mean.to(self.device), alpha=self.config.lr)
+            part.mul_(1.0 - lr * self.config.weight_decay)
+        part.sub_(mean.to(self.device), alpha=lr)
+
+    def finish_step(self, step: int) -> None:
+        """After every slice of step ``step`` was applied (or abstained): advance the
+        learning-rate schedule once. Idempotent per step, so a round retried on another
+        transport does not advance it twice."""
+        if step <= self.steps_done:
+            return
+        self.steps_done = step
+        if self.scheduler is not None:
+            # The holder has no gradients, so its step changes nothing; torch's schedulers
+            # expect an optimizer step before each of theirs.
+            self.lr_holder.step()
+            self.scheduler.step()
 
     @torch.no_grad()
-    def accuracy(self, images: np.ndarray, labels: np.ndarray, batch: int = 1000) -> float:
-        """Top-1 accuracy on (images, labels)."""
+    def evaluate(self, inputs: Any, targets: Any = None) -> dict[str, float]:
+        """The workload's metrics on a test set given as arrays (``inputs, targets``) or a
+        Dataset (``targets`` None), in eval mode, under the run's autocast."""
         self.model.eval()
-        correct = 0
-        for start in range(0, len(labels), batch):
-            x = torch.from_numpy(np.array(images[start : start + batch]))
-            y = torch.from_numpy(np.array(labels[start : start + batch]))
-            correct += int((self.model(x.to(self.device)).argmax(1).cpu() == y).sum())
-        return correct / len(labels)
+        with autocast(self.config.precision, self.device):
+            metrics = self.eval_fn(self.model, eval_batches(inputs, targets, self.device))
+        return {str(k): float(v) for k, v in metrics.items()}
 
     def checksum(self) -> str:
         """A digest of the parameters' exact bytes."""
@@ -151,7 +219,8 @@ class Replica:
 
     def state(self) -> dict[str, Any]:
         """Everything needed to continue bit-identically: parameters, buffers (batch-norm
-        statistics), momentum, data position and random-generator states. Only tensors,
+        statistics), momentum, learning-rate schedule, data position and random-generator
+        states. Only tensors,
         numbers, strings, lists and dicts, so ``torch.load(weights_only=True)`` reads it."""
         rng = self.batch_rng.bit_generator.state
         return {
@@ -166,11 +235,15 @@ class Replica:
                           "state": {k: str(v) for k, v in rng["state"].items()},
                           "has_uint32": int(rng["has_uint32"]), "uinteger": int(rng["uinteger"])},
             "attack_rng": self.attack_generator.get_state(),
+            "schedule": {"steps_done": self.steps_done, "lr": self.lr,
+                         "scheduler": (self.scheduler.state_dict()
+                                       if self.scheduler is not None else {})},
         }
 
     def load_state(self, state: dict[str, Any], *, position: bool = True) -> None:
-        """Restore ``state()``; with ``position=False`` only the model and momentum (a
-        restarted worker re-synced from another replica keeps its own data stream)."""
+        """Restore ``state()``; with ``position=False`` only the model, momentum and
+        learning-rate schedule (a restarted worker re-synced from another replica keeps its own
+        data stream)."""
         with torch.no_grad():
             self.flat.copy_(state["flat"].to(self.device))
             buffers = dict(self.model.named_buffers())
@@ -178,6 +251,12 @@ class Replica:
                 buffers[name].copy_(value.to(self.device))
             if state["momentum"] is not None:
                 self.momentum_state = state["momentum"].to(self.device).clone()
+        if "schedule" in state:  # checkpoints before schedules: a constant rate, step unknown
+            schedule = state["schedule"]
+            self.steps_done = int(schedule["steps_done"])
+            self.lr_holder.param_groups[0]["lr"] = float(schedule["lr"])
+            if self.scheduler is not None:
+                self.scheduler.load_state_dict(schedule["scheduler"])
         if position:
             self.epoch, self._cursor = int(state["epoch"]), int(state["cursor"])
             self._order = state["order"].numpy().copy()
@@ -185,3 +264,7 @@ class Replica:
             rng["state"] = {k: int(v) for k, v in rng["state"].items()}
             self.batch_rng.bit_generator.state = rng
             self.attack_generator.set_state(state["attack_rng"])
+
+
+def _to(value: Any, device: torch.device) -> Any:
+    return value.to(device) if isinstance(value, torch.Tensor) else value
