@@ -335,6 +335,7 @@ class SignSGDTrainer:
             "step": step,
             "epoch": honest_stats[0]["epoch"],
             "loss": float(np.mean([st["loss"] for st in honest_stats])),
+            "lr": honest_stats[0]["lr"],
             "bytes_sent_per_worker": float(np.mean([st["bytes_sent"] for st in worker_stats])),
             "bytes_received_per_worker": float(
                 np.mean([st["bytes_received"] for st in apply_stats])),

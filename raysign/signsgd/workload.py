@@ -309,13 +309,7 @@ def check_workload(workload: Workload, config: Any, pickler: Any = cloudpickle) 
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ConfigError("workload.model_fn returned a model with no trainable parameters")
-    if train[1] is None:
-        item = _call("workload.train_data[0]", train[0].__getitem__, 0)
-        if not (isinstance(item, (tuple, list)) and len(item) == 2):
-            raise ConfigError(f"workload.train_data[0] must be an (input, target) pair, got "
-                              f"{_describe(item)}")
-    x, y = _call("reading a training batch of workload.train_data",
-                 shard_batches(*train).batch, np.arange(config.batch_size))
+    x, y = _first_batch(*train, config.batch_size)
     _check_loss(workload, model, params, x, y, config.precision, device)
     if workload.test_data is not None:
         test = data_parts(workload.test_data)
@@ -326,6 +320,18 @@ def check_workload(workload: Workload, config: Any, pickler: Any = cloudpickle) 
     if workload.lr_scheduler_fn is not None:
         _check_scheduler(workload.lr_scheduler_fn, config.lr)
     return sum(p.numel() for p in params)
+
+
+def _first_batch(inputs: Any, targets: Any, size: int) -> Batch:
+    """The first ``size`` training samples as one batch, read as the workers read theirs
+    (a Dataset: exactly ``size`` items)."""
+    if targets is not None:
+        return ArrayBatches(inputs[:size], targets[:size]).batch(np.arange(size))
+    items = [_call(f"workload.train_data[{i}]", inputs.__getitem__, i) for i in range(size)]
+    if not (isinstance(items[0], (tuple, list)) and len(items[0]) == 2):
+        raise ConfigError(f"workload.train_data[0] must be an (input, target) pair, got "
+                          f"{_describe(items[0])}")
+    return _call("collating a batch of workload.train_data", default_collate, items)
 
 
 def _round_trip(what: str, value: Any, pickler: Any) -> None:
@@ -367,7 +373,7 @@ def _check_loss(workload: Workload, model: nn.Module, params: list[nn.Parameter]
         raise ConfigError(f"workload.loss_fn must return a scalar tensor (0-d), got "
                           f"{_describe(loss)}")
     if not bool(torch.isfinite(loss)):
-        raise ConfigError(f"workload.loss_fn returned {float(loss)} on the first training "
+        raise ConfigError(f"workload.loss_fn returned {float(loss.detach())} on the first training "
                           "batch; it must be finite")
     if not loss.requires_grad:
         raise ConfigError("workload.loss_fn returned a tensor with no gradient: compute it "
