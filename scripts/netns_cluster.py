@@ -20,6 +20,17 @@ own address, with token authentication on (``RAY_AUTH_MODE=token``) and a fresh 
 
     python scripts/netns_cluster.py exec -- python scripts/bench_signsgd_step.py --attach ...
 
+``up --dashboard`` also starts the head's dashboard on ``http://10.77.0.1:8265``, the job
+server ``ray job submit`` talks to (it needs ``ray[default]``); ``ClusterState.job_env()`` is
+what a submitting shell inside a namespace needs::
+
+    python scripts/netns_cluster.py up --dashboard
+    python scripts/netns_cluster.py exec --jobs -- ray job submit --working-dir . -- python ...
+
+``up --hide 3:/data/copy`` starts node 3's Ray inside a private mount namespace where an empty
+``tmpfs`` covers ``/data/copy``: the namespaces share one filesystem, and this is a node that
+lacks a path the others have (the other nodes and the root namespace still see it).
+
 ``down`` stops the Ray processes of each namespace by their ids (``ip netns pids``; never
 ``ray stop``, which would kill every Ray process on the machine, since the process ids are
 shared), deletes the namespaces (which deletes the veths and the bridge) and the state folder.
@@ -34,6 +45,7 @@ import json
 import os
 import re
 import secrets
+import shlex
 import shutil
 import signal
 import subprocess
@@ -48,6 +60,7 @@ BRIDGE_NS = "rsbr"
 BRIDGE = "rsbr0"
 SUBNET = "10.77.0"
 RAY_PORT = 6379
+DASHBOARD_PORT = 8265
 # = raysign.actors.cluster.DIRECT_CALL_BYTES (this script imports only the standard library)
 DIRECT_CALL_BYTES = 8 * 2**20
 _RATE = re.compile(r"^\d+(\.\d+)?(bit|kbit|mbit|gbit)$")
@@ -79,6 +92,10 @@ class ClusterState:
     direct_call_bytes: int = DIRECT_CALL_BYTES
     token_path: str = str(STATE_DIR / "auth_token")
     address: str = f"{SUBNET}.1:{RAY_PORT}"
+    # The job server on the head's dashboard ("" without --dashboard).
+    dashboard_address: str = ""
+    # [node, path]: that node's Ray runs where an empty tmpfs covers the path (--hide).
+    hidden: list[list] = field(default_factory=list)
 
     def save(self) -> None:
         STATE_DIR.mkdir(parents=True, exist_ok=True)
@@ -94,6 +111,18 @@ class ClusterState:
         """Environment a driver inside a namespace needs to join this cluster."""
         return {"RAY_ADDRESS": self.address, "RAY_AUTH_MODE": "token",
                 "RAY_AUTH_TOKEN_PATH": self.token_path, **self.ray_config_env()}
+
+    def job_env(self) -> dict[str, str]:
+        """Environment a ``ray job submit`` client inside a namespace needs (the dashboard's
+        job server, the token); empty without a dashboard."""
+        if not self.dashboard_address:
+            return {}
+        return {"RAY_ADDRESS": self.dashboard_address, "RAY_AUTH_MODE": "token",
+                "RAY_AUTH_TOKEN_PATH": self.token_path}
+
+    def temp_dirs(self) -> list[Path]:
+        """Every node's Ray temp dir (its session folders: logs, uploaded working dirs)."""
+        return [STATE_DIR / f"n{i}" for i in range(self.nodes)]
 
     def ray_config_env(self) -> dict[str, str]:
         if not self.direct_call_bytes:
@@ -156,21 +185,37 @@ def _ray_env(state: ClusterState) -> dict[str, str]:
 
 def _ray_start_command(state: ClusterState, i: int, object_store_bytes: int) -> list[str]:
     # One temp dir per node keeps these sessions apart from other local Ray instances.
-    cmd = ["ip", "netns", "exec", node_namespace(i), _ray_executable(), "start",
+    ray = [_ray_executable(), "start",
            "--node-ip-address", node_ip(i), "--num-cpus", str(int(state.cpus_per_node)),
            "--object-store-memory", str(object_store_bytes),
            "--temp-dir", str(STATE_DIR / f"n{i}"), "--disable-usage-stats"]
-    if i == 0:
-        return cmd + ["--head", "--port", str(RAY_PORT), "--include-dashboard", "false"]
-    return cmd + ["--address", state.address]
+    if i == 0 and state.dashboard_address:
+        ray += ["--head", "--port", str(RAY_PORT), "--include-dashboard", "true",
+                "--dashboard-host", node_ip(0), "--dashboard-port", str(DASHBOARD_PORT)]
+    elif i == 0:
+        ray += ["--head", "--port", str(RAY_PORT), "--include-dashboard", "false"]
+    else:
+        ray += ["--address", state.address]
+    hidden = [path for node, path in state.hidden if node == i]
+    if hidden:
+        # A private mount namespace (unshare -m, nothing propagates back) where tmpfs covers
+        # each path; ray start's daemons keep it, and it goes away with them.
+        mounts = " && ".join(f"mount -t tmpfs -o size=1m raysign-hidden {shlex.quote(p)}"
+                             for p in hidden)
+        ray = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+               f'{mounts} && exec "$@"', "sh", *ray]
+    return ["ip", "netns", "exec", node_namespace(i), *ray]
 
 
 def _start_ray(state: ClusterState, object_store_bytes: int) -> None:
-    """The head first, then every worker node at once."""
+    """The head first, then every worker node at once. Their working directory is the state
+    folder, not the caller's: a job submitted without --working-dir finds no files there, as
+    on a real cluster."""
     for batch in ([0], list(range(1, state.nodes))):
         started = {i: subprocess.Popen(_ray_start_command(state, i, object_store_bytes),
                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                       text=True, env=_ray_env(state)) for i in batch}
+                                       text=True, env=_ray_env(state), cwd=STATE_DIR)
+                   for i in batch}
         state.ray_started += [node_namespace(i) for i in batch]
         state.save()
         for i, process in started.items():
@@ -196,9 +241,29 @@ def _wait_for_nodes(state: ClusterState, timeout: float = 90.0) -> None:
     raise RuntimeError(f"only {alive} of {state.nodes} Ray nodes alive after {timeout:.0f} s")
 
 
+def _wait_for_dashboard(state: ClusterState, timeout: float = 90.0) -> None:
+    """Until the head's job server answers an authenticated request (from node 0)."""
+    probe = ("import sys, urllib.request; request = urllib.request.Request(sys.argv[1] + "
+             "'/api/version', headers={'Authorization': 'Bearer ' + open(sys.argv[2]).read()"
+             ".strip()}); urllib.request.urlopen(request, timeout=5).read()")
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        result = _ns(node_namespace(0), sys.executable, "-c", probe, state.dashboard_address,
+                     state.token_path, check=False)
+        if result.returncode == 0:
+            return
+        time.sleep(1.0)
+    raise RuntimeError(f"the dashboard at {state.dashboard_address} did not answer within "
+                       f"{timeout:.0f} s: {result.stderr.strip().splitlines()[-1:]}")
+
+
 def up(nodes: int, rate: str = "none", delay: str = "", cpus_per_node: int = 1,
-       object_store_mb: int = 1024, direct_call_bytes: int = DIRECT_CALL_BYTES) -> ClusterState:
-    """Build the namespaces, links and Ray nodes; on any failure remove what was made."""
+       object_store_mb: int = 1024, direct_call_bytes: int = DIRECT_CALL_BYTES,
+       dashboard: bool = False, hide: dict[int, list[str]] | None = None) -> ClusterState:
+    """Build the namespaces, links and Ray nodes; on any failure remove what was made.
+    ``dashboard``: the head also serves the dashboard and job server on its namespace
+    address; ``hide``: node -> absolute paths that node's Ray does not see (an empty tmpfs
+    covers each, in a private mount namespace)."""
     if not 2 <= nodes <= 32:
         raise ValueError(f"nodes={nodes} must be in [2, 32]")
     if rate != "none" and not _RATE.match(rate):
@@ -214,8 +279,16 @@ def up(nodes: int, rate: str = "none", delay: str = "", cpus_per_node: int = 1,
         raise RuntimeError(f"a cluster is already up ({STATE_FILE}); run `down` first")
     if direct_call_bytes < 0:
         raise ValueError(f"direct_call_bytes={direct_call_bytes} must be >= 0")
+    hidden = [[node, path] for node, paths in sorted((hide or {}).items()) for path in paths]
+    for node, path in hidden:
+        if not 0 <= node < nodes:
+            raise ValueError(f"hide: node {node} must be in [0, {nodes - 1}]")
+        if not (os.path.isabs(path) and os.path.isdir(path)):
+            raise ValueError(f"hide: {path!r} must be an absolute path to an existing folder")
     state = ClusterState(nodes=nodes, rate=rate, delay=delay, cpus_per_node=cpus_per_node,
-                         direct_call_bytes=direct_call_bytes)
+                         direct_call_bytes=direct_call_bytes, hidden=hidden,
+                         dashboard_address=(f"http://{node_ip(0)}:{DASHBOARD_PORT}"
+                                            if dashboard else ""))
     STATE_DIR.mkdir(parents=True, exist_ok=True)
     state.save()
     try:
@@ -225,6 +298,8 @@ def up(nodes: int, rate: str = "none", delay: str = "", cpus_per_node: int = 1,
         token.chmod(0o600)
         _start_ray(state, object_store_mb * 2**20)
         _wait_for_nodes(state)
+        if state.dashboard_address:
+            _wait_for_dashboard(state)
     except BaseException:
         down(quiet=True)
         raise
@@ -301,7 +376,10 @@ def status() -> int:
         return 1
     existing = set(_run("ip", "netns", "list", check=False).stdout.split())
     print(f"nodes={state.nodes} rate={state.rate} delay={state.delay or 'none'} "
-          f"(applied: {state.delay_applied}) address={state.address}")
+          f"(applied: {state.delay_applied}) address={state.address}"
+          + (f" jobs={state.dashboard_address}" if state.dashboard_address else ""))
+    for node, path in state.hidden:
+        print(f"  {node_namespace(node)} does not see {path}")
     for i in range(state.nodes):
         ns = node_namespace(i)
         if ns not in existing:
@@ -319,14 +397,17 @@ def namespace_pids(ns: str) -> list[int]:
     return [int(p) for p in out if p.isdigit()]
 
 
-def exec_in(node: int, command: list[str]) -> int:
-    """Run ``command`` inside node ``node``'s namespace with the driver environment."""
+def exec_in(node: int, command: list[str], jobs: bool = False) -> int:
+    """Run ``command`` inside node ``node``'s namespace with the driver environment (``jobs``:
+    the environment of a ``ray job`` client, ``ClusterState.job_env``)."""
     state = ClusterState.load()
     if state is None:
         raise RuntimeError("no cluster is up; run `up` first")
     if not 0 <= node < state.nodes:
         raise ValueError(f"node={node} must be in [0, {state.nodes - 1}]")
-    env = {**os.environ, **state.driver_env()}
+    if jobs and not state.dashboard_address:
+        raise RuntimeError("this cluster has no job server; bring it up with --dashboard")
+    env = {**os.environ, **(state.job_env() if jobs else state.driver_env())}
     return subprocess.run(["ip", "netns", "exec", node_namespace(node), *command],
                           env=env).returncode
 
@@ -343,20 +424,39 @@ def main(argv: list[str] | None = None) -> int:
     p_up.add_argument("--direct-call-bytes", type=int, default=DIRECT_CALL_BYTES,
                       help="Ray's max_direct_call_object_size on every node (0: Ray's "
                            "default); the direct transport sends messages up to it inline")
+    p_up.add_argument("--dashboard", action="store_true",
+                      help="the head serves the dashboard and job server (ray job submit) on "
+                           f"http://{node_ip(0)}:{DASHBOARD_PORT}; needs ray[default]")
+    p_up.add_argument("--hide", action="append", default=[], metavar="NODE:PATH",
+                      help="node NODE's Ray does not see the folder PATH (an empty tmpfs "
+                           "covers it there); repeatable")
     sub.add_parser("down", help="stop Ray in the namespaces and delete them")
     sub.add_parser("status", help="show what is up")
     p_exec = sub.add_parser("exec", help="run a command (a driver) inside a node's namespace")
     p_exec.add_argument("--node", type=int, default=0)
+    p_exec.add_argument("--jobs", action="store_true",
+                        help="the environment of a `ray job` client (RAY_ADDRESS = the job "
+                             "server) instead of a driver's")
     p_exec.add_argument("cmd", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     if args.command == "up":
+        hide: dict[int, list[str]] = {}
+        for spec in args.hide:
+            node, sep, path = spec.partition(":")
+            if not (sep and node.isdigit() and path):
+                parser.error(f"--hide {spec!r}: use NODE:PATH, e.g. 3:/data/copy")
+            hide.setdefault(int(node), []).append(path)
         state = up(args.nodes, args.rate, args.delay, args.cpus_per_node, args.object_store_mb,
-                   args.direct_call_bytes)
+                   args.direct_call_bytes, args.dashboard, hide)
         env = " ".join(f"{k}={v}" for k, v in state.driver_env().items())
         print(f"RAY_ADDRESS={state.address}\n"
               f"run a driver inside node 0's namespace:\n"
               f"  python {sys.argv[0]} exec -- python your_driver.py\n"
               f"or by hand:\n  ip netns exec rs0 env {env} python your_driver.py")
+        if state.dashboard_address:
+            print(f"submit jobs to {state.dashboard_address} from inside a namespace:\n"
+                  f"  python {sys.argv[0]} exec --jobs -- ray job submit --working-dir . -- "
+                  "python scripts/run_signsgd.py ...")
         return 0
     if args.command == "down":
         down()
@@ -366,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
     command = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not command:
         parser.error("exec needs a command, e.g. exec -- python driver.py")
-    return exec_in(args.node, command)
+    return exec_in(args.node, command, jobs=args.jobs)
 
 
 if __name__ == "__main__":
