@@ -446,8 +446,11 @@ def main(argv: list[str] | None = None) -> int:
             if not (sep and node.isdigit() and path):
                 parser.error(f"--hide {spec!r}: use NODE:PATH, e.g. 3:/data/copy")
             hide.setdefault(int(node), []).append(path)
-        state = up(args.nodes, args.rate, args.delay, args.cpus_per_node, args.object_store_mb,
-                   args.direct_call_bytes, args.dashboard, hide)
+        try:
+            state = up(args.nodes, args.rate, args.delay, args.cpus_per_node,
+                       args.object_store_mb, args.direct_call_bytes, args.dashboard, hide)
+        except (ValueError, RuntimeError) as err:  # one line, what to change
+            raise SystemExit(f"netns_cluster up: {err}") from None
         env = " ".join(f"{k}={v}" for k, v in state.driver_env().items())
         print(f"RAY_ADDRESS={state.address}\n"
               f"run a driver inside node 0's namespace:\n"
