@@ -482,6 +482,41 @@ def test_resume_mid_schedule_is_bit_identical_to_an_uninterrupted_run(ray_sessio
                                resume=checkpoint)
     for mine, theirs in zip(resumed, uninterrupted, strict=True):
         assert mine.tobytes() == theirs.tobytes()
+    # The checkpoint belongs to this workload: another model is refused, naming the difference.
+    wider = regression_workload(ett, model_fn=lambda: nn.Sequential(
+        nn.Linear(6, 32), nn.Tanh(), nn.Linear(32, 1)),
+        lr_scheduler_fn=warmup_then_halve_scheduler)
+    with pytest.raises(CheckpointError, match="from another workload .*num_parameters: 129 vs 257"):
+        final_parameters(SignSGDTrainer(config, progress=False, workload=wider),
+                         resume=checkpoint)
+
+
+@pytest.mark.ray
+def test_restarted_worker_rejoins_at_the_same_batch_and_learning_rate(ray_session,
+                                                                     one_torch_thread,
+                                                                     tmp_path, ett):
+    """A worker that dies is restarted and re-synced: its data stream moves by
+    ``accumulation_steps`` batches per step missed, and its schedule is the others'."""
+    config = config_for(tmp_path, num_workers=3, accumulation_steps=2, max_steps=6)
+    trainer = SignSGDTrainer(config, progress=False, workload=regression_workload(
+        ett, lr_scheduler_fn=warmup_then_halve_scheduler))
+    states = []
+
+    def crash_worker_1_then_read_states(record: dict) -> None:
+        if record["step"] == 2:
+            trainer.workers[1].crash.remote()
+        if record["step"] == 6:
+            states.extend(ray.get([w.state.remote() for w in trainer.workers]))
+
+    try:
+        summary = trainer.run(on_record=crash_worker_1_then_read_states)
+    finally:
+        trainer.shutdown()
+    assert summary.resyncs >= 1 and summary.replicas_identical
+    for state in states:  # 166 samples a worker: 6 steps of 2 batches of 8 in epoch 0
+        assert (state["epoch"], state["cursor"]) == (0, 6 * 2 * 8)
+        assert state["schedule"]["steps_done"] == 6
+        assert state["schedule"]["lr"] == config.lr * warmup_then_halve(6)
 
 
 # ------------------------------------------------------------- checks before any actor starts

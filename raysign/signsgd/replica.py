@@ -112,9 +112,10 @@ class Replica:
         return _to(x, self.device), _to(y, self.device)
 
     def seek(self, batches: int) -> None:
-        """Put the data stream where it is after ``batches`` mini-batches from the start,
-        without computing them: a restarted worker rejoining after step ``batches`` draws the
-        same next batch as if it had never died. (The attack generator is not advanced.)"""
+        """Put the data stream where it is after ``batches`` mini-batches from the start
+        (``accumulation_steps`` per step), without computing them: a restarted worker
+        rejoining after step t (``batches = t * accumulation_steps``) draws the same next
+        batch as if it had never died. (The attack generator is not advanced.)"""
         if batches < 0:
             raise ValueError(f"batches must be >= 0, got {batches}")
         per_epoch = len(self.data) // self.config.batch_size
