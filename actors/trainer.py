@@ -135,6 +135,9 @@ class SignSGDTrainer:
         self.honest = [r for r in range(config.num_workers) if r not in self.byzantine]
         self.resyncs = 0
         self._vote_tag = 0  # which configuration the vote actors hold (0: the constructor's)
+        # The aggregators' state after the last complete round (refs from ``VoteActor.state``,
+        # or the checkpoint's states); None: before the first round. Stateful aggregators only.
+        self._vote_states: list[Any] | None = None
 
     # ----------------------------------------------------------------------------- placement
     def _data_parts(self) -> tuple[tuple[Any, Any], tuple[Any, Any] | None]:
@@ -212,6 +215,7 @@ class SignSGDTrainer:
         self.honest = [r for r in range(config.num_workers) if r not in self.byzantine]
         self.resyncs = 0
         self._vote_tag += 1
+        self._vote_states = None
         ray.get([w.reset.remote(config, rank in self.byzantine)
                  for rank, w in enumerate(self.workers)]
                 + [v.reset.remote(*self._vote_setup(), tag=self._vote_tag) for v in self.votes])
@@ -255,7 +259,8 @@ class SignSGDTrainer:
                         num_returns=s + 1).remote(step, *honest)
         for _ in range(ROUND_ATTEMPTS):
             voted = [self.votes[j].vote.options(num_returns=2).remote(
-                step, *[compute_refs[i][j] for i in live]) for j in range(s)]
+                step, *[compute_refs[i][j] for i in live], senders=tuple(live))
+                for j in range(s)]
             applied = {i: self.workers[i].apply.remote(step, *[v[0] for v in voted])
                        for i in live}
             worker_stats, dead = _get_each({i: compute_refs[i][s] for i in live}, "compute")
@@ -280,11 +285,29 @@ class SignSGDTrainer:
         return self._record(step, worker_stats, vote_stats, apply_stats, failed, with_density)
 
     def _reset_restarted_votes(self) -> None:
-        """A restarted vote actor ran its constructor with the first configuration's
-        arguments; give it the current one (a no-op unless reconfigured)."""
+        """Before a round is voted again: a restarted vote actor ran its constructor with the
+        first configuration's arguments, so give it the current one (a no-op unless
+        reconfigured); then put every stateful aggregator (centered clipping's center) back
+        in its state after the last complete round - the restarted one lost it, and the
+        others may have voted the failed round already."""
         for v in self.votes:
             if _call_when_alive(lambda v=v: v.tag.remote()) != self._vote_tag:
                 ray.get(v.reset.remote(*self._vote_setup(), tag=self._vote_tag))
+        if self._stateful_votes():
+            states = self._vote_states or [{"center": None}] * len(self.votes)
+            ray.get([v.load_state.remote(st) for v, st in zip(self.votes, states, strict=True)])
+
+    def _stateful_votes(self) -> bool:
+        """Whether the vote actors' aggregator carries state from round to round."""
+        return hasattr(self._vote_setup()[1], "center")
+
+    def _keep_vote_states(self) -> None:
+        """After a complete round: hold each stateful aggregator's state where a restart of
+        its actor cannot lose it (objects the driver owns, fetched only to reload them)."""
+        if self._stateful_votes():
+            states = [v.state.remote() for v in self.votes]
+            ray.wait(states, num_returns=len(states), fetch_local=False)
+            self._vote_states = states
 
     def _direct_round(self, step: int, with_density: bool):
         """One round with the direct transport (``SignWorker.exchange``). Returns
@@ -328,6 +351,7 @@ class SignSGDTrainer:
 
     def _record(self, step: int, worker_stats: list[dict], vote_stats: list[dict],
                 apply_stats: list[dict], failed: set[int], with_density: bool) -> dict[str, Any]:
+        self._keep_vote_states()
         if failed:
             self._resync(sorted(failed), step)
         honest_stats = [st for st in worker_stats if st["rank"] not in self.byzantine]
@@ -481,6 +505,7 @@ class SignSGDTrainer:
                  zip(self.workers, payload["workers"], strict=True)])
         ray.get([v.load_state.remote(st) for v, st in
                  zip(self.votes, payload["extra"].get("votes", []), strict=False)])
+        self._vote_states = payload["extra"].get("votes") or None
         if run_dir.path.resolve() != self.run_dir.path.resolve():
             self.run_dir = run_dir
         metrics = self.run_dir.file("metrics.jsonl")

@@ -66,33 +66,45 @@ class VoteActor(VoteDrills):
         return self._tag
 
     def state(self) -> dict[str, Any]:
-        """The aggregator's state (centered clipping's center) for checkpoints."""
+        """The aggregator's state (centered clipping's center) for checkpoints, and for the
+        driver to reload into a restarted actor."""
         center = getattr(self.aggregate, "center", None)
         return {"center": None if center is None else torch.from_numpy(center.copy())}
 
     def load_state(self, state: dict[str, Any]) -> None:
-        if state.get("center") is not None:
-            self.aggregate.center = state["center"].numpy().copy()
+        """Put the aggregator back in ``state`` (a center of None: the state before the first
+        round)."""
+        if hasattr(self.aggregate, "center"):
+            center = state.get("center")
+            self.aggregate.center = None if center is None else center.numpy().copy()
 
-    def vote(self, step: int, *payloads: Any) -> tuple[np.ndarray, dict[str, Any]]:
+    def vote(self, step: int, *payloads: Any,
+             senders: tuple[int, ...] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        """The vote of ``step`` over ``payloads``, sent by the worker ranks ``senders`` in
+        that order (default: ranks 0, 1, ...); a rejection names the sender's rank."""
         t_start = time.time()
         self.drill_vote(step)
+        if senders is None:
+            senders = tuple(range(len(payloads)))
+        if len(senders) != len(payloads):
+            raise ValueError(f"vote shard {self.shard} step {step}: {len(payloads)} payloads "
+                             f"but senders={tuple(senders)}; give one rank per payload")
         valid, rejected = [], []
         # Step 1: validate.
-        for index, payload in enumerate(payloads):
+        for sender, payload in zip(senders, payloads, strict=True):
             try:
                 header, body = wire.read_message(payload, kind=self.kind, step=step,
                                                  shard=self.shard, length=self.length)
             except wire.MessageError as err:
-                rejected.append({"worker": index, "reason": str(err)})
+                rejected.append({"worker": sender, "reason": str(err)})
                 continue
             if header.abstains:
-                rejected.append({"worker": index, "reason": "abstained (non-finite gradient)"})
+                rejected.append({"worker": sender, "reason": "abstained (non-finite gradient)"})
                 continue
             if self.kind == wire.KIND_FP32:
                 values = body.view(np.float32)
                 if not np.isfinite(values).all():
-                    rejected.append({"worker": index, "reason": "non-finite fp32 values"})
+                    rejected.append({"worker": sender, "reason": "non-finite fp32 values"})
                     continue
                 valid.append(values)
             else:
@@ -126,11 +138,11 @@ class _Round:
     """The messages of one step that a ``DirectVoteActor`` has received so far."""
 
     def __init__(self, senders: tuple[int, ...]):
-        self.senders = senders
+        self.senders = senders  # the expected senders: only they join or close the round
         self.payloads: dict[int, Any] = {}
         self.done = asyncio.Event()
         self.result: tuple[np.ndarray, dict[str, Any]] | None = None
-        self.senders_answered = 0  # how many of ``senders`` have been given ``result``
+        self.answered: set[int] = set()  # the expected senders given ``result``
 
 
 class DirectVoteActor(VoteActor):
@@ -142,24 +154,30 @@ class DirectVoteActor(VoteActor):
     call; below it Ray moves them through the object store of the sender's node.
 
     The vote runs when every expected sender's message is in, or after ``timeout`` seconds over
-    the messages that came (a worker that died is left out, as in the object path)."""
+    the messages that came (a worker that died is left out, as in the object path). The driver
+    reports a dead worker with ``drop``; that may reach this actor before a message the worker
+    had already sent. Only the expected senders (the round's ``senders`` less the dropped
+    ones) join or close a round: a dropped worker's late message is not counted, gets the
+    round's result if the round is still held, and is refused once it is gone; it never opens
+    a round of its own, so every worker applies the same vote."""
 
     def __init__(self, shard: int, start: int, stop: int, kind: int,
                  aggregate: Callable[[np.ndarray], np.ndarray] | None = None):
         super().__init__(shard, start, stop, kind, aggregate)
         self._rounds: dict[int, _Round] = {}
-        # Per step, the senders the driver reported dead before that step's round opened
-        # (``drop`` came before any ``submit``): the round opens without them.
-        self._dead_before_round: dict[int, set[int]] = {}
+        # Per step (this one and the one before), the senders the driver reported dead, and
+        # the steps whose rounds every expected sender has been answered for (and so removed).
+        self._dropped: dict[int, set[int]] = {}
+        self._finished: set[int] = set()
 
     def reset(self, kind: int, aggregate: Callable[[np.ndarray], np.ndarray] | None,
               tag: int = 0) -> None:
         super().reset(kind, aggregate, tag)
-        self._rounds, self._dead_before_round = {}, {}
+        self._rounds, self._dropped, self._finished = {}, {}, set()
 
     def _close(self, step: int, rnd: _Round) -> None:
-        arrived = [s for s in rnd.senders if s in rnd.payloads]
-        out, stats = self.vote(step, *[rnd.payloads[s] for s in arrived])
+        arrived = tuple(s for s in rnd.senders if s in rnd.payloads)
+        out, stats = self.vote(step, *[rnd.payloads[s] for s in arrived], senders=arrived)
         missing = [s for s in rnd.senders if s not in rnd.payloads]
         if missing:
             stats["rejected"] = stats["rejected"] + [
@@ -169,40 +187,59 @@ class DirectVoteActor(VoteActor):
         rnd.done.set()
 
     async def drop(self, step: int, sender: int) -> None:
-        """Worker ``sender`` died in ``step``: vote without its message, without waiting."""
+        """Worker ``sender`` died in ``step``: vote without its message, without waiting (a
+        message of it already in the round still counts)."""
+        self._dropped.setdefault(step, set()).add(sender)
         rnd = self._rounds.get(step)
-        if rnd is None:
-            self._dead_before_round.setdefault(step, set()).add(sender)
-        elif rnd.result is None and sender in rnd.senders and sender not in rnd.payloads:
+        if rnd is not None and rnd.result is None and sender in rnd.senders \
+                and sender not in rnd.payloads:
             rnd.senders = tuple(s for s in rnd.senders if s != sender)
             if len(rnd.payloads) == len(rnd.senders):
                 self._close(step, rnd)
 
+    def _open(self, step: int, sender: int, senders: tuple[int, ...]) -> _Round:
+        """The round of ``step`` (opened by this message if it is the first)."""
+        rnd = self._rounds.get(step)
+        if rnd is not None:
+            return rnd
+        if sender in self._dropped.get(step, ()) and (
+                step in self._finished or any(s > step for s in self._rounds)):
+            raise RuntimeError(f"vote shard {self.shard}: the message of worker {sender} for "
+                               f"step {step} came after that round closed without it (the "
+                               "driver reported the worker dead); refused")
+        for old in [s for s in self._rounds if s < step]:
+            del self._rounds[old]  # rounds a failed sender never came back to
+        self._dropped = {s: d for s, d in self._dropped.items() if step - 1 <= s <= step}
+        self._finished = {s for s in self._finished if step - 1 <= s < step}
+        dropped = self._dropped.get(step, set())
+        rnd = self._rounds[step] = _Round(tuple(s for s in senders if s not in dropped))
+        return rnd
+
     async def submit(self, step: int, sender: int, payload: Any, senders: tuple[int, ...],
                      timeout: float) -> tuple[np.ndarray, dict[str, Any]]:
         """Worker ``sender``'s message for ``step``; returns the voted message and the vote's
-        stats once the messages of all ``senders`` are in (or ``timeout`` has passed)."""
-        for old in [s for s in self._rounds if s < step]:
-            del self._rounds[old]  # rounds a failed sender never came back to
-        if step not in self._rounds:
-            dead = self._dead_before_round.pop(step, set())
-            self._rounds[step] = _Round(tuple(s for s in senders if s not in dead))
-            self._dead_before_round = {s: d for s, d in self._dead_before_round.items()
-                                       if s > step}
-        rnd = self._rounds[step]
-        if rnd.result is None:
+        stats once the messages of all expected ``senders`` are in (or ``timeout`` has
+        passed). A sender outside ``senders`` is refused (``ValueError``)."""
+        if sender not in senders:
+            raise ValueError(f"vote shard {self.shard}: worker {sender} sent a message for "
+                             f"step {step}, but the round's senders are {tuple(senders)}; "
+                             "refused")
+        rnd = self._open(step, sender, tuple(senders))
+        if rnd.result is None and sender in rnd.senders:
             rnd.payloads[sender] = payload
             if len(rnd.payloads) == len(rnd.senders):
                 self._close(step, rnd)
-            else:
-                try:
-                    await asyncio.wait_for(rnd.done.wait(), timeout)
-                except asyncio.TimeoutError:
-                    if rnd.result is None:
-                        self._close(step, rnd)
-        rnd.senders_answered += 1
-        if rnd.senders_answered >= len(rnd.senders):
-            self._rounds.pop(step, None)
+        if rnd.result is None:
+            try:
+                await asyncio.wait_for(rnd.done.wait(), timeout)
+            except asyncio.TimeoutError:
+                if rnd.result is None:
+                    self._close(step, rnd)
+        if sender in rnd.senders:
+            rnd.answered.add(sender)
+            if rnd.answered >= set(rnd.senders) and self._rounds.get(step) is rnd:
+                del self._rounds[step]
+                self._finished.add(step)
         return rnd.result
 
 
