@@ -19,8 +19,6 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from raysign.data import load_fashion_mnist
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture(autouse=True)
 def ship_this_module_by_value():
@@ -31,6 +29,7 @@ def ship_this_module_by_value():
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     yield
     cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+
 
 STEPS, RESUME_AT, BATCH, LR = 6, 3, 32, 1e-3
 
@@ -62,11 +61,11 @@ def train_loop(config: dict) -> None:
     start = load_checkpoint(checkpoint, model, optimizer, state) if checkpoint else 0
 
     context = ray.train.get_context()
-    data = FashionSlice(config["images"], config["labels"])
+    data = config["dataset"]
     sampler = DistributedSampler(data, num_replicas=context.get_world_size(),
                                  rank=context.get_world_rank(), shuffle=False)
     loader = DataLoader(data, batch_size=BATCH, sampler=sampler, drop_last=True)
-    for step, (x, y) in enumerate(islice(loader, start, STEPS), start=start + 1):
+    for step, (x, y) in enumerate(islice(loader, start, config["steps"]), start=start + 1):
         loss = nn.functional.cross_entropy(model(x), y)
         optimizer.zero_grad()
         loss.backward()
@@ -81,7 +80,7 @@ def fit(storage: Path, name: str, images, labels, resume_from=None):
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    config = {"images": images, "labels": labels}
+    config = {"dataset": FashionSlice(images, labels), "steps": STEPS}
     if resume_from is not None:
         config["resume_from"] = resume_from
     trainer = TorchTrainer(
@@ -100,6 +99,7 @@ def read(folder: Path) -> dict:
             "hook_steps": [h["step"] for h in hooks]}
 
 
+@pytest.mark.slow
 def test_resumed_ray_train_run_ends_bit_identical_to_uninterrupted_run(
         ray_session, data_dir, tmp_path):
     train, _ = load_fashion_mnist(data_dir)
@@ -139,3 +139,29 @@ def test_resumed_ray_train_run_ends_bit_identical_to_uninterrupted_run(
     for name in before:
         moved = (after[name].double() - before[name].double()).abs().numpy()
         np.testing.assert_allclose(moved, LR, rtol=0, atol=1e-7, err_msg=name)
+
+
+def test_load_checkpoint_refuses_other_worker_count_naming_the_ranks(tmp_path):
+    """A 2-worker checkpoint loaded on 1 worker: one line naming the saved ranks and the
+    world size, before anything is restored."""
+    import torch.distributed as dist
+    from ray.train import Checkpoint
+
+    from raysign.actors.ray_train import load_checkpoint
+    from raysign.comm_hooks import SignumVoteState
+
+    model = nn.Linear(3, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=LR)
+    torch.save({"step": 4, "model": model.state_dict(), "optimizer": optimizer.state_dict()},
+               tmp_path / "model.pt")
+    for rank in range(2):
+        torch.save({"step": 4, "hook": {"momentum": {}, "error": {}}},
+                   tmp_path / f"hook-rank{rank}.pt")
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}",
+                            rank=0, world_size=1)
+    try:
+        state = SignumVoteState(module=model)
+        with pytest.raises(ValueError, match=r"ranks \[0, 1\]; this run has 1 workers"):
+            load_checkpoint(Checkpoint.from_directory(str(tmp_path)), model, optimizer, state)
+    finally:
+        dist.destroy_process_group()
