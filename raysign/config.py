@@ -87,3 +87,10 @@ def to_dict(config: Any) -> dict[str, Any]:
         return value
 
     return {k: convert(v) for k, v in dataclasses.asdict(config).items()}
+
+
+def config_from_mapping(config_type: type, values: Mapping[str, Any], **overrides: Any) -> Any:
+    """The config dataclass built (and so validated) from the entries of ``values`` that are
+    its fields - e.g. a Ray Tune trial's config, which also holds the sweep's own keys."""
+    names = {f.name for f in dataclasses.fields(config_type)}
+    return config_type(**{k: v for k, v in values.items() if k in names}, **overrides)

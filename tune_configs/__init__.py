@@ -15,3 +15,10 @@ A sweep module defines:
 - optionally ``NUM_SAMPLES`` (default 1), ``scheduler() -> TrialScheduler`` and
   ``max_concurrent_trials(cpus, gpus) -> int`` (default: as many trials as fit).
 """
+
+
+def one_device_per_trial(cpus: float, gpus: float) -> dict[str, float]:
+    """``trial_resources`` of a sweep whose trial runs in one process: one CPU, and one GPU
+    when the cluster has a GPU for every trial that fits its CPUs (so as many trials run at
+    once as there are CPUs: ``raysign sweep``'s default concurrency)."""
+    return {"cpu": 1, "gpu": 1 if gpus >= cpus else 0}

@@ -18,6 +18,9 @@ from typing import Any
 
 from ray import tune
 
+from raysign.config import config_from_mapping
+from raysign.tune_configs import one_device_per_trial as trial_resources  # noqa: F401
+
 DESCRIPTION = "crowd labels at fixed budget: redundancy x worker quality x aggregation method"
 METRIC = "test_accuracy"
 MODE = "max"
@@ -42,14 +45,6 @@ def param_space(quick: bool) -> dict[str, Any]:
     }
 
 
-def trial_resources(cpus: float, gpus: float) -> dict[str, float]:
-    return {"cpu": 1, "gpu": 1 if gpus >= cpus else 0}
-
-
-def max_concurrent_trials(cpus: float, gpus: float) -> int:
-    return max(1, int(cpus))
-
-
 def trainable(config: dict[str, Any]) -> None:
     import torch
 
@@ -57,6 +52,5 @@ def trainable(config: dict[str, Any]) -> None:
     from raysign.crowd.experiment import run_crowd_trial
 
     torch.set_num_threads(1)
-    fields = {k: v for k, v in config.items() if k in CrowdConfig.__dataclass_fields__}
-    result = run_crowd_trial(CrowdConfig(**fields))
+    result = run_crowd_trial(config_from_mapping(CrowdConfig, config))
     tune.report({k: v for k, v in result.items() if isinstance(v, (int, float, str))})

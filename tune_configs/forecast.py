@@ -15,6 +15,9 @@ from typing import Any
 
 from ray import tune
 
+from raysign.config import config_from_mapping
+from raysign.tune_configs import one_device_per_trial as trial_resources  # noqa: F401
+
 DESCRIPTION = "TT-LSTM forecaster: rank x lags x order x hidden size x learning rate (ASHA)"
 METRIC = "val_rmse"
 MODE = "min"
@@ -45,14 +48,6 @@ def param_space(quick: bool) -> dict[str, Any]:
     }
 
 
-def trial_resources(cpus: float, gpus: float) -> dict[str, float]:
-    return {"cpu": 1, "gpu": 1 if gpus >= cpus else 0}
-
-
-def max_concurrent_trials(cpus: float, gpus: float) -> int:
-    return max(1, int(cpus))
-
-
 def scheduler():
     from ray.tune.schedulers import ASHAScheduler
 
@@ -69,8 +64,7 @@ def trainable(config: dict[str, Any]) -> None:
     from raysign.forecast.train import run_forecast
 
     torch.set_num_threads(1)
-    fields = {k: v for k, v in config.items() if k in ForecastConfig.__dataclass_fields__}
-    forecast_config = ForecastConfig(name="sweep-forecast", **fields)
+    forecast_config = config_from_mapping(ForecastConfig, config, name="sweep-forecast")
 
     def report(record: dict[str, float]) -> None:
         tune.report({"val_rmse": record["val_rmse"], "train_mse": record["train_mse"],

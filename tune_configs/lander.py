@@ -17,6 +17,9 @@ from typing import Any
 
 from ray import tune
 
+from raysign.config import config_from_mapping
+from raysign.tune_configs import one_device_per_trial as trial_resources  # noqa: F401
+
 DESCRIPTION = "Neural Lander: Lipschitz bound gamma x width x training flights"
 METRIC = "neural_mean_error"
 MODE = "min"
@@ -34,14 +37,6 @@ def param_space(quick: bool) -> dict[str, Any]:
             "tasks": ["landing", "hover_5cm", "hover_10cm", "hover_20cm"]}
 
 
-def trial_resources(cpus: float, gpus: float) -> dict[str, float]:
-    return {"cpu": 1, "gpu": 1 if gpus >= cpus else 0}
-
-
-def max_concurrent_trials(cpus: float, gpus: float) -> int:
-    return max(1, int(cpus))
-
-
 def trainable(config: dict[str, Any]) -> None:
     import numpy as np
     import torch
@@ -52,8 +47,7 @@ def trainable(config: dict[str, Any]) -> None:
     from raysign.lander.fitting import fit_residual, residual_error
 
     torch.set_num_threads(1)
-    fields = {k: v for k, v in config.items() if k in LanderConfig.__dataclass_fields__}
-    cfg = LanderConfig(**fields)
+    cfg = config_from_mapping(LanderConfig, config)
     data = merge([collect_flights(cfg.collect_config(), cfg.seed + k)
                   for k in range(cfg.collect_seeds)])
     net, report = fit_residual(data, cfg, cfg.gamma)

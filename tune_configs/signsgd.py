@@ -15,6 +15,8 @@ from typing import Any
 
 from ray import tune
 
+from raysign.config import config_from_mapping
+
 DESCRIPTION = "signSGD / Signum with majority vote: lr x momentum x workers x adversaries"
 METRIC = "test_accuracy"
 MODE = "max"
@@ -78,9 +80,9 @@ def trainable(config: dict[str, Any]) -> None:
     from raysign.actors.trainer import SignSGDTrainer
     from raysign.signsgd.config import SignSGDConfig
 
-    fields = {k: v for k, v in config.items() if k in SignSGDConfig.__dataclass_fields__}
-    run_config = SignSGDConfig(vote_shards=VOTE_SHARDS, name="sweep-signsgd",
-                               results_dir=tune.get_context().get_trial_dir(), **fields)
+    run_config = config_from_mapping(SignSGDConfig, config, vote_shards=VOTE_SHARDS,
+                                     name="sweep-signsgd",
+                                     results_dir=tune.get_context().get_trial_dir())
     # The trial's placement group: bundle 0 is this driver, bundles 1..M the workers.
     worker_bundle = ray.util.get_current_placement_group().bundle_specs[1]
     trainer = SignSGDTrainer(run_config, progress=False, worker_options=ActorResources(
