@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import pkgutil
 from pathlib import Path
 from types import ModuleType
@@ -60,11 +61,30 @@ def _concurrency(module: ModuleType, resources: Any, cpus: float, gpus: float) -
     return max(1, min(fits) if fits else 1)
 
 
+def fixed_entries(pairs: list[str]) -> dict[str, Any]:
+    """``--set FIELD=VALUE`` pairs as trial config entries: a value is read as JSON when it
+    parses (``k=5``), else kept as a string; a string naming an existing file or folder is made
+    absolute, since every trial runs in its own folder."""
+    fixed = {}
+    for pair in pairs:
+        field, sep, text = pair.partition("=")
+        if not sep or not field:
+            raise ConfigError(f"--set {pair!r} is not FIELD=VALUE (e.g. input=corpus.csv)")
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = str(Path(text).resolve()) if Path(text).exists() else text
+        fixed[field] = value
+    return fixed
+
+
 def run_sweep(name: str, *, num_samples: int | None = None, quick: bool = False,
               results_root: str | Path = "runs", address: str | None = None,
-              num_cpus: int | None = None) -> dict[str, Any]:
+              num_cpus: int | None = None, fixed: dict[str, Any] | None = None
+              ) -> dict[str, Any]:
     """Run sweep ``name``; returns ``{"best_config", "best_result", "run_dir"}`` (``run_dir``:
-    where the results are, a path or a URI)."""
+    where the results are, a path or a URI). ``fixed`` entries are added to every trial's config
+    (the user's data, e.g. ``{"input": "/data/corpus.csv"}``)."""
     module = load_sweep(name)
     check_location("results_dir", str(results_root))
     connect(address, num_cpus)
@@ -77,7 +97,7 @@ def run_sweep(name: str, *, num_samples: int | None = None, quick: bool = False,
     scheduler = module.scheduler() if hasattr(module, "scheduler") else None
     tuner = tune.Tuner(
         tune.with_resources(module.trainable, resources),
-        param_space=module.param_space(quick),
+        param_space={**module.param_space(quick), **(fixed or {})},
         tune_config=tune.TuneConfig(
             metric=module.METRIC,
             mode=module.MODE,
@@ -122,14 +142,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--address", default=None, help="Ray cluster (default: $RAY_ADDRESS "
                         "or a private local instance; auto or host:port joins one)")
     parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local instance")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="an entry of every trial's config, e.g. input=corpus.csv (repeat)")
 
 
 def run(args: argparse.Namespace) -> int:
     try:  # fails before Ray starts
         check_location("results_dir", args.results_dir)
+        fixed = fixed_entries(args.set)
     except ConfigError as err:
         raise SystemExit(f"raysign sweep: invalid configuration: {err}") from None
     summary = run_sweep(args.name, num_samples=args.num_samples, quick=args.quick,
                         results_root=args.results_dir, address=args.address,
-                        num_cpus=args.num_cpus)
+                        num_cpus=args.num_cpus, fixed=fixed)
     return 1 if summary["errors"] else 0
