@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from raysign.config import check_choice, check_range
+from raysign.config import ConfigError, check_choice, check_range
 from raysign.data import local_data_dir
-from raysign.forecast.datasets import DATASETS
+from raysign.forecast.datasets import DATASETS, parse_split
 from raysign.forecast.models import MODELS
 from raysign.storage import check_location
 
@@ -24,6 +24,11 @@ class ForecastConfig:
     """One forecasting run: data, model, optimisation."""
 
     dataset: str = "lorenz"
+    csv: str = ""
+    target: str = ""
+    time_col: str = ""
+    features: str = ""
+    split: str = "0.7,0.1,0.2"
     model: str = "ttlstm"
     data_dir: str = ""
     input_len: int = 24
@@ -49,6 +54,21 @@ class ForecastConfig:
 
     def __post_init__(self) -> None:
         check_choice("dataset", self.dataset, DATASETS)
+        if self.csv:  # a user's series: --csv alone selects it
+            if self.dataset not in ("lorenz", "csv"):
+                raise ConfigError(f"csv={self.csv!r} and dataset={self.dataset!r}: give one "
+                                  "of them")
+            object.__setattr__(self, "dataset", "csv")
+            if not self.target.strip():
+                raise ConfigError(f"csv={self.csv!r} needs target: the column(s) to forecast, "
+                                  "e.g. --target OT or --target OT,HUFL")
+        elif self.dataset == "csv":
+            raise ConfigError("dataset='csv' needs csv: the path of the series, e.g. "
+                              "--csv my_series.csv --target OT")
+        try:
+            parse_split(self.split)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
         check_choice("model", self.model, MODELS)
         check_choice("teacher", self.teacher, TEACHER)
         check_range("input_len", self.input_len, 2, 10_000)

@@ -1,11 +1,13 @@
 """Tables and figures of forecasting comparisons: RMSE against horizon (mean and spread over
-seeds) and example rollouts, from the summaries that ``train.run_forecast`` returns; and the
+seeds) and example rollouts, from the summaries that ``train.run_forecast`` returns; a user's
+series' test forecasts as a table with their times and as a figure against the truth; and the
 trials of a ``raysign sweep forecast`` read back from its Ray Tune folder (ASHA statistics)."""
 
 from __future__ import annotations
 
 import json
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -163,3 +165,58 @@ def asha_statistics(trials: list[dict[str, Any]], max_epochs: int) -> dict[str, 
         "epochs_trained": sum(t["epochs"] for t in trials),
         "epochs_without_stopping": max_epochs * len(trials),
     }
+
+
+def forecast_table(data: Any, forecast: np.ndarray) -> Any:
+    """Every test forecast of a user's series as a DataFrame with the columns ``time`` (of the
+    forecast value), ``horizon`` (steps ahead, 1..H), ``target`` (column name), ``forecast``
+    and ``truth`` (both in the series' own units: the training normalisation undone), window
+    by window. ``data``: a ``ForecastData`` with ``test_times``; ``forecast`` [N, H, d]
+    (normalised, all channels)."""
+    import pandas as pd
+
+    windows, horizon, _ = forecast.shape
+    truth = data.test.targets.numpy()
+    parts = []
+    for c in data.target_channels:
+        scale, shift = data.std[c], data.mean[c]
+        parts.append(pd.DataFrame({
+            "time": data.test_times.reshape(-1),
+            "horizon": np.tile(np.arange(1, horizon + 1), windows),
+            "target": data.columns[c] if data.columns else str(c),
+            "forecast": forecast[:, :, c].reshape(-1) * scale + shift,
+            "truth": truth[:, :, c].reshape(-1) * scale + shift}))
+    return pd.concat(parts, ignore_index=True)
+
+
+def write_forecast_figure(tables: dict[str, Any], path: str | Path, title: str = "",
+                          horizons: Sequence[int] = ()) -> None:
+    """``forecast_vs_truth.png``: one panel per (target, steps ahead) - by default 1, H/2 and H
+    - with the truth and each model's forecast at that many steps ahead over the test period.
+    ``tables``: model -> ``forecast_table`` DataFrame."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    first = next(iter(tables.values()))
+    horizon = int(first["horizon"].max())
+    steps = sorted(set(horizons or (1, max(1, horizon // 2), horizon)))
+    targets = list(dict.fromkeys(first["target"]))
+    fig, axes = plt.subplots(len(targets) * len(steps), 1, squeeze=False,
+                             figsize=(8, 2.4 * len(targets) * len(steps)))
+    for i, (target, step) in enumerate((t, s) for t in targets for s in steps):
+        ax = axes[i, 0]
+        rows = first[(first["target"] == target) & (first["horizon"] == step)]
+        ax.plot(rows["time"], rows["truth"], color="black", lw=1, label="truth")
+        for model, table in tables.items():
+            rows = table[(table["target"] == target) & (table["horizon"] == step)]
+            ax.plot(rows["time"], rows["forecast"], lw=1, label=model)
+        ax.set_ylabel(f"{target}\n{step} step{'s' * (step > 1)} ahead", fontsize=8)
+        if i == 0:
+            ax.legend(fontsize=7, ncol=4)
+    axes[0, 0].set_title(f"{title}: test forecasts against truth")
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

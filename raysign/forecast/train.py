@@ -22,11 +22,17 @@ from torch import nn
 
 from raysign.config import to_dict
 from raysign.forecast.config import ForecastConfig
-from raysign.forecast.datasets import ForecastData, Windows, etth1, synthetic
+from raysign.forecast.datasets import ForecastData, Windows, etth1, read_series_csv, synthetic
 from raysign.forecast.models import RECURRENT, build_model, count_parameters, matched_baseline
 
 
 def load_data(config: ForecastConfig) -> ForecastData:
+    """The windows of ``config``'s data set; ValueError (one line) on a bad user series."""
+    if config.dataset == "csv":
+        return read_series_csv(config.csv, config.target, time_col=config.time_col or None,
+                               features=config.features or None, split=config.split,
+                               input_len=config.input_len, horizon=config.horizon,
+                               stride=config.stride)
     if config.dataset == "etth1":
         return etth1(config.etth1_path(), config.input_len, config.horizon, stride=config.stride)
     return synthetic(config.dataset, config.input_len, config.horizon,
@@ -56,9 +62,12 @@ def predict(model: nn.Module, windows: Windows, horizon: int, batch_size: int = 
 
 
 def rmse_per_horizon(model: nn.Module, windows: Windows, horizon: int,
-                     device: str = "cpu") -> np.ndarray:
-    """RMSE at each step ahead [horizon], over windows and channels (normalised units)."""
+                     device: str = "cpu", channels: Sequence[int] | None = None) -> np.ndarray:
+    """RMSE at each step ahead [horizon], over windows and ``channels`` (default: all;
+    normalised units)."""
     err = predict(model, windows, horizon, device=device) - windows.targets[:, :horizon]
+    if channels is not None:
+        err = err[:, :, list(channels)]
     return err.pow(2).mean(dim=(0, 2)).sqrt().numpy()
 
 
@@ -70,10 +79,14 @@ def forecast_errors(forecast: torch.Tensor, targets: torch.Tensor) -> dict[str, 
 
 
 def errors_up_to(model: nn.Module, windows: Windows, horizon: int,
-                 device: str = "cpu") -> dict[str, float]:
-    """MSE and MAE over steps 1..``horizon``, windows and channels (normalised units)."""
-    return forecast_errors(predict(model, windows, horizon, device=device),
-                           windows.targets[:, :horizon])
+                 device: str = "cpu", channels: Sequence[int] | None = None) -> dict[str, float]:
+    """MSE and MAE over steps 1..``horizon``, windows and ``channels`` (default: all;
+    normalised units)."""
+    forecast = predict(model, windows, horizon, device=device)
+    targets = windows.targets[:, :horizon]
+    if channels is not None:
+        forecast, targets = forecast[:, :, list(channels)], targets[:, :, list(channels)]
+    return forecast_errors(forecast, targets)
 
 
 def horizon_metrics(model: nn.Module, config: ForecastConfig, horizons: Sequence[int],
@@ -85,8 +98,8 @@ def horizon_metrics(model: nn.Module, config: ForecastConfig, horizons: Sequence
     for h in horizons:
         if not 1 <= h <= config.horizon:
             raise ValueError(f"eval horizon {h} must lie in [1, {config.horizon}]")
-        test = load_data(dataclasses.replace(config, horizon=h)).test
-        out[h] = errors_up_to(model, test, h, device)
+        data = load_data(dataclasses.replace(config, horizon=h))
+        out[h] = errors_up_to(model, data.test, h, device, data.target_channels)
     return out
 
 
@@ -114,9 +127,9 @@ def fit(model: nn.Module, data: ForecastData, config: ForecastConfig, *,
         device: str = "cpu", on_epoch: Callable[[dict[str, float]], None] | None = None,
         progress: bool = False) -> FitResult:
     """Train ``model`` in place; returns the history and keeps the best validation weights."""
-    horizon = config.horizon
+    horizon, channels = config.horizon, data.target_channels
     if count_parameters(model) == 0 or config.epochs == 0:
-        val = overall_rmse(rmse_per_horizon(model, data.val, horizon, device))
+        val = overall_rmse(rmse_per_horizon(model, data.val, horizon, device, channels))
         return FitResult(val, 0, 0.0, [])
     generator = torch.Generator().manual_seed(config.seed)
     inputs, targets = data.train.inputs, data.train.targets
@@ -147,7 +160,7 @@ def fit(model: nn.Module, data: ForecastData, config: ForecastConfig, *,
             optimiser.step()
             total, count = total + loss.item() * len(idx), count + len(idx)
         seconds.append(time.perf_counter() - start)
-        val = overall_rmse(rmse_per_horizon(model, data.val, horizon, device))
+        val = overall_rmse(rmse_per_horizon(model, data.val, horizon, device, channels))
         record = {"epoch": epoch + 1, "train_mse": total / count, "val_rmse": val,
                   "teacher_prob": teacher, "epoch_seconds": seconds[-1]}
         history.append(record)
@@ -169,19 +182,29 @@ def fit(model: nn.Module, data: ForecastData, config: ForecastConfig, *,
 def run_forecast(config: ForecastConfig, *, progress: bool = False,
                  on_epoch: Callable[[dict[str, float]], None] | None = None,
                  write: bool = True, threads: int | None = None,
-                 eval_horizons: Sequence[int] = ()) -> dict[str, Any]:
-    """Train and test one model (``threads``: torch threads, e.g. 1 on a shared machine);
-    writes ``runs/<name>/<timestamp>/`` (config.json,
-    metrics.jsonl, rmse_per_horizon.csv) when ``write``. Returns the summary, with MSE / MAE
-    over steps 1..h for ``h`` in ``eval_horizons`` (default: the trained horizon) under
-    ``test_by_horizon``."""
+                 eval_horizons: Sequence[int] = (),
+                 data: ForecastData | None = None) -> dict[str, Any]:
+    """Train and test one model (``threads``: torch threads, e.g. 1 on a shared machine) on
+    ``data`` (default: ``load_data(config)``); writes ``runs/<name>/<timestamp>/``
+    (config.json, metrics.jsonl, rmse_per_horizon.csv, and forecasts.csv for a series with
+    times) when ``write``. Returns the summary, with MSE / MAE over steps 1..h for ``h`` in
+    ``eval_horizons`` (default: the trained horizon) under ``test_by_horizon``; errors are
+    over the target channels in normalised units. For a user's series (``data.test_times``)
+    ``summary["forecasts"]`` is the table of ``report.forecast_table``: every test forecast
+    of every target in the series' own units."""
     from raysign.results import RunDir
 
     if threads is not None:
         torch.set_num_threads(threads)
     torch.manual_seed(config.seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    data = load_data(config)
+    data = load_data(config) if data is None else data
+    if data.train.inputs.shape[1] != config.input_len or data.test.targets.shape[1] != \
+            config.horizon:
+        raise ValueError(f"data has windows of input_len={data.train.inputs.shape[1]}, horizon="
+                         f"{data.test.targets.shape[1]}; the config says input_len="
+                         f"{config.input_len}, horizon={config.horizon}: build both alike")
+    channels = data.target_channels
     model = make_model(config, data.dim).to(device)
     run_dir = RunDir.create(config.results_dir, config.name) if write else None
     if run_dir is not None:
@@ -197,12 +220,14 @@ def run_forecast(config: ForecastConfig, *, progress: bool = False,
     # The test forecast of the trained horizon is computed once and scored both ways; shorter
     # evaluation horizons get their own test windows (``horizon_metrics``).
     test_forecast = predict(model, data.test, config.horizon, device=device)
-    per_h = (test_forecast - data.test.targets).pow(2).mean(dim=(0, 2)).sqrt().numpy()
+    per_h = ((test_forecast - data.test.targets)[:, :, channels].pow(2).mean(dim=(0, 2))
+             .sqrt().numpy())
     eval_horizons = list(eval_horizons or [config.horizon])
     by_horizon = horizon_metrics(model, config, [h for h in eval_horizons
                                                  if h != config.horizon], device)
     if config.horizon in eval_horizons:
-        by_horizon[config.horizon] = forecast_errors(test_forecast, data.test.targets)
+        by_horizon[config.horizon] = forecast_errors(test_forecast[:, :, channels],
+                                                     data.test.targets[:, :, channels])
     examples = Windows(data.test.inputs[:3], data.test.targets[:3])
     forecast = predict(model, examples, config.horizon, device=device)
     summary: dict[str, Any] = {
@@ -220,9 +245,16 @@ def run_forecast(config: ForecastConfig, *, progress: bool = False,
                     "truth": examples.targets[:, :, 0].tolist(),
                     "forecast": forecast[:, :, 0].tolist()},
     }
+    if data.test_times is not None:
+        from raysign.forecast.report import forecast_table
+
+        summary["forecasts"] = forecast_table(data, test_forecast.numpy())
     if run_dir is not None:
         run_dir.write_csv("rmse_per_horizon.csv", (
             {"step": k + 1, "rmse": float(v)} for k, v in enumerate(per_h)))
-        run_dir.write_json("summary.json", summary)
+        run_dir.write_json("summary.json", {k: v for k, v in summary.items()
+                                            if k != "forecasts"})
+        if "forecasts" in summary:
+            summary["forecasts"].to_csv(run_dir.file("forecasts.csv"), index=False)
         summary["run_dir"] = str(run_dir.path)
     return summary
