@@ -3,6 +3,8 @@ checkpoints that resume bit-identically, and checkpoints that must be refused.""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import ray
@@ -40,24 +42,28 @@ def run(config, on_record=None, resume=None):
     return summary, params
 
 
-def test_killed_and_resumed_run_is_bit_identical_to_uninterrupted(ray_session, tmp_path):
+def test_run_killed_while_saving_resumes_from_the_previous_checkpoint_bit_identically(
+        ray_session, tmp_path, monkeypatch):
     config = tiny(tmp_path, max_steps=7, checkpoint_every=3)
     _, uninterrupted = run(config)
+    replace = os.replace
 
-    def kill_after_step_4(trainer):
-        def hook(record):
-            if record["step"] == 4:
-                raise Stop  # the driver dies after step 4; the last checkpoint is step 3
-        return hook
+    def dies_in_the_step_6_save(src, dst):
+        # The driver is killed after the step-6 checkpoint is written, before its rename.
+        if str(dst).endswith("checkpoint.pt") and \
+                torch.load(src, weights_only=True)["step"] == 6:
+            raise Stop
+        replace(src, dst)
 
     interrupted = SignSGDTrainer(config, progress=False)
-    with pytest.raises(Stop):
+    with pytest.raises(Stop), monkeypatch.context() as patch:
+        patch.setattr(os, "replace", dies_in_the_step_6_save)
         try:
-            interrupted.run(on_record=kill_after_step_4(interrupted))
+            interrupted.run()
         finally:
             interrupted.shutdown()
     checkpoint = interrupted.run_dir.file("checkpoint.pt")
-    assert load_checkpoint(checkpoint)["step"] == 3
+    assert load_checkpoint(checkpoint)["step"] == 3  # the previous one, intact
     summary, resumed = run(config, resume=checkpoint)
     assert resumed.tobytes() == uninterrupted.tobytes()
     steps = [r["step"] for r in read_jsonl(interrupted.run_dir.file("metrics.jsonl"))]

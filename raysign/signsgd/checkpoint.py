@@ -3,9 +3,16 @@
 A checkpoint holds the configuration, the step, and every worker's replica state (parameters,
 batch-norm buffers, momentum, learning-rate schedule, data position and random-generator
 states; see ``raysign.signsgd.replica.Replica.state``), so that a run killed after step k and
-resumed ends bit-identical to one that was never interrupted. Files are written to a temporary
-name and renamed, so a crash while saving never leaves a half-written checkpoint under the real
-name.
+resumed ends bit-identical to one that was never interrupted.
+
+A save is atomic: the file is written under a temporary name in the same folder, flushed to
+disk (``fsync``), renamed over the real name, and the folder is flushed, so a run killed while
+saving leaves the previous checkpoint in place (and at worst a stray ``checkpoint.pt.tmp``,
+overwritten by the next save). A URI destination gets the same from
+``raysign.storage.upload_file(atomic=True)``: a temporary key moved onto the real one. Every
+checkpoint carries a BLAKE2b digest of its content (``content_digest``), checked on load: a
+corrupted, truncated or half-copied checkpoint is refused with a one-line ``CheckpointError``
+naming the file. Checkpoints written before digests existed load with a warning.
 
 A checkpoint is found by its run folder or its file, a local path or a URI
 (``open_checkpoint``); a URI's run folder is downloaded into local staging, and the run that
@@ -14,7 +21,9 @@ continues from it keeps syncing to the same URI (``raysign.results.RunDir``).
 
 from __future__ import annotations
 
+import hashlib
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -39,17 +48,57 @@ ADDED_FIELDS = {"lr_schedule": "constant", "lr_warmup_steps": 0, "lr_decay_steps
 
 
 class CheckpointError(ValueError):
-    """A checkpoint that is missing, truncated, foreign or from an incompatible run."""
+    """A checkpoint that is missing, truncated, corrupted, foreign or from an incompatible
+    run."""
+
+
+def content_digest(payload: dict[str, Any]) -> str:
+    """BLAKE2b (32 bytes, hex) of everything in ``payload`` but its ``"digest"`` entry: every
+    tensor's dtype, shape and bytes, and every other value's type and ``repr``, in order."""
+    h = hashlib.blake2b(digest_size=32)
+    _hash_value(h, {k: v for k, v in payload.items() if k != "digest"})
+    return h.hexdigest()
+
+
+def _hash_value(h: Any, value: Any) -> None:
+    if isinstance(value, torch.Tensor):
+        flat = value.detach().cpu().contiguous().reshape(-1)
+        h.update(f"T{flat.dtype}{tuple(value.shape)}".encode())
+        h.update(flat.view(torch.uint8).numpy().tobytes())
+    elif isinstance(value, dict):
+        h.update(f"D{len(value)}".encode())
+        for key, item in value.items():
+            _hash_value(h, key)
+            _hash_value(h, item)
+    elif isinstance(value, (list, tuple)):
+        h.update(f"{type(value).__name__[0]}{len(value)}".encode())
+        for item in value:
+            _hash_value(h, item)
+    else:  # numbers, strings, None: repr is exact (floats round-trip)
+        text = f"{type(value).__name__}:{value!r}".encode()
+        h.update(len(text).to_bytes(8, "little"))
+        h.update(text)
 
 
 def save_checkpoint(path: str | Path, *, config: dict[str, Any], step: int,
                     workers: list[dict[str, Any]], extra: dict[str, Any] | None = None) -> Path:
+    """Write the checkpoint atomically (module docstring): temporary file, fsync, rename,
+    fsync of the folder."""
     path = Path(path)
     payload = {"format": FORMAT, "version": VERSION, "config": config, "step": step,
                "workers": workers, "extra": extra or {}}
+    payload["digest"] = content_digest(payload)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
+    with open(tmp, "wb") as fh:
+        torch.save(payload, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
     os.replace(tmp, path)
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)  # the rename itself survives a power loss
+    finally:
+        os.close(folder)
     return path
 
 
@@ -85,13 +134,20 @@ def load_checkpoint(path: str | Path, config: dict[str, Any] | None = None) -> d
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for truncated / non-torch files
+        first_line = (str(err).strip().splitlines() or [""])[0]
         raise CheckpointError(f"checkpoint {str(path)!r} is truncated or not a torch file "
-                              f"({type(err).__name__}: {err})") from err
+                              f"({type(err).__name__}: {first_line})") from err
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{str(path)!r} is not a raysign signSGD checkpoint")
     if payload.get("version") != VERSION:
         raise CheckpointError(f"{str(path)!r} has version {payload.get('version')}; "
                               f"this raysign reads version {VERSION}")
+    if "digest" not in payload:
+        warnings.warn(f"checkpoint {str(path)!r} has no digest (written before digests); "
+                      "loading it unchecked", stacklevel=2)
+    elif content_digest(payload) != payload["digest"]:
+        raise CheckpointError(f"checkpoint {str(path)!r} is corrupted: its content does not "
+                              "match the digest it was saved with")
     if config is not None:
         saved = {**ADDED_FIELDS, **payload["config"]}
         differing = sorted(k for k in set(saved) | set(config)
