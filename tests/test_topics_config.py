@@ -2,6 +2,7 @@
 import dataclasses
 import math
 import re
+from pathlib import Path
 
 import pytest
 
@@ -9,6 +10,8 @@ from raysign.config import ConfigError, to_dict
 from raysign.data import default_data_dir
 from raysign.topics.config import TopicsConfig
 from raysign.topics.estimator import METHODS
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("field, value, allowed", [
@@ -29,6 +32,18 @@ from raysign.topics.estimator import METHODS
     ("data_dir", "/no/such/raysign/data", r"does not exist \(the folder holding topics/nyt"),
     ("data_dir", "nope://bucket/data", r"has the scheme 'nope'"),
     ("results_dir", "nope://bucket/runs", r"has the scheme 'nope'"),
+    ("input", "/no/such/corpus.csv", r"does not exist \(a folder of text files, a .csv"),
+    ("input", str(ROOT / "pyproject.toml"), r"unknown corpus format '.toml'; valid: a folder"),
+    ("transform", "/no/such/new", r"does not exist \(a folder of text files"),
+    ("transform", str(ROOT / "README.md"), r"unknown corpus format '.md'"),
+    ("vocab", "/no/such/vocab.txt", r"does not exist \(a text file with one word per line"),
+    ("text_col", "", r"must name the text column"),
+    ("stop_words", "french", r"not one of \['english', 'none'\]"),
+    ("min_df", 0.0, r"\(0.0, inf\)"),
+    ("min_df", 2.5, r"a fraction of documents in \(0, 1\) or a whole number"),
+    ("max_df", -1.0, r"\(0.0, inf\)"),
+    ("max_df", 7.5, r"a fraction of documents in \(0, 1\) or a whole number"),
+    ("max_features", -1, r"\[0, inf\)"),
 ])
 def test_bad_field_raises_config_error_naming_the_field_and_what_is_allowed(field, value,
                                                                              allowed):
@@ -39,7 +54,8 @@ def test_bad_field_raises_config_error_naming_the_field_and_what_is_allowed(fiel
 
 def test_every_validated_field_has_a_rejection_case():
     checked = {"k", "alpha0", "method", "refine_steps", "refine_inner", "chunks", "heldout",
-               "seed", "top", "data_dir", "results_dir"}
+               "seed", "top", "data_dir", "results_dir", "input", "transform", "vocab",
+               "text_col", "stop_words", "min_df", "max_df", "max_features"}
     assert {f.name for f in dataclasses.fields(TopicsConfig)} == checked
 
 

@@ -1,7 +1,9 @@
 """What a spectral LDA run shows: the top words of every topic and the fit's scores.
 
 ``topics.csv`` / ``topics.json`` hold one row per topic (index, Dirichlet weight alpha_i, top
-words); ``topic_words.png`` draws each topic as a bar chart of its most probable words, so that
+words); ``topic_word.csv`` the whole topic-word table (one row per word, its probability in
+every topic); ``doc_topics.csv`` one row per document (its name, its topic proportions);
+``topic_words.png`` draws each topic as a bar chart of its most probable words, so that
 a reader can judge the topics at a glance; the scores (UMass and NPMI coherence, held-out
 perplexity by document completion, ``raysign.topics.metrics.heldout_scores``) go in one line.
 """
@@ -96,3 +98,27 @@ def write_report(run_dir: RunDir, components: np.ndarray, alpha: np.ndarray,
     run_dir.write_csv("topics.csv", rows)
     plot_topic_words(components, alpha, vocab, run_dir.file("topic_words.png"))
     return rows
+
+
+def write_topic_word_table(path: str | Path, components: np.ndarray,
+                           vocab: Sequence[str]) -> Path:
+    """CSV ``word, topic_0, ..., topic_{k-1}``: p(word | topic), one row per word of
+    ``vocab`` in its order (columns of ``components`` [k, V])."""
+    import pandas as pd
+
+    frame = pd.DataFrame(np.asarray(components).T,
+                         columns=[f"topic_{i}" for i in range(components.shape[0])])
+    frame.insert(0, "word", list(vocab))
+    frame.to_csv(path, index=False)
+    return Path(path)
+
+
+def write_doc_topics(path: str | Path, names: Sequence[str], theta: np.ndarray) -> Path:
+    """CSV ``document, topic_0, ..., topic_{k-1}``: the topic proportions ``theta`` [D, k] of
+    every document (rows sum to 1), ``names`` [D] in the corpus's order."""
+    import pandas as pd
+
+    frame = pd.DataFrame(theta, columns=[f"topic_{i}" for i in range(theta.shape[1])])
+    frame.insert(0, "document", list(names))
+    frame.to_csv(path, index=False)
+    return Path(path)
