@@ -1,6 +1,8 @@
 """``raysign crowd``: aggregate real crowd labels, or train on simulated crowd labels.
 
     raysign crowd aggregate                         # MV, WMV, one-coin, DS on bluebirds/RTE/TEMP
+    raysign crowd aggregate --input answers.csv [--truth truth.csv] [--method ds]
+    raysign crowd mbem --features X.npz --annotations answers.csv [--truth truth.csv]
     raysign crowd train --redundancy 1 --quality 0.2 --methods mv,ds,mbem,oracle --seeds 3
     raysign crowd budget [--quick]                  # the crowd sweep, table and figure
     raysign crowd report runs/sweeps/crowd/<timestamp>/results.csv
@@ -11,11 +13,13 @@
 (Khetan, Lipton & Anandkumar, ICLR 2018, sec. 5). Results land in
 ``runs/<name>/<timestamp>/``: ``config.json``, ``metrics.jsonl`` (one record per trial),
 ``summary.csv`` (mean and standard deviation of test accuracy per method) and
-``test_accuracy.png``; ``aggregate`` writes ``accuracy.csv``; ``budget`` runs
+``test_accuracy.png``; ``aggregate`` writes ``accuracy.csv`` (with ``--input``: the user's
+table, ``labels.csv``, ``posteriors.csv``, ``workers.csv``; ``raysign.crowd.tables``), ``mbem``
+``predictions.csv`` and ``posteriors.csv``; ``budget`` runs
 ``tune_configs/crowd.py`` and writes ``budget_table.csv`` and ``accuracy_vs_redundancy.png``
 beside the sweep's ``results.csv`` (``report`` redoes that for an existing sweep).
-``train`` and ``budget`` start (or join) Ray; ``aggregate`` and ``report`` run in this process
-and never import ``ray``.
+``train`` and ``budget`` start (or join) Ray; ``aggregate``, ``mbem`` and ``report`` run in this
+process and never import ``ray``.
 
 ``--results-dir`` and ``--data-dir`` take a path or a URI (``raysign.storage``). ``train``'s
 tasks read the images themselves: a data URI is copied once into each node's cache by the
@@ -37,6 +41,7 @@ from raysign.config import (
     to_dict,
 )
 from raysign.crowd.config import METHODS, CrowdConfig
+from raysign.crowd.mbem import ClassifierTraining
 from raysign.data import data_location, local_data_dir
 from raysign.storage import check_location, exists, is_uri, join
 
@@ -66,12 +71,53 @@ RESULTS_HELP = ("root folder for results: a path, or a URI such as s3://bucket/r
                 "job: storage every node reaches)")
 
 
+_CLASSIFIER_HELP = {
+    "model": "classifier: mlp (any features) or cnn (images [N, H, W] or [N, C, H, W])",
+    "hidden": "hidden units of the classifier",
+    "epochs": "training epochs per MBEM round (best epoch chosen on crowd-labelled items)",
+    "batch_size": "mini-batch size",
+    "lr": "Adam learning rate",
+    "weight_decay": "Adam weight decay",
+}
+
+
+def _add_table_columns(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--truth", default=None,
+                        help="CSV / TSV of true labels (task and label columns)")
+    parser.add_argument("--task-col", default="task", help="task id column of the answers")
+    parser.add_argument("--worker-col", default="worker", help="worker id column")
+    parser.add_argument("--label-col", default="label", help="label column")
+    parser.add_argument("--truth-task-col", default="task", help="task id column of --truth")
+    parser.add_argument("--truth-label-col", default="label", help="label column of --truth")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     modes = parser.add_subparsers(dest="mode", required=True, metavar="MODE")
-    agg = modes.add_parser("aggregate", help="aggregators on the real sets with ground truth")
-    agg.add_argument("--datasets", default="bluebirds,rte,temp", help="comma-separated sets")
+    agg = modes.add_parser("aggregate", help="aggregate a table of answers (--input), or "
+                           "every aggregator on the real sets with ground truth (--datasets)")
+    agg.add_argument("--input", default=None,
+                     help="CSV / TSV of answers, one row per (task, worker, label)")
+    agg.add_argument("--method", default="ds", help="with --input: mv, wmv, one-coin or ds")
+    agg.add_argument("--seed", type=int, default=0, help="seed of the random tie-breaking")
+    _add_table_columns(agg)
+    agg.add_argument("--name", default="crowd-aggregate", help="run name")
+    agg.add_argument("--datasets", default="bluebirds,rte,temp",
+                     help="without --input: comma-separated real sets")
     agg.add_argument("--data-dir", default="", help="folder holding crowd/ (a path or a URI)")
     agg.add_argument("--results-dir", default="runs", help=RESULTS_HELP)
+    user_mbem = modes.add_parser("mbem", help="MBEM on your features and answers")
+    user_mbem.add_argument("--features", required=True,
+                           help=".npy, .npz (features or X, optional ids) or a folder of images")
+    user_mbem.add_argument("--annotations", required=True, help="CSV / TSV of answers")
+    _add_table_columns(user_mbem)
+    add_config_arguments(user_mbem, ClassifierTraining, _CLASSIFIER_HELP)
+    user_mbem.add_argument("--rounds", type=int, default=2, help="MBEM rounds T")
+    user_mbem.add_argument("--val-fraction", type=float, default=0.1,
+                           help="share of the annotated tasks held out for model selection")
+    user_mbem.add_argument("--seed", type=int, default=0, help="split and training seed")
+    user_mbem.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    user_mbem.add_argument("--name", default="crowd-mbem", help="run name")
+    user_mbem.add_argument("--results-dir", default="runs", help=RESULTS_HELP)
     budget = modes.add_parser("budget", help="fixed-budget Ray Tune sweep, table and figure")
     budget.add_argument("--quick", action="store_true", help="a small search space")
     budget.add_argument("--results-dir", default="runs", help=RESULTS_HELP)
@@ -117,6 +163,77 @@ def aggregate_real_sets(datasets: list[str], data_dir: str | None,
     run_dir.close()
     print(f"results: {run_dir.location}")
     return rows
+
+
+def _table_columns(args: argparse.Namespace) -> dict[str, str]:
+    return {"task_col": args.task_col, "worker_col": args.worker_col,
+            "label_col": args.label_col, "truth_task_col": args.truth_task_col,
+            "truth_label_col": args.truth_label_col}
+
+
+def aggregate_user_table(args: argparse.Namespace) -> dict[str, Any]:
+    """``raysign crowd aggregate --input``: ``labels.csv``, ``posteriors.csv``,
+    ``workers.csv``, and the accuracy (printed, in ``metrics.jsonl``) with ``--truth``."""
+    from raysign.crowd.tables import aggregate_table
+    from raysign.results import RunDir
+
+    result = aggregate_table(args.input, args.method, args.truth, seed=args.seed,
+                             **_table_columns(args))
+    run_dir = RunDir.create(args.results_dir, args.name)
+    run_dir.write_json("config.json", {"input": args.input, "truth": args.truth,
+                                       "method": result.method, "seed": args.seed,
+                                       **_table_columns(args)})
+    for name, frame in (("labels.csv", result.labels), ("posteriors.csv", result.posteriors),
+                        ("workers.csv", result.workers)):
+        frame.to_csv(run_dir.file(name), index=False)
+    metrics = {"method": result.method, "tasks": len(result.labels),
+               "workers": len(result.workers), "answers": int(result.workers["n_labels"].sum()),
+               "accuracy": result.accuracy, "truth_tasks": result.n_truth}
+    run_dir.log(metrics)
+    print(f"{result.method}: {metrics['tasks']} tasks, {metrics['workers']} workers, "
+          f"{metrics['answers']} answers")
+    if result.accuracy is not None:
+        print(f"accuracy {result.accuracy:.4f} on {result.n_truth} truth tasks")
+    run_dir.close()
+    print(f"results: {run_dir.location}")
+    return {"run_dir": run_dir.location, **metrics}
+
+
+def mbem_user_data(args: argparse.Namespace) -> dict[str, Any]:
+    """``raysign crowd mbem``: ``predictions.csv`` (every feature row), ``posteriors.csv``
+    (annotated tasks), ``metrics.jsonl`` (one record per round, then the accuracies)."""
+    import torch
+
+    from raysign.crowd.tables import load_features, mbem_table
+    from raysign.results import RunDir
+
+    settings = config_from_args(ClassifierTraining, args)
+    features, ids = load_features(args.features)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    result = mbem_table(features, args.annotations, args.truth, ids=ids, settings=settings,
+                        rounds=args.rounds, val_fraction=args.val_fraction, seed=args.seed,
+                        source=f"features {args.features!r}", **_table_columns(args))
+    run_dir = RunDir.create(args.results_dir, args.name)
+    run_dir.write_json("config.json", {"features": args.features,
+                                       "annotations": args.annotations, "truth": args.truth,
+                                       **to_dict(settings), "rounds": args.rounds,
+                                       "val_fraction": args.val_fraction, "seed": args.seed,
+                                       **_table_columns(args)})
+    result.predictions.to_csv(run_dir.file("predictions.csv"), index=False)
+    result.posteriors.to_csv(run_dir.file("posteriors.csv"), index=False)
+    for record in result.rounds:
+        run_dir.log(record)
+    run_dir.log(result.metrics)
+    m = result.metrics
+    print(f"MBEM ({settings.model}, T={args.rounds}): {m['rows']} rows, {m['annotated']} "
+          f"annotated tasks, {m['answers']} answers, {m['classes']} classes")
+    for key in ("accuracy", "accuracy_annotated", "accuracy_unannotated", "mv_accuracy"):
+        if key in m:
+            print(f"{key} {m[key]:.4f}")
+    run_dir.close()
+    print(f"results: {run_dir.location}")
+    return {"run_dir": run_dir.location, **m}
 
 
 def _one_trial(config: CrowdConfig, threads: int) -> dict[str, Any]:
@@ -238,6 +355,16 @@ def run(args: argparse.Namespace) -> int:
         folder.close()
         print(f"results: {folder.location}")
         return 1 if summary["errors"] else 0
+    if args.mode in ("aggregate", "mbem") and (args.mode == "mbem" or args.input):
+        try:
+            check_location("results_dir", args.results_dir)
+            if args.mode == "mbem":
+                mbem_user_data(args)
+            else:
+                aggregate_user_table(args)
+        except ConfigError as err:  # bad input: one line, before any work
+            raise SystemExit(f"raysign crowd {args.mode}: {err}") from None
+        return 0
     if args.mode == "aggregate":
         names = [n.strip() for n in args.datasets.split(",") if n.strip()]
         try:

@@ -30,6 +30,7 @@ posteriors, and the true labels (oracle).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -69,15 +70,22 @@ class ClassifierTraining:
         check_range("weight_decay", self.weight_decay, 0.0)
 
 
-def make_classifier(settings: ClassifierTraining, n_classes: int) -> nn.Module:
-    """MLP 784-hidden-K or a two-conv CNN for [B, 1, 28, 28] images."""
+def make_classifier(settings: ClassifierTraining, n_classes: int,
+                    input_shape: tuple[int, ...] = (1, 28, 28)) -> nn.Module:
+    """An MLP (flattened input)-hidden-K, or a two-conv CNN for [B, C, H, W] images
+    (``input_shape`` is one item's shape: (C, H, W) for the CNN, any shape for the MLP)."""
     if settings.model == "mlp":
-        return nn.Sequential(nn.Flatten(), nn.Linear(784, settings.hidden), nn.ReLU(),
-                             nn.Linear(settings.hidden, n_classes))
+        return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(input_shape), settings.hidden),
+                             nn.ReLU(), nn.Linear(settings.hidden, n_classes))
+    if len(input_shape) != 3 or min(input_shape[1:]) < 4:
+        raise ValueError(f"model='cnn' needs images [C, H, W] with H, W >= 4, got one item of "
+                         f"shape {tuple(input_shape)} (use model='mlp' for flat features)")
+    channels, height, width = input_shape
     return nn.Sequential(
-        nn.Conv2d(1, 16, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(channels, 16, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
         nn.Conv2d(16, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-        nn.Linear(32 * 7 * 7, settings.hidden), nn.ReLU(), nn.Linear(settings.hidden, n_classes))
+        nn.Linear(32 * (height // 4) * (width // 4), settings.hidden), nn.ReLU(),
+        nn.Linear(settings.hidden, n_classes))
 
 
 def weighted_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -88,7 +96,7 @@ def weighted_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch
 
 @torch.no_grad()
 def predict_proba(model: nn.Module, images: np.ndarray, batch_size: int = 2048) -> np.ndarray:
-    """Softmax outputs float64 [N, K] of ``model`` on ``images`` [N, 1, 28, 28]."""
+    """Softmax outputs float64 [N, K] of ``model`` on float32 ``images`` [N, ...]."""
     device = next(model.parameters()).device
     model.eval()
     out = [torch.softmax(model(torch.from_numpy(images[s:s + batch_size]).to(device)), 1).cpu()
@@ -124,7 +132,7 @@ def train_classifier(images: np.ndarray, targets: np.ndarray, val_images: np.nda
     data involved). ``eval_fn`` (e.g. test accuracy) is only logged in ``history``."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(seed)
-    model = make_classifier(settings, targets.shape[1]).to(device)
+    model = make_classifier(settings, targets.shape[1], images.shape[1:]).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr,
                                  weight_decay=settings.weight_decay)
     x = torch.from_numpy(images).to(device)
@@ -188,7 +196,8 @@ def mbem(annotations: Annotations, images: np.ndarray, train: np.ndarray, val: n
          settings: ClassifierTraining, rounds: int = 2, alpha: float = 0.01, seed: int = 0,
          prior: str = "labels", truth: np.ndarray | None = None,
          eval_fn: Callable[[nn.Module], dict[str, float]] | None = None) -> MBEMResult:
-    """Algorithm 1 (module docstring). ``images`` [N, 1, 28, 28] are the annotated items;
+    """Algorithm 1 (module docstring). ``images`` float32 [N, ...] are the annotated items
+    (images [N, C, H, W] for the CNN, any shape for the MLP);
     ``train`` / ``val`` index them. ``truth`` [N], when given, is used only to log how
     accurate the posterior modes are."""
     check_range("rounds", rounds, 0)
