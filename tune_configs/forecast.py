@@ -7,6 +7,8 @@ trials whose validation error lags behind at its rungs. As many trials run at on
 
     raysign sweep forecast            # Lorenz, 27 grid points x 2 samples, up to 30 epochs each
     raysign sweep forecast --quick    # Genz, 2 tiny trials (tests, laptops)
+    raysign sweep forecast --set csv=my_series.csv --set target=OT --set time_col=date \
+        --set horizon=24                # the user's series (the fields of raysign forecast)
 """
 
 from __future__ import annotations
@@ -57,6 +59,19 @@ def scheduler():
                          reduction_factor=3)
 
 
+USER_FIELDS = ("csv", "target", "time_col", "features", "split")
+
+
+def user_series(config: dict[str, Any]) -> dict[str, Any]:
+    """A trial config given ``--set csv=...``: the user's series replaces the search space's
+    data set, and its fields are strings as on the command line (``--set target=0`` arrives
+    from ``raysign sweep`` as the number 0)."""
+    if not config.get("csv"):
+        return config
+    return {**config, "dataset": "csv",
+            **{k: str(config[k]) for k in USER_FIELDS if k in config}}
+
+
 def trainable(config: dict[str, Any]) -> None:
     import torch
 
@@ -64,6 +79,7 @@ def trainable(config: dict[str, Any]) -> None:
     from raysign.forecast.train import run_forecast
 
     torch.set_num_threads(1)
+    config = user_series(config)
     forecast_config = config_from_mapping(ForecastConfig, config, name="sweep-forecast")
 
     def report(record: dict[str, float]) -> None:

@@ -243,8 +243,8 @@ def _times(frame: Any, time_col: Any, source: str) -> np.ndarray:
     if len(back):
         r = int(back[0]) + 1
         raise ValueError(f"{source}: {label} is not strictly increasing at row {r} "
-                         f"({times[r - 1]} then {times[r]}); sort the rows by time and drop "
-                         "duplicate times")
+                         f"({pd.Timestamp(times[r - 1])} then {pd.Timestamp(times[r])}); sort "
+                         "the rows by time and drop duplicate times")
     return times
 
 
