@@ -268,8 +268,8 @@ def read_npz(path: Path, n_words: int, vocab_path: Path) -> sp.csr_matrix:
     try:
         counts = sp.load_npz(path)
     except (OSError, ValueError, KeyError) as err:
-        raise CorpusError(f"{path}: not a scipy sparse matrix file (scipy.sparse.save_npz): "
-                          f"{err}") from None
+        raise CorpusError(f"{path}: not a scipy sparse matrix file (scipy.sparse.save_npz; "
+                          f"{type(err).__name__} on loading)") from None
     if counts.shape[1] != n_words:
         raise CorpusError(f"{path}: {counts.shape[1]} columns but the vocabulary {vocab_path} "
                           f"has {n_words} words; column i must be the word on line i")
