@@ -282,3 +282,19 @@ def test_python_callers_get_the_same_one_line_value_error(tmp_path):
     with pytest.raises(CorpusError, match=r"x.json: unknown corpus format '.json'; valid: a"):
         read_corpus(tmp_path / "x.json")
     assert issubclass(CorpusError, ValueError)
+
+
+def test_fit_refuses_fewer_documents_or_words_than_topics_in_one_line():
+    from raysign.topics.estimator import TensorLDA
+
+    X = sp.csr_matrix(np.array([[3, 1, 0, 0], [0, 2, 2, 0], [1, 0, 0, 5], [9, 0, 0, 0]]))
+    with pytest.raises(ValueError, match=r"^X has 3 documents of 3 or more words and 4 words; "
+                                         r"n_topics=4 needs at least 4"):
+        TensorLDA(4).fit(X[:3])
+    with pytest.raises(ValueError, match=r"4 words; n_topics=4 needs .* more than 4 words$"):
+        TensorLDA(4).fit(X)
+
+
+def test_holdout_is_another_name_for_heldout():
+    argv = ["topics", "--holdout", "0.25"]
+    assert cli.build_parser(argv).parse_args(argv).heldout == 0.25

@@ -55,6 +55,10 @@ class TensorLDA:
         n = np.asarray(X.sum(1)).ravel()
         X = X[n >= 3]
         k, a0 = self.n_topics, self.alpha0
+        if X.shape[0] < k or X.shape[1] <= k:
+            raise ValueError(f"X has {X.shape[0]} documents of 3 or more words and "
+                             f"{X.shape[1]} words; n_topics={k} needs at least {k} such "
+                             f"documents and more than {k} words")
         W, _, _ = whitening(X, a0, k, seed=self.seed)
         T = whitened_third_moment(X, W, a0)
         self.set_from_tensor(W, T, *self.decompose(T))
