@@ -8,26 +8,42 @@ actor methods (Ray calls them like any other), mixed into the production classes
 - ``WorkerDrills.crash()``: the worker process exits at once, as a killed node would;
 - ``WorkerDrills.poison_next_gradient(count)``: the worker's next gradient has ``count`` NaN
   entries, as a numerically broken batch would (the worker must abstain, not crash the round);
+- ``WorkerDrills.forge_at(step, how)``: the worker's messages of ``step`` turn Byzantine on
+  the wire: ``"impersonate"`` (a message in the next rank's name, which it can sign only with
+  its own key), ``"duplicate"`` (a second, negated message in its own name, correctly
+  signed; direct transport only, the object path carries one message per worker) or
+  ``"flip_bit"`` (one body bit of its own message flipped after signing). The vote actors must
+  reject each, logging the sender it claims;
 - ``VoteDrills.crash_at(step)``: the vote actor's process exits when it starts voting on
   ``step`` (a restarted actor has no such plan).
 
-The production code calls one hook per class and is otherwise unaware of the drills:
-``SignWorker`` passes every fresh gradient through ``WorkerDrills.drill_gradient`` and
-``VoteActor.vote`` calls ``VoteDrills.drill_vote`` first. With no drill planned both hooks
-do nothing.
+The production code calls the hooks and is otherwise unaware of the drills: ``SignWorker``
+passes every fresh gradient through ``WorkerDrills.drill_gradient`` and every signed message
+through ``WorkerDrills.drill_message``, and ``VoteActor.vote`` calls ``VoteDrills.drill_vote``
+first. With no drill planned the hooks do nothing.
 """
 
 from __future__ import annotations
 
 import os
 
+import numpy as np
 import torch
+
+from raysign import wire
+
+FORGERIES = ("impersonate", "duplicate", "flip_bit")
 
 
 class WorkerDrills:
     """Drills of a ``raysign.actors.worker.SignWorker``."""
 
     _nan_entries = 0  # entries of the next gradient to overwrite with NaN (0: no drill)
+    _forgery: tuple[int, str] | None = None  # (step, how) of a planned forged message
+    # The worker's own rank, worker count and MAC key (set by ``SignWorker``).
+    rank: int
+    num_workers: int
+    _key: bytes | None
 
     def crash(self) -> None:
         """Exit the worker process at once (Ray sees the actor die and restarts it)."""
@@ -37,10 +53,48 @@ class WorkerDrills:
         """Make the next gradient's first ``count`` entries NaN."""
         self._nan_entries = count
 
+    def forge_at(self, step: int, how: str) -> None:
+        """Make this worker's messages of ``step`` Byzantine (``how`` in ``FORGERIES``; module
+        docstring)."""
+        if how not in FORGERIES:
+            raise ValueError(f"forge_at: how={how!r} is not one of {FORGERIES}")
+        self._forgery = (step, how)
+
     def cancel_drills(self) -> None:
-        """Forget a planned poisoned gradient (a reset replica starts without one, as a new
-        process would)."""
+        """Forget a planned poisoned gradient or forgery (a reset replica starts without one,
+        as a new process would)."""
         self._nan_entries = 0
+        self._forgery = None
+
+    def drill_message(self, step: int, message: np.ndarray,
+                      direct: bool) -> tuple[np.ndarray, list[tuple[int, np.ndarray]]]:
+        """The hook, on every signed outgoing message of ``step``: the message to send as this
+        worker's, and the extra (claimed sender, message) pairs to send beside it (only
+        ``direct``: the object path carries one message per worker, so there an impersonation
+        replaces the worker's own message)."""
+        if self._forgery is None or self._forgery[0] != step:
+            return message, []
+        how = self._forgery[1]
+        forged = message.copy()
+        if how == "flip_bit":
+            wire.body(forged)[0] ^= 1
+            return forged, []
+        if how == "impersonate":
+            victim = (self.rank + 1) % self.num_workers
+            h = wire.parse_header(message)
+            forged = wire.new_message(h.kind, sender=victim, step=h.step, shard=h.shard,
+                                      length=h.length, flags=h.flags)
+            wire.body(forged)[:] = wire.body(message)
+            self._sign(forged)
+            return (message, [(victim, forged)]) if direct else (forged, [])
+        body = wire.body(forged)  # "duplicate": a second, different vote in its own name
+        body[:] = ~body
+        self._sign(forged)
+        return message, [(self.rank, forged)] if direct else []
+
+    def _sign(self, message: np.ndarray) -> None:
+        if self._key is not None:
+            wire.sign_message(message, self._key)
 
     def drill_gradient(self, grad: torch.Tensor) -> None:
         """The hook: poison ``grad`` (in place) if a drill is planned for it."""

@@ -16,6 +16,12 @@ to time the round's five stages:
 - broadcast: from the last vote result being ready to the last worker starting to apply it;
 - decompress: unpack + update on the worker (the slowest worker).
 
+Sender identity: at start-up the driver draws one random 32-byte key per worker and hands it
+to that worker and to every vote actor as a constructor argument (never with the messages);
+every message carries a keyed BLAKE2b MAC of its header and body (``raysign.wire``), and a
+vote actor rejects, logging the sender it claims, a message whose MAC does not verify under
+its sender's key, a message naming another sender, and a sender's second message.
+
 Every ``checksum_every`` steps and at the end, the driver compares a digest of every honest
 replica's parameters; a replica that diverges is reported and re-synced from rank 0.
 
@@ -31,6 +37,7 @@ from __future__ import annotations
 
 import json
 import math
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -172,6 +179,7 @@ class SignSGDTrainer:
         self.train_refs = _put_each(train)
         self.test_refs = _put_each(test) if test is not None else None
         functions = self.workload.functions if self.workload is not None else None
+        keys = [secrets.token_bytes(32) for _ in range(cfg.num_workers)]
         # On several nodes every worker's bundle also holds a vote actor's VOTE_CPUS, so reserve
         # them per worker (and per shard on one node).
         reserve = VOTE_CPUS * max(cfg.num_workers, cfg.vote_shards)
@@ -183,12 +191,12 @@ class SignSGDTrainer:
                 scheduling_strategy=spread(rank), max_restarts=MAX_RESTARTS, max_task_retries=0,
                 **res.options())
             self.workers.append(actor.remote(cfg, rank, *self.train_refs, self.bounds,
-                                             functions=functions))
+                                             functions=functions, key=keys[rank]))
         for shard, (start, stop) in enumerate(self.bounds):
             vote_cls = DirectVoteActor if cfg.transport == "direct" else VoteActor
             vote = ray.remote(vote_cls).options(num_cpus=VOTE_CPUS, max_restarts=MAX_RESTARTS,
                                                 scheduling_strategy=spread(shard))
-            self.votes.append(vote.remote(shard, start, stop, *self._vote_setup()))
+            self.votes.append(vote.remote(shard, start, stop, *self._vote_setup(), keys=keys))
         sizes = ray.get([w.num_parameters.remote() for w in self.workers])
         if set(sizes) != {self.d}:
             raise RuntimeError(f"workers disagree on the parameter count: {sizes}")

@@ -4,8 +4,10 @@ One vote actor owns one contiguous slice ``[start, stop)`` of the parameters (S 
 vote shards). Each round (Algorithm 1 of Bernstein et al., ICLR 2019, server side):
 
 1. read every worker's message for this shard and validate it (``raysign.wire.read_message``:
-   type, kind, step, shard, length; fp32 bodies must be finite); a bad payload or a worker
-   that abstains (non-finite gradient) is counted and logged, never crashes the round;
+   type, kind, step, shard, length; with the workers' keys also the sender named in the
+   header and the MAC under that sender's key; fp32 bodies must be finite); a bad payload or
+   a worker that abstains (non-finite gradient) is counted and logged with the sender's rank,
+   never crashes the round;
 2. majority vote of the valid packed signs on the packed words (``raysign.signs``), or an
    fp32 aggregator of ``raysign.signsgd.aggregators`` (mean, median, trimmed mean, Krum, Multi-Krum,
    centered clipping) over the valid fp32 messages;
@@ -21,7 +23,7 @@ import asyncio
 import logging
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -47,9 +49,12 @@ class VoteActor(VoteDrills):
     (``crash_at``) comes from ``raysign.actors.drills.VoteDrills``."""
 
     def __init__(self, shard: int, start: int, stop: int, kind: int,
-                 aggregate: Callable[[np.ndarray], np.ndarray] | None = None):
+                 aggregate: Callable[[np.ndarray], np.ndarray] | None = None,
+                 keys: Sequence[bytes] | None = None):
         self.shard, self.start, self.stop = shard, start, stop
         self.length = stop - start
+        # Worker rank -> its MAC key, from the driver at start-up (None: messages unsigned).
+        self.keys = None if keys is None else tuple(keys)
         self.reset(kind, aggregate)
 
     def reset(self, kind: int, aggregate: Callable[[np.ndarray], np.ndarray] | None,
@@ -65,6 +70,10 @@ class VoteActor(VoteDrills):
     def tag(self) -> int:
         return self._tag
 
+    def rejections(self) -> int:
+        """Messages rejected since the last ``reset``, whatever the reason."""
+        return self.rejected_total
+
     def state(self) -> dict[str, Any]:
         """The aggregator's state (centered clipping's center) for checkpoints, and for the
         driver to reload into a restarted actor."""
@@ -78,10 +87,25 @@ class VoteActor(VoteDrills):
             center = state.get("center")
             self.aggregate.center = None if center is None else center.numpy().copy()
 
-    def vote(self, step: int, *payloads: Any,
-             senders: tuple[int, ...] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    def read(self, payload: Any, step: int, sender: int,
+             authenticated: bool = False) -> tuple[wire.Header, np.ndarray]:
+        """Validate worker ``sender``'s message for ``step`` (``wire.read_message``); with
+        keys, the header must name ``sender`` and carry its MAC (``authenticated``: the MAC
+        was already checked)."""
+        identity: dict[str, Any] = {}
+        if self.keys is not None:
+            if not 0 <= sender < len(self.keys):
+                raise wire.MessageError(f"sender {sender} has no key (ranks 0 to "
+                                        f"{len(self.keys) - 1})")
+            identity = {"sender": sender, "key": None if authenticated else self.keys[sender]}
+        return wire.read_message(payload, kind=self.kind, step=step, shard=self.shard,
+                                 length=self.length, **identity)
+
+    def vote(self, step: int, *payloads: Any, senders: tuple[int, ...] | None = None,
+             authenticated: bool = False) -> tuple[np.ndarray, dict[str, Any]]:
         """The vote of ``step`` over ``payloads``, sent by the worker ranks ``senders`` in
-        that order (default: ranks 0, 1, ...); a rejection names the sender's rank."""
+        that order (default: ranks 0, 1, ...); a rejection names the sender's rank.
+        ``authenticated``: every payload's MAC was checked on arrival."""
         t_start = time.time()
         self.drill_vote(step)
         if senders is None:
@@ -93,8 +117,7 @@ class VoteActor(VoteDrills):
         # Step 1: validate.
         for sender, payload in zip(senders, payloads, strict=True):
             try:
-                header, body = wire.read_message(payload, kind=self.kind, step=step,
-                                                 shard=self.shard, length=self.length)
+                header, body = self.read(payload, step, sender, authenticated)
             except wire.MessageError as err:
                 rejected.append({"worker": sender, "reason": str(err)})
                 continue
@@ -143,6 +166,7 @@ class _Round:
         self.done = asyncio.Event()
         self.result: tuple[np.ndarray, dict[str, Any]] | None = None
         self.answered: set[int] = set()  # the expected senders given ``result``
+        self.rejected: list[dict[str, Any]] = []  # forged, corrupted or duplicate messages
 
 
 class DirectVoteActor(VoteActor):
@@ -159,11 +183,19 @@ class DirectVoteActor(VoteActor):
     had already sent. Only the expected senders (the round's ``senders`` less the dropped
     ones) join or close a round: a dropped worker's late message is not counted, gets the
     round's result if the round is still held, and is refused once it is gone; it never opens
-    a round of its own, so every worker applies the same vote."""
+    a round of its own, so every worker applies the same vote.
+
+    With the workers' keys, a message joins its round only if it is valid and its MAC
+    verifies under the key of the sender it claims, and only the first such message of a
+    sender counts: a forged or corrupted message, or a sender's second message, is logged
+    with the sender it claims, counted among the round's rejections and answered with the
+    round's result, without taking the sender's place (a sender with no valid message is
+    left out at the timeout, as a dead one)."""
 
     def __init__(self, shard: int, start: int, stop: int, kind: int,
-                 aggregate: Callable[[np.ndarray], np.ndarray] | None = None):
-        super().__init__(shard, start, stop, kind, aggregate)
+                 aggregate: Callable[[np.ndarray], np.ndarray] | None = None,
+                 keys: Sequence[bytes] | None = None):
+        super().__init__(shard, start, stop, kind, aggregate, keys)
         self._rounds: dict[int, _Round] = {}
         # Per step (this one and the one before), the senders the driver reported dead, and
         # the steps whose rounds every expected sender has been answered for (and so removed).
@@ -177,14 +209,25 @@ class DirectVoteActor(VoteActor):
 
     def _close(self, step: int, rnd: _Round) -> None:
         arrived = tuple(s for s in rnd.senders if s in rnd.payloads)
-        out, stats = self.vote(step, *[rnd.payloads[s] for s in arrived], senders=arrived)
+        out, stats = self.vote(step, *[rnd.payloads[s] for s in arrived], senders=arrived,
+                               authenticated=self.keys is not None)
         missing = [s for s in rnd.senders if s not in rnd.payloads]
-        if missing:
-            stats["rejected"] = stats["rejected"] + [
-                {"worker": s, "reason": "no message before the timeout"} for s in missing]
+        stats["rejected"] = rnd.rejected + stats["rejected"] + [
+            {"worker": s, "reason": "no message before the timeout"} for s in missing]
         rnd.payloads.clear()
         rnd.result = (out, stats)
         rnd.done.set()
+
+    def _refusal(self, payload: Any, step: int, sender: int) -> str | None:
+        """Why a message may not take ``sender``'s place in the round (None: it may): with
+        keys, it must be valid and carry ``sender``'s MAC."""
+        if self.keys is None:
+            return None
+        try:
+            self.read(payload, step, sender)
+        except wire.MessageError as err:
+            return str(err)
+        return None
 
     async def drop(self, step: int, sender: int) -> None:
         """Worker ``sender`` died in ``step``: vote without its message, without waiting (a
@@ -207,6 +250,12 @@ class DirectVoteActor(VoteActor):
             raise RuntimeError(f"vote shard {self.shard}: the message of worker {sender} for "
                                f"step {step} came after that round closed without it (the "
                                "driver reported the worker dead); refused")
+        if step in self._finished:  # every expected sender was answered: a replay or duplicate
+            self.rejected_total += 1
+            log.warning("vote shard %d step %d: rejected a message of worker %d after the "
+                        "round closed", self.shard, step, sender)
+            raise RuntimeError(f"vote shard {self.shard}: a message claiming worker {sender} "
+                               f"for step {step} came after that round closed; refused")
         for old in [s for s in self._rounds if s < step]:
             del self._rounds[old]  # rounds a failed sender never came back to
         self._dropped = {s: d for s, d in self._dropped.items() if step - 1 <= s <= step}
@@ -224,8 +273,17 @@ class DirectVoteActor(VoteActor):
             raise ValueError(f"vote shard {self.shard}: worker {sender} sent a message for "
                              f"step {step}, but the round's senders are {tuple(senders)}; "
                              "refused")
+        refusal = self._refusal(payload, step, sender)
         rnd = self._open(step, sender, tuple(senders))
-        if rnd.result is None and sender in rnd.senders:
+        if refusal is None and sender in rnd.payloads:
+            refusal = "a second message from this sender in the round"
+        if refusal is not None:
+            rejection = {"worker": sender, "reason": refusal}
+            log.warning("vote shard %d step %d: rejected %s", self.shard, step, rejection)
+            self.rejected_total += 1
+            if rnd.result is None:
+                rnd.rejected.append(rejection)
+        elif rnd.result is None and sender in rnd.senders:
             rnd.payloads[sender] = payload
             if len(rnd.payloads) == len(rnd.senders):
                 self._close(step, rnd)
@@ -235,7 +293,7 @@ class DirectVoteActor(VoteActor):
             except asyncio.TimeoutError:
                 if rnd.result is None:
                     self._close(step, rnd)
-        if sender in rnd.senders:
+        if sender in rnd.senders and refusal is None:
             rnd.answered.add(sender)
             if rnd.answered >= set(rnd.senders) and self._rounds.get(step) is rnd:
                 del self._rounds[step]
@@ -245,13 +303,19 @@ class DirectVoteActor(VoteActor):
 
 # ------------------------------------------------------------ the worker side of "direct"
 def submit_shards(step: int, rank: int, votes: list[Any], encode: Callable[[int], np.ndarray],
-                  senders: tuple[int, ...], timeout: float) -> tuple[list[np.ndarray], dict]:
+                  senders: tuple[int, ...], timeout: float,
+                  forged: Callable[[int, np.ndarray], list[tuple[int, np.ndarray]]] | None = None,
+                  ) -> tuple[list[np.ndarray], dict]:
     """Send worker ``rank``'s message for shard s (``encode(s)``) to ``votes[s]`` as soon as
-    it is packed. Returns the messages and the pending calls (ref -> shard)."""
+    it is packed. Returns the messages and the pending calls (ref -> shard). ``forged``: a
+    drill's extra (claimed sender, message) pairs for shard s, sent beside it and not
+    awaited (``raysign.actors.drills.WorkerDrills.drill_message``)."""
     messages, calls = [], {}
     for shard, vote in enumerate(votes):
         messages.append(encode(shard))
         calls[vote.submit.remote(step, rank, messages[-1], senders, timeout)] = shard
+        for claimed, message in forged(shard, messages[-1]) if forged is not None else ():
+            vote.submit.remote(step, claimed, message, senders, timeout)
     return messages, calls
 
 

@@ -42,16 +42,19 @@ class SignWorker(WorkerDrills):
 
     ``inputs, targets``: the whole training set as arrays, or ``inputs`` a torch Dataset and
     ``targets`` None. ``functions``: the workload's code (None: the built-in workload).
-    The fault-injection drills (``crash``, ``poison_next_gradient``) come from
-    ``raysign.actors.drills.WorkerDrills``."""
+    ``key``: this worker's MAC key from the driver (``raysign.wire.sign_message``; None:
+    messages go unsigned). The fault-injection drills (``crash``, ``poison_next_gradient``,
+    ``forge_at``) come from ``raysign.actors.drills.WorkerDrills``."""
 
     byzantine = False
 
     def __init__(self, config: SignSGDConfig, rank: int, inputs: Any, targets: Any,
-                 bounds: list[tuple[int, int]], functions: WorkloadFunctions | None = None):
+                 bounds: list[tuple[int, int]], functions: WorkloadFunctions | None = None,
+                 key: bytes | None = None):
         cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
         torch.set_num_threads(max(1, int(cpus)))
         self.rank = rank
+        self._key = key
         self.bounds = bounds
         # Zero-copy views of the object store (or the Dataset object), kept for reset.
         self._data = (inputs, targets)
@@ -66,6 +69,7 @@ class SignWorker(WorkerDrills):
         shard = shard_indices(data_length(inputs, targets), config.num_workers,
                               config.seed)[self.rank]
         self.config = config
+        self.num_workers = config.num_workers
         self.byzantine = byzantine
         self.kind = wire.KIND_SIGNS if config.aggregator == "vote" else wire.KIND_FP32
         self.replica = Replica(config, self.rank, *take_shard(inputs, targets, shard), _device(),
@@ -85,7 +89,8 @@ class SignWorker(WorkerDrills):
     def compute(self, step: int, with_density: bool = False) -> tuple[Any, ...]:
         """Gradient, momentum, sign and pack; returns S messages and a stats dict."""
         vector, flags, stats = self._vector_to_send(with_density)
-        out = [self._encode(step, shard, vector[start:stop], flags)
+        out = [self.drill_message(step, self._encode(step, shard, vector[start:stop], flags),
+                                  direct=False)[0]
                for shard, (start, stop) in enumerate(self.bounds)]
         stats.update(t_compress_end=time.time(), bytes_sent=sum(m.nbytes for m in out))
         if self.omniscient_attack is not None:
@@ -119,10 +124,15 @@ class SignWorker(WorkerDrills):
         The messages are kept until the next round (``resend``), in case a vote actor dies
         and the driver falls back to the object path."""
         vector, flags, stats = self._vector_to_send(with_density)
-        out, calls = submit_shards(
-            step, self.rank, votes,
-            lambda shard: self._encode(step, shard, vector[slice(*self.bounds[shard])], flags),
-            senders, timeout)
+        extras: dict[int, list] = {}
+
+        def encode(shard: int) -> np.ndarray:
+            message = self._encode(step, shard, vector[slice(*self.bounds[shard])], flags)
+            message, extras[shard] = self.drill_message(step, message, direct=True)
+            return message
+
+        out, calls = submit_shards(step, self.rank, votes, encode, senders, timeout,
+                                   forged=lambda shard, _: extras[shard])
         stats.update(t_compress_end=time.time(), bytes_sent=sum(m.nbytes for m in out))
         self._outbox = (step, (*out, stats))
         vote_stats, applied = receive_votes(step, self.rank, calls, self._apply_shard)
@@ -143,6 +153,8 @@ class SignWorker(WorkerDrills):
             body[:] = pack_signs(values).cpu().numpy()
         else:
             body.view(np.float32)[:] = values.detach().cpu().numpy()
+        if self._key is not None:
+            wire.sign_message(msg, self._key)
         return msg
 
     def craft_omniscient_messages(self, step: int, *honest: np.ndarray) -> tuple[Any, ...]:
