@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 from raysign.config import ConfigError, add_config_arguments, check_choice, to_dict
@@ -143,7 +144,7 @@ def compare(base: ForecastConfig, models: list[str], seeds: int, *, threads: int
         {"model": r["model"], "seed": r["seed"], "step": k + 1, "rmse": v}
         for r in results for k, v in enumerate(r["test_rmse_per_horizon"])))
     run_dir.write_csv("summary.csv", table)
-    title = base.csv if data is not None else base.dataset
+    title = Path(base.csv).name if data is not None else base.dataset
     write_figures(results, run_dir.path, title=title)
     if data is not None:
         write_forecasts(results, run_dir, title)

@@ -273,3 +273,24 @@ def test_docs_python_example_runs_as_written(tmp_path, monkeypatch, one_torch_th
     truth = dict(zip(frame["date"], frame["OT"], strict=True))
     np.testing.assert_allclose(written["truth"], [truth[t[:16]] for t in written["time"]],
                                rtol=1e-5)
+
+
+def test_job_writes_every_models_forecasts_and_the_figure(tmp_path):
+    from raysign.actors.forecast_job import write_forecasts
+    from raysign.results import RunDir
+
+    frame = user_frame()
+    data = series_from_frame(frame, target="load,temp", time_col="date", input_len=6,
+                             horizon=2)
+    results = [run_forecast(ForecastConfig(model=m, input_len=6, horizon=2, epochs=0),
+                            data=data, write=False) for m in ("persistence", "dlinear")]
+    run_dir = RunDir.create(tmp_path, "job")
+    write_forecasts(results, run_dir, "s.csv")
+    written = pd.read_csv(run_dir.file("forecasts.csv"))
+    assert list(written.columns) == ["model", "time", "horizon", "target", "forecast", "truth"]
+    assert len(written) == 2 * len(data.test) * 2 * 2  # models x windows x steps x targets
+    assert set(written["target"]) == {"load", "temp"}
+    for result in results:
+        mine = written[written["model"] == result["model"]].reset_index(drop=True)
+        np.testing.assert_allclose(mine["forecast"], result["forecasts"]["forecast"])
+    assert run_dir.file("forecast_vs_truth.png").stat().st_size > 10_000
