@@ -28,6 +28,10 @@ from raysign.results import RunDir
 from raysign.storage import check_location, is_uri, join
 
 REQUIRED = ("DESCRIPTION", "METRIC", "MODE", "param_space", "trainable", "trial_resources")
+# Tune checkpoints kept per trial (sweeps that report them): the latest, which a restored or
+# a PBT-cloning trial starts from, and a few before it (Tune warns that PBT may fail to restore
+# with 2 or fewer).
+CHECKPOINTS_KEPT = 4
 
 
 def available_sweeps() -> list[str]:
@@ -78,14 +82,27 @@ def fixed_entries(pairs: list[str]) -> dict[str, Any]:
     return fixed
 
 
+def check_scheduler(module: ModuleType, name: str, scheduler: str | None) -> None:
+    """``scheduler`` must be None (the sweep's default) or one of its ``SCHEDULERS``."""
+    names = sorted(getattr(module, "SCHEDULERS", {}))
+    if scheduler is not None and scheduler not in names:
+        raise ConfigError(f"scheduler={scheduler!r} is not offered by tune_configs/{name}.py; "
+                          f"valid: {names or 'none (leave --scheduler out)'}")
+
+
 def run_sweep(name: str, *, num_samples: int | None = None, quick: bool = False,
               results_root: str | Path = "runs", address: str | None = None,
-              num_cpus: int | None = None, fixed: dict[str, Any] | None = None
+              num_cpus: int | None = None, fixed: dict[str, Any] | None = None,
+              scheduler: str | None = None, max_failures: int | None = None
               ) -> dict[str, Any]:
     """Run sweep ``name``; returns ``{"best_config", "best_result", "run_dir"}`` (``run_dir``:
     where the results are, a path or a URI). ``fixed`` entries are added to every trial's config
-    (the user's data, e.g. ``{"input": "/data/corpus.csv"}``)."""
+    (the user's data, e.g. ``{"input": "/data/corpus.csv"}``). ``scheduler``: one of the
+    module's ``SCHEDULERS`` (e.g. ``"pbt"``), which brings its own search space;
+    ``max_failures``: how often a failed trial is restarted from its last checkpoint (default:
+    the module's ``MAX_FAILURES``, else 0)."""
     module = load_sweep(name)
+    check_scheduler(module, name, scheduler)
     check_location("results_dir", str(results_root))
     connect(address, num_cpus)
     cluster = ray.cluster_resources()
@@ -94,19 +111,30 @@ def run_sweep(name: str, *, num_samples: int | None = None, quick: bool = False,
     root = (join(str(results_root), "sweeps") if is_uri(str(results_root))
             else Path(results_root).resolve() / "sweeps")
     run_dir = RunDir.create(root, name)
-    scheduler = module.scheduler() if hasattr(module, "scheduler") else None
+    if scheduler is not None:
+        trial_scheduler, space = module.SCHEDULERS[scheduler](quick)
+    else:
+        trial_scheduler = module.scheduler() if hasattr(module, "scheduler") else None
+        space = module.param_space(quick)
+    if max_failures is None:
+        max_failures = getattr(module, "MAX_FAILURES", 0)
     tuner = tune.Tuner(
         tune.with_resources(module.trainable, resources),
-        param_space={**module.param_space(quick), **(fixed or {})},
+        param_space={**space, **(fixed or {})},
         tune_config=tune.TuneConfig(
             metric=module.METRIC,
             mode=module.MODE,
             num_samples=num_samples or getattr(module, "NUM_SAMPLES", 1),
-            max_concurrent_trials=_concurrency(module, resources, cpus, gpus),
-            scheduler=scheduler,
+            # PBT time-slices its population itself (pausing trials at each perturbation when
+            # not all fit): a concurrency limit would hide the waiting trials from it.
+            max_concurrent_trials=(None if scheduler is not None
+                                   else _concurrency(module, resources, cpus, gpus)),
+            scheduler=trial_scheduler,
         ),
-        run_config=tune.RunConfig(name=name, storage_path=join(run_dir.location, "tune"),
-                                  verbose=1),
+        run_config=tune.RunConfig(
+            name=name, storage_path=join(run_dir.location, "tune"), verbose=1,
+            failure_config=tune.FailureConfig(max_failures=max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT)),
     )
     results = tuner.fit()
     errors = [str(r.error) for r in results if r.error]
@@ -115,6 +143,7 @@ def run_sweep(name: str, *, num_samples: int | None = None, quick: bool = False,
     best = results.get_best_result(metric=module.METRIC, mode=module.MODE)
     summary = {
         "sweep": name,
+        "scheduler": scheduler,
         "metric": module.METRIC,
         "mode": module.MODE,
         "best_config": best.config,
@@ -136,6 +165,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-samples", type=int, default=None,
                         help="samples of the search space (default: the sweep's NUM_SAMPLES)")
     parser.add_argument("--quick", action="store_true", help="a small search space")
+    parser.add_argument("--scheduler", default=None,
+                        help="a trial scheduler the sweep offers, with its own search space "
+                             "(signsgd: pbt, Population Based Training over lr and momentum)")
+    parser.add_argument("--max-failures", type=int, default=None,
+                        help="restarts of a failed trial from its last checkpoint (default: "
+                             "the sweep's MAX_FAILURES, else 0; -1: no limit)")
     parser.add_argument("--results-dir", default="runs",
                         help="root folder for results: a path, or a URI such as "
                              "s3://bucket/runs (in a Ray job: storage every node reaches)")
@@ -150,9 +185,14 @@ def run(args: argparse.Namespace) -> int:
     try:  # fails before Ray starts
         check_location("results_dir", args.results_dir)
         fixed = fixed_entries(args.set)
+        check_scheduler(load_sweep(args.name), args.name, args.scheduler)
+        if args.max_failures is not None and args.max_failures < -1:
+            raise ConfigError(f"max_failures={args.max_failures}; valid: -1 (no limit), 0 or "
+                              "more")
     except ConfigError as err:
         raise SystemExit(f"raysign sweep: invalid configuration: {err}") from None
     summary = run_sweep(args.name, num_samples=args.num_samples, quick=args.quick,
                         results_root=args.results_dir, address=args.address,
-                        num_cpus=args.num_cpus, fixed=fixed)
+                        num_cpus=args.num_cpus, fixed=fixed, scheduler=args.scheduler,
+                        max_failures=args.max_failures)
     return 1 if summary["errors"] else 0

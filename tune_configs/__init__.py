@@ -14,6 +14,12 @@ A sweep module defines:
   ``with_resources`` accepts both), e.g. when the number of actors is swept.
 - optionally ``NUM_SAMPLES`` (default 1), ``scheduler() -> TrialScheduler`` and
   ``max_concurrent_trials(cpus, gpus) -> int`` (default: as many trials as fit).
+- optionally ``SCHEDULERS``: ``{name: f}`` for ``raysign sweep <sweep> --scheduler <name>``,
+  ``f(quick) -> (TrialScheduler, param_space)`` (a scheduler such as PBT comes with the search
+  space it needs); such a run sets no concurrency limit, so the scheduler sees every trial.
+- optionally ``MAX_FAILURES`` (default 0): how often Tune restarts a failed trial, from the
+  last checkpoint it reported (``ray.tune.report(metrics, checkpoint=...)``); a trainable that
+  reports checkpoints resumes from ``ray.tune.get_checkpoint()``.
 """
 
 
