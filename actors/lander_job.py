@@ -3,6 +3,8 @@
     raysign lander                               # 4 collection seeds, 10 evaluation seeds
     raysign lander --gamma 2 --width 32 --flights 4 --eval-seeds 3 --tasks landing,hover_10cm
     raysign land ...                             # the same (alias)
+    raysign lander fit --logs flights.csv [--mass 1.47] [--height-col z] ...   # your own logs
+    raysign lander logs --out flights.csv        # raysign's simulated flights in that format
 
 1. **Collect**: one Ray task per seed flies ``--flights`` random near-ground flights
    (``raysign.lander.collect``) and returns (state, control, measured residual) samples.
@@ -14,7 +16,14 @@ Results land in ``runs/<name>/<timestamp>/``: ``config.json``, ``residuals.json`
 loss, Lipschitz product against gamma, certified thrust contraction per network),
 ``metrics.jsonl`` (one record per episode), ``summary.csv`` (per task and controller),
 ``claims.csv`` (the targets checked per task) and ``trajectories.png``. ``--results-dir`` is a
-path or a URI (``raysign.storage``); the lander reads no data files.
+path or a URI (``raysign.storage``); the simulated pipeline reads no data files.
+
+``raysign lander fit`` fits the residual to a user's flight logs (``raysign.lander.logs``: a CSV
+of height, velocity, thrust and measured acceleration) in this process, without Ray, and writes
+``fit.json`` (samples, loss, Lipschitz bound), ``curve.csv`` and ``ground_effect.png`` (the
+learned ground-effect curve, with the true one when ``--true-curve`` gives it) and the exported
+residual ``residual.pt`` + ``residual.json`` (``raysign.lander.export``). ``raysign lander logs``
+writes raysign's own simulated flights as such a CSV.
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ from raysign.config import (
     to_dict,
 )
 from raysign.lander.config import CONTROLLERS, LanderConfig
+from raysign.lander.logs import FlightLogConfig
 from raysign.lander.tasks import TASKS, check_task
 from raysign.storage import check_location
 
@@ -66,6 +76,127 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--address", default=None,
                         help="join: auto or host:port (default: $RAY_ADDRESS, else a private Ray)")
     parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local instance")
+    modes = parser.add_subparsers(dest="mode", metavar="MODE",
+                                  help="none: the simulated experiment on Ray (above)")
+    fit = modes.add_parser("fit", help="fit the residual to your own flight logs (CSV), "
+                                       "report its ground-effect curve, export it")
+    fit.add_argument("--logs", required=True,
+                     help="CSV with columns height (m), velocity (m/s), thrust (N), "
+                          "acceleration (m/s^2); names set by the --*-col options")
+    add_config_arguments(fit, FlightLogConfig, _FIT_HELP)
+    fit.add_argument("--true-curve", default=None,
+                     help="'raysign' (the logs come from raysign's simulator) or a CSV with "
+                          "columns height, residual (m, m/s^2): drawn and compared")
+    fit.add_argument("--threads", type=int, default=1, help="torch threads")
+    fit.add_argument("--results-dir", default="runs", help="root folder for results")
+    fit.add_argument("--name", default="lander_fit",
+                     help="run name (runs/<name>/<timestamp>/)")
+    logs = modes.add_parser("logs", help="write raysign's simulated flights as flight logs")
+    logs.add_argument("--out", required=True, help="CSV to write")
+    logs.add_argument("--flights", type=int, default=8, help="random near-ground flights")
+    logs.add_argument("--duration", type=float, default=10.0, help="seconds per flight")
+    logs.add_argument("--seed", type=int, default=0, help="seed of the flights")
+    logs.add_argument("--accel-noise-std", type=float, default=0.05,
+                      help="acceleration noise of the simulator (m/s^2)")
+
+
+_FIT_HELP = {
+    "height_col": "column of heights above the ground (m)",
+    "velocity_col": "column of vertical velocities (m/s, up positive)",
+    "thrust_col": "column of collective thrusts (N)",
+    "accel_col": "column of measured vertical accelerations (m/s^2, up positive)",
+    "mass": "vehicle mass of the nominal model a = T / m - g (kg)",
+    "gravity": "gravity of the nominal model (m/s^2)",
+    "ground_height": "rows at or below this height are on the ground and left out (m)",
+    "near_ground_height": "rows below this height count as near the ground (m)",
+    "min_near_ground": "airborne rows below --near-ground-height the fit needs",
+    "gamma": "Lipschitz bound of the spectrally normalised residual network",
+    "width": "hidden units per layer",
+    "depth": "linear layers",
+    "steps": "Adam steps of residual training",
+    "batch_size": "mini-batch size",
+    "lr": "Adam learning rate",
+    "seed": "seed of the initial weights and the mini-batches",
+}
+
+
+def true_curve_from(spec: str | None, mass: float):
+    """``--true-curve``: None, raysign's simulator curve for ``mass``, or a CSV's curve
+    (linear interpolation in height); ConfigError if the CSV lacks ``height`` / ``residual``."""
+    import numpy as np
+
+    from raysign.lander.logs import read_flight_logs, simulator_curve
+
+    if spec is None:
+        return None
+    if spec == "raysign":
+        return lambda heights: simulator_curve(heights, mass)
+    table = read_flight_logs(spec, "true curve", "height, residual")
+    missing = [c for c in ("height", "residual") if c not in table.columns]
+    if missing:
+        raise ConfigError(f"true_curve={spec!r} has no column {missing[0]!r}; expected 'raysign' "
+                          f"or a CSV with columns height, residual (columns: "
+                          f"{list(table.columns)})")
+    order = np.argsort(table["height"].to_numpy())
+    z = table["height"].to_numpy(dtype=float)[order]
+    f = table["residual"].to_numpy(dtype=float)[order]
+    return lambda heights: np.interp(heights, z, f)
+
+
+def run_fit(args: argparse.Namespace) -> dict[str, Any]:
+    """``raysign lander fit``: every check, then the fit, the curve, the figure, the export."""
+    import torch
+
+    from raysign.lander.export import export_residual
+    from raysign.lander.fitting import fit_residual_from_logs
+    from raysign.lander.logs import read_flight_logs
+    from raysign.lander.report import plot_ground_effect_curve
+    from raysign.results import RunDir
+
+    config = config_from_args(FlightLogConfig, args)
+    true_curve = true_curve_from(args.true_curve, config.mass)
+    check_location("results_dir", args.results_dir)
+    logs = read_flight_logs(args.logs)
+    torch.set_num_threads(args.threads)
+    fit = fit_residual_from_logs(logs, config, source=f"flight logs {args.logs!r}",
+                                 true_curve=true_curve)
+    run_dir = RunDir.create(args.results_dir, args.name)
+    run_dir.write_json("config.json", {**to_dict(config), "logs": args.logs,
+                                       "true_curve": args.true_curve})
+    metadata = export_residual(fit.net, run_dir.file("residual.pt"))
+    report = {**fit.report, "exported": "residual.pt", "export": metadata}
+    run_dir.write_json("fit.json", report)
+    run_dir.write_csv("curve.csv", fit.curve.to_dict("records"))
+    plot_ground_effect_curve(fit.curve, str(run_dir.file("ground_effect.png")),
+                             config.near_ground_height)
+    run_dir.close()
+    print(f"[raysign lander fit] {fit.report['samples']} airborne samples "
+          f"({fit.report['near_ground_samples']} below {config.near_ground_height} m), "
+          f"final loss {fit.report['final_loss']:.4g} (m/s^2)^2")
+    print(f"{'height m':>8s} {'learned f/m':>11s}" + (f" {'true f/m':>9s}"
+                                                     if "true" in fit.curve else ""))
+    for row in fit.curve.iloc[::5].itertuples():
+        print(f"{row.height:8.2f} {row.residual:11.4f}"
+              + (f" {row.true:9.4f}" if "true" in fit.curve else ""))
+    if "curve_rmse" in fit.report:
+        print(f"curve RMSE against the true curve: {fit.report['curve_rmse']:.4f} m/s^2")
+    print(f"Lipschitz bound (product of the layers' spectral norms): "
+          f"{fit.report['lipschitz_product']:.4f} <= gamma {config.gamma}; "
+          f"|d f_a / d T| <= {fit.report['thrust_lipschitz_bound']:.4f}")
+    print(f"results: {run_dir.location} (residual.pt: TorchScript, bound in residual.json)")
+    return {"run_dir": run_dir.location, "report": report, "curve": fit.curve}
+
+
+def run_logs(args: argparse.Namespace) -> None:
+    """``raysign lander logs``: raysign's simulated flights written as flight logs."""
+    from raysign.lander.collect import CollectConfig
+    from raysign.lander.logs import simulated_flight_logs
+
+    CollectConfig(flights=args.flights, duration=args.duration,
+                  accel_noise_std=args.accel_noise_std)  # checks before flying
+    logs = simulated_flight_logs(args.flights, args.duration, args.seed, args.accel_noise_std)
+    logs.to_csv(args.out, index=False)
+    print(f"[raysign lander logs] {len(logs)} rows of {args.flights} flights -> {args.out}")
 
 
 def _collect(config: LanderConfig, seed: int) -> dict[str, Any]:
@@ -195,6 +326,12 @@ def print_tables(table: list[dict[str, Any]], claims: list[dict[str, Any]]) -> N
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.mode is not None:
+        try:
+            run_fit(args) if args.mode == "fit" else run_logs(args)
+        except ConfigError as err:
+            raise SystemExit(f"raysign lander {args.mode}: {err}") from None
+        return 0
     tasks = [t for t in args.tasks.split(",") if t]
     controllers = [c for c in args.controllers.split(",") if c]
     try:  # fails before Ray starts

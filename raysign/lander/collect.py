@@ -63,13 +63,15 @@ def random_reference(rng: np.random.Generator, low: float, high: float):
 
 def collect_flights(config: CollectConfig, seed: int) -> dict[str, np.ndarray]:
     """Fly ``config.flights`` random flights with seed ``seed``. Returns ``z``, ``v``,
-    ``thrust`` (features, ``float64 [N]``) and ``residual`` (measured ``f_a / m``, m/s^2)."""
+    ``thrust`` (features, ``float64 [N]``), ``acceleration`` (the measured ``(v' - v) / dt``,
+    m/s^2) and ``residual`` (measured ``f_a / m``, m/s^2)."""
     env = gym.make(ENV_ID, accel_noise_std=config.accel_noise_std,
                    max_episode_steps=int(round(config.duration / 0.01)))
     rng = np.random.default_rng(seed)
     base = env.unwrapped
     controller = TrackingController(mass=base.mass, max_thrust=base.max_thrust)
-    columns: dict[str, list[float]] = {"z": [], "v": [], "thrust": [], "residual": []}
+    columns: dict[str, list[float]] = {"z": [], "v": [], "thrust": [], "acceleration": [],
+                                       "residual": []}
     for flight in range(config.flights):
         reference = random_reference(rng, config.z_low - 0.1, config.z_high)
         z0 = float(rng.uniform(config.z_low, config.z_high))
@@ -91,6 +93,7 @@ def collect_flights(config: CollectConfig, seed: int) -> dict[str, np.ndarray]:
                 columns["z"].append(z)
                 columns["v"].append(v)
                 columns["thrust"].append(thrust)
+                columns["acceleration"].append(info["acceleration"])
                 columns["residual"].append(info["acceleration"] - thrust / base.mass
                                            + base.gravity)
             z, v, t = z_new, v_new, t + base.dt

@@ -6,19 +6,33 @@ and reports its Lipschitz product against ``gamma`` and the certified thrust con
 controller's fixed-point solve. ``residual_error`` and ``ground_effect_cancellation`` compare a
 residual with the environment's true ``GroundEffectModel`` at hover; ``noise_floor_error``
 predicts the hover error a PD loop keeps with what the residual leaves uncancelled.
+``fit_residual_from_logs`` does the same from a user's own flight logs (``raysign.lander.logs``)
+and reports the learned ground-effect curve, ``f_hat / m`` against height at rest and hover
+thrust.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from raysign.lander.config import LanderConfig
 from raysign.lander.env import GRAVITY, GroundEffectModel
-from raysign.lander.residual import NumpyResidual, ResidualNet, train_residual
+from raysign.lander.logs import FlightLogConfig, residual_samples
+from raysign.lander.residual import (
+    FeatureScales,
+    NumpyResidual,
+    ResidualNet,
+    ResidualTraining,
+    train_residual,
+)
 
 
 def fit_residual(data: dict[str, np.ndarray], config: LanderConfig, gamma: float | None,
@@ -89,3 +103,68 @@ def noise_floor_error(kp: float, kd: float, noise_std: float, dt: float,
     sigma = math.sqrt(noise_std**2 * dt / (2.0 * kd * k))
     return float(sigma * math.sqrt(2.0 / math.pi) * math.exp(-mu**2 / (2 * sigma**2))
                  + abs(mu) * (1.0 - 2.0 * stats.norm.cdf(-abs(mu) / sigma)))
+
+
+@dataclass
+class LogFit:
+    """The result of ``fit_residual_from_logs``: the trained ``net``, the ``report`` (samples,
+    final loss, Lipschitz product against gamma, certified thrust contraction, curve RMSE when a
+    true curve was given) and the learned ``curve`` (columns ``height`` m and ``residual``
+    m/s^2, plus ``true`` when known)."""
+
+    net: ResidualNet
+    report: dict[str, Any]
+    curve: pd.DataFrame
+
+
+def ground_effect_curve(net: ResidualNet, heights: np.ndarray) -> np.ndarray:
+    """The learned residual ``f_hat / m`` (m/s^2) at rest (``v = 0``) and the nominal hover
+    thrust ``m g``, at each height (m); ``float64 [len(heights)]``."""
+    import torch
+
+    heights = np.asarray(heights, dtype=np.float64)
+    scales = net.scales
+    features = scales.features(heights, np.zeros_like(heights),
+                               np.full_like(heights, scales.thrust_scale))
+    with torch.no_grad():
+        return net(torch.as_tensor(features)).double().numpy()
+
+
+def fit_residual_from_logs(logs: pd.DataFrame, config: FlightLogConfig | None = None, *,
+                           source: str = "flight logs",
+                           true_curve: Callable[[np.ndarray], np.ndarray] | None = None,
+                           **fields: Any) -> LogFit:
+    """Fit the spectrally normalised residual to a user's flight logs (``logs`` as described
+    in ``raysign.lander.logs``; it is not modified). ``config`` (else the defaults), with any
+    ``FlightLogConfig`` field overridden by keyword (``mass=0.8, steps=500``), names the columns
+    and sets the nominal model and the network. Every check runs before training. The learned
+    curve spans 0 m to the lower of the highest logged height and 2.5 * near_ground_height, in
+    1 cm steps; ``true_curve(heights) -> f_a / m`` adds the truth and its RMSE."""
+    import torch
+
+    config = dataclasses.replace(config or FlightLogConfig(), **fields)
+    data = residual_samples(logs, config, source)
+    torch.manual_seed(config.seed)  # the initial weights; the batches use their own generator
+    net = ResidualNet(width=config.width, depth=config.depth, gamma=config.gamma,
+                      scales=FeatureScales(mass=config.mass))
+    features = net.scales.features(data["z"], data["v"], data["thrust"])
+    settings = ResidualTraining(steps=config.steps, batch_size=config.batch_size, lr=config.lr,
+                                seed=config.seed)
+    start = time.perf_counter()
+    losses = train_residual(net, features, data["residual"], settings)
+    lipschitz = net.lipschitz_product()
+    top = min(float(data["z"].max()), 2.5 * config.near_ground_height)
+    heights = np.round(np.arange(0.0, top + 1e-9, 0.01), 6)
+    curve = pd.DataFrame({"height": heights, "residual": ground_effect_curve(net, heights)})
+    report = {"source": source, "rows": len(logs), "samples": len(data["z"]),
+              "near_ground_samples": int(np.sum(data["z"] < config.near_ground_height)),
+              "final_loss": losses[-1], "train_seconds": time.perf_counter() - start,
+              "gamma": config.gamma, "lipschitz_product": lipschitz,
+              # float32 rounding of W / sigma may exceed gamma by ~1e-7 relative.
+              "lipschitz_within_gamma": lipschitz <= config.gamma * (1 + 1e-6),
+              "thrust_lipschitz_bound": net.thrust_lipschitz_bound(),
+              "touchdown_lift_fraction": float(curve["residual"].iloc[0] / config.gravity)}
+    if true_curve is not None:
+        curve["true"] = np.asarray(true_curve(heights), dtype=np.float64)
+        report["curve_rmse"] = float(np.sqrt(np.mean((curve["residual"] - curve["true"])**2)))
+    return LogFit(net, report, curve)

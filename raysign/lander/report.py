@@ -1,9 +1,10 @@
 """Tables and figures of the Neural Lander experiments (Shi et al., ICRA 2019, sec. VI).
 
 Summary tables per (task, controller) of the 1-D and 3-D episodes (``summarise``,
-``summarise_3d``); figures of the trajectories, the touchdown speeds and the extrapolation
-suite; and the environments' ``rgb_array`` frames (``plot_history``). Figures use matplotlib's
-Agg backend, imported when a figure is drawn.
+``summarise_3d``); figures of the trajectories, the touchdown speeds, the extrapolation suite
+and the ground-effect curve learned from flight logs; and the environments' ``rgb_array``
+frames (``plot_history``). Figures use matplotlib's Agg backend, imported when a figure is
+drawn.
 """
 
 from __future__ import annotations
@@ -197,6 +198,30 @@ def plot_extrapolation(rows: list[dict[str, Any]], min_height: float, path: str,
     right.set_ylabel("SN: final mean |z error| (cm)")
     right.set_title("paired by replicate (below the line: SN better)", fontsize=9)
     right.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_ground_effect_curve(curve: Any, path: str, near_ground_height: float) -> None:
+    """The learned residual ``f_hat / m`` against height (``curve``: a DataFrame with columns
+    ``height`` m and ``residual`` m/s^2, and ``true`` when known), at rest and hover thrust, with
+    the near-ground band shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    heights = np.asarray(curve["height"]) * 100
+    ax.plot(heights, curve["residual"], color="tab:blue", lw=2, label="learned (SN residual)")
+    if "true" in curve:
+        ax.plot(heights, curve["true"], "k--", lw=1.5, label="true")
+    ax.axvspan(0, near_ground_height * 100, color="0.92", zorder=0, label="near the ground")
+    ax.axhline(0.0, color="0.6", lw=0.8)
+    ax.set_xlabel("height z (cm)")
+    ax.set_ylabel("residual f_a / m at hover thrust, v = 0 (m/s^2)")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
