@@ -94,8 +94,13 @@ def _require_columns(frame: pd.DataFrame, columns: dict[str, str], source: str) 
                           f"the columns are {present}")
 
 
+def _show(value: Any) -> str:
+    """``repr`` of a plain Python value (numpy scalars unwrapped)."""
+    return repr(value.item() if isinstance(value, np.generic) else value)
+
+
 def _row_name(frame: pd.DataFrame, position: int, from_file: bool) -> str:
-    return f"line {position + 2}" if from_file else f"row {frame.index[position]!r}"
+    return f"line {position + 2}" if from_file else f"row {_show(frame.index[position])}"
 
 
 def _check_filled(frame: pd.DataFrame, column: str, source: str, from_file: bool) -> None:
@@ -123,8 +128,8 @@ def _check_label_kinds(values: pd.Series, column: str, source: str) -> None:
         number = next((v for v in values if not isinstance(v, str)), None)
         text = next((v for v in values if isinstance(v, str)), None)
         raise ConfigError(f"{source}: column {column!r} mixes labels of types "
-                          f"{type(number).__name__} ({number!r}) and str ({text!r}); labels must "
-                          "be all numbers or all text")
+                          f"{type(number).__name__} ({_show(number)}) and str ({text!r}); labels "
+                          "must be all numbers or all text")
     if kind == "string":
         numeric = np.array([_is_number(v) for v in values])
         if numeric.any() and not numeric.all():
@@ -133,6 +138,11 @@ def _check_label_kinds(values: pd.Series, column: str, source: str) -> None:
             raise ConfigError(f"{source}: column {column!r} mixes numeric labels ({number!r}) "
                               f"and text labels ({text!r}); labels must be all numbers or all "
                               "text")
+
+
+def _label_kind(values: pd.Series) -> str:
+    """``text`` or ``numbers`` for a column that passed ``_check_label_kinds``."""
+    return "text" if pd.api.types.infer_dtype(values, skipna=True) == "string" else "numbers"
 
 
 def _ids(values: pd.Series) -> np.ndarray:
@@ -214,16 +224,18 @@ def answer_table(answers: pd.DataFrame | str | Path, truth: Any = None, *, task_
         for column in (truth_task_col, truth_label_col):
             _check_filled(tframe, column, truth_source, truth_file)
         _check_label_kinds(tframe[truth_label_col], truth_label_col, truth_source)
-        both = pd.concat([labels.astype(object), tframe[truth_label_col].astype(object)],
-                         ignore_index=True)
-        _check_label_kinds(both, f"{label_col}' and truth '{truth_label_col}",
-                           f"{source} and {truth_source}")
+        kinds = _label_kind(labels), _label_kind(tframe[truth_label_col])
+        if kinds[0] != kinds[1]:
+            raise ConfigError(f"{truth_source}: column {truth_label_col!r} holds {kinds[1]} "
+                              f"({_show(tframe[truth_label_col].iloc[0])}) but the answers' "
+                              f"{label_col!r} holds {kinds[0]} ({_show(labels.iloc[0])}); "
+                              "truth and answers need labels of one kind")
         truth_tasks, truth_labels = _ids(tframe[truth_task_col]), tframe[truth_label_col]
         duplicated = pd.Series(truth_tasks).duplicated()
         if duplicated.any():
             task = truth_tasks[int(np.argmax(duplicated.to_numpy()))]
-            raise ConfigError(f"{truth_source}: task {task!r} appears more than once in column "
-                              f"{truth_task_col!r} (one truth label per task)")
+            raise ConfigError(f"{truth_source}: task {_show(task)} appears more than once in "
+                              f"column {truth_task_col!r} (one truth label per task)")
     tasks = _ids(frame[task_col])
     allowed = tasks if truth_tasks_from is None else truth_tasks_from
     if truth_tasks is not None:  # ids compare as text, as they read from a file
@@ -243,7 +255,7 @@ def answer_table(answers: pd.DataFrame | str | Path, truth: Any = None, *, task_
         codes = np.searchsorted(classes, pd.to_numeric(labels).to_numpy())
     if len(classes) < 2:
         raise ConfigError(f"{source}: column {label_col!r} holds one class only "
-                          f"({classes[0]!r}); aggregation needs at least two")
+                          f"({_show(classes[0])}); aggregation needs at least two")
     coded = Annotations.from_arrays(tasks, _ids(frame[worker_col]), codes,
                                     n_classes=len(classes))
     coded = Annotations(coded.items, coded.workers, coded.labels, coded.n_items,
@@ -326,9 +338,9 @@ def aggregate_table(answers: pd.DataFrame | str | Path, method: str = "ds", trut
         seen = np.bincount(ann.workers[on_truth], minlength=ann.n_workers)
         workers["truth_accuracy"] = np.where(seen > 0, right / np.maximum(seen, 1), np.nan)
     if method == "ds":
-        for said, said_name in enumerate(classes):
-            for true, true_name in enumerate(classes):
-                workers[f"said_{said_name}_true_{true_name}"] = model.errors_[:, said, true]
+        names = [f"said_{said}_true_{true}" for said in classes for true in classes]
+        confusion = pd.DataFrame(model.errors_.reshape(ann.n_workers, -1), columns=names)
+        workers = pd.concat([workers, confusion], axis=1)
     return AggregateResult(method, labels, posteriors, workers, accuracy, int(known.sum()),
                            model)
 
@@ -433,14 +445,14 @@ def _rows_of(tasks: np.ndarray, ids: np.ndarray | None, n_rows: int, source: str
         rows = np.where(numeric, pd.to_numeric(text.where(numeric, "-1")), -1).astype(np.int64)
         bad = (rows < 0) | (rows >= n_rows)
         if bad.any():
-            raise ConfigError(f"{source}: task {tasks[int(np.argmax(bad))]!r} is not a row of "
+            raise ConfigError(f"{source}: task {_show(tasks[int(np.argmax(bad))])} is not a row of "
                               f"the features (without ids, {what} task ids are row numbers "
                               f"0..{n_rows - 1})")
         return rows
     lookup = {str(v): r for r, v in enumerate(ids)}
     rows = np.array([lookup.get(str(t), -1) for t in tasks], dtype=np.int64)
     if (rows < 0).any():
-        raise ConfigError(f"{source}: task {tasks[int(np.argmax(rows < 0))]!r} is not among "
+        raise ConfigError(f"{source}: task {_show(tasks[int(np.argmax(rows < 0))])} is not among "
                           f"the features' ids (e.g. {ids[:3].tolist()})")
     return rows
 
