@@ -8,6 +8,12 @@ actor methods (Ray calls them like any other), mixed into the production classes
 - ``WorkerDrills.crash()``: the worker process exits at once, as a killed node would;
 - ``WorkerDrills.poison_next_gradient(count)``: the worker's next gradient has ``count`` NaN
   entries, as a numerically broken batch would (the worker must abstain, not crash the round);
+- ``WorkerDrills.crash_during(call)``: the worker process exits at its next ``evaluate``,
+  ``checksum`` or ``state`` call (a fault outside the round: during evaluation, the replica
+  check or a checkpoint save);
+- ``WorkerDrills.corrupt_after(step)``: the worker's replica silently diverges after it
+  applies the vote of ``step`` (one parameter moved by 1.0), as a bit flip in memory would (the
+  replica check must find it and re-sync it from the majority of the replicas);
 - ``WorkerDrills.forge_at(step, how)``: the worker's messages of ``step`` turn Byzantine on
   the wire: ``"impersonate"`` (a message in the next rank's name, which it can sign only with
   its own key), ``"duplicate"`` (a second, negated message in its own name, correctly
@@ -19,7 +25,9 @@ actor methods (Ray calls them like any other), mixed into the production classes
 
 The production code calls the hooks and is otherwise unaware of the drills: ``SignWorker``
 passes every fresh gradient through ``WorkerDrills.drill_gradient`` and every signed message
-through ``WorkerDrills.drill_message``, and ``VoteActor.vote`` calls ``VoteDrills.drill_vote``
+through ``WorkerDrills.drill_message`` and its replica after every step through
+``WorkerDrills.drill_replica`` and calls ``WorkerDrills.drill_call`` at the start of
+``evaluate``, ``checksum`` and ``state``, and ``VoteActor.vote`` calls ``VoteDrills.drill_vote``
 first. With no drill planned the hooks do nothing.
 """
 
@@ -33,6 +41,7 @@ import torch
 from raysign import wire
 
 FORGERIES = ("impersonate", "duplicate", "flip_bit")
+CRASH_CALLS = ("evaluate", "checksum", "state")
 
 
 class WorkerDrills:
@@ -40,6 +49,8 @@ class WorkerDrills:
 
     _nan_entries = 0  # entries of the next gradient to overwrite with NaN (0: no drill)
     _forgery: tuple[int, str] | None = None  # (step, how) of a planned forged message
+    _corrupt_step: int | None = None  # the step after which the replica diverges
+    _crash_call: str | None = None  # the call during which the process exits
     # The worker's own rank, worker count and MAC key (set by ``SignWorker``).
     rank: int
     num_workers: int
@@ -60,11 +71,36 @@ class WorkerDrills:
             raise ValueError(f"forge_at: how={how!r} is not one of {FORGERIES}")
         self._forgery = (step, how)
 
+    def crash_during(self, call: str) -> None:
+        """Exit the process at the start of the next ``call`` (``CRASH_CALLS``)."""
+        if call not in CRASH_CALLS:
+            raise ValueError(f"crash_during: call={call!r} is not one of {CRASH_CALLS}")
+        self._crash_call = call
+
+    def drill_call(self, call: str) -> None:
+        """The hook, at the start of ``evaluate``, ``checksum`` and ``state``."""
+        if self._crash_call == call:
+            os._exit(1)
+
+    def corrupt_after(self, step: int) -> None:
+        """Make the replica diverge once it has applied the vote of ``step``."""
+        self._corrupt_step = step
+
     def cancel_drills(self) -> None:
-        """Forget a planned poisoned gradient or forgery (a reset replica starts without one,
-        as a new process would)."""
+        """Forget a planned poisoned gradient, corruption or forgery (a reset replica starts
+        without one, as a new process would)."""
         self._nan_entries = 0
         self._forgery = None
+        self._corrupt_step = None
+        self._crash_call = None
+
+    def drill_replica(self, step: int, flat: torch.Tensor) -> None:
+        """The hook, after the worker applied the vote of ``step`` to its parameters
+        ``flat``: corrupt them if a drill names ``step``."""
+        if self._corrupt_step == step:
+            with torch.no_grad():
+                flat[0] += 1.0
+            self._corrupt_step = None
 
     def drill_message(self, step: int, message: np.ndarray,
                       direct: bool) -> tuple[np.ndarray, list[tuple[int, np.ndarray]]]:

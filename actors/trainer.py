@@ -23,7 +23,15 @@ vote actor rejects, logging the sender it claims, a message whose MAC does not v
 its sender's key, a message naming another sender, and a sender's second message.
 
 Every ``checksum_every`` steps and at the end, the driver compares a digest of every honest
-replica's parameters; a replica that diverges is reported and re-synced from rank 0.
+replica's parameters; a replica that diverges is reported and re-synced (parameters, momentum,
+schedule and data position) from a replica holding the majority digest.
+
+Faults outside the round: a worker that dies during evaluation, the replica check or a
+checkpoint save is restarted by Ray and re-synced, and the call is retried (evaluation on
+another live replica). Every worker process has an incarnation id, new in each process Ray
+starts; the driver passes the one it last synced with every round, and a worker restarted
+between rounds (a fresh replica) abstains from that round and is re-synced after it, so it
+never votes from a fresh replica.
 
 The run folder (``raysign.results.RunDir``) may be bound for a URI: it is synced there after
 every checkpoint and at the end of the run, and a run resumed from a URI keeps syncing to it.
@@ -145,6 +153,8 @@ class SignSGDTrainer:
         # The aggregators' state after the last complete round (refs from ``VoteActor.state``,
         # or the checkpoint's states); None: before the first round. Stateful aggregators only.
         self._vote_states: list[Any] | None = None
+        self._incarnations: list[str] = []  # per worker, the process last synced
+        self._step = 0  # the last complete round
 
     # ----------------------------------------------------------------------------- placement
     def _data_parts(self) -> tuple[tuple[Any, Any], tuple[Any, Any] | None]:
@@ -200,6 +210,7 @@ class SignSGDTrainer:
         sizes = ray.get([w.num_parameters.remote() for w in self.workers])
         if set(sizes) != {self.d}:
             raise RuntimeError(f"workers disagree on the parameter count: {sizes}")
+        self._incarnations = ray.get([w.incarnation_id.remote() for w in self.workers])
 
     RESHAPING_FIELDS = ("num_workers", "vote_shards", "model", "dataset", "data_dir",
                         "train_subset", "test_subset", "transport")
@@ -253,7 +264,7 @@ class SignSGDTrainer:
             self._reset_restarted_votes()
         else:
             compute_refs = {i: self.workers[i].compute.options(num_returns=s + 1).remote(
-                step, with_density) for i in live}
+                step, with_density, self._incarnations[i]) for i in live}
         if omniscient:
             # The adversaries see the honest messages of this round before sending theirs.
             _, dead = _get_each({i: compute_refs[i][s] for i in live}, "compute")
@@ -327,7 +338,8 @@ class SignSGDTrainer:
         s = self.config.vote_shards
         senders = tuple(range(self.config.num_workers))
         refs = {self.workers[i].exchange.remote(step, self.votes, senders, DIRECT_TIMEOUT_S,
-                                                with_density): i for i in senders}
+                                                with_density, self._incarnations[i]): i
+                for i in senders}
         results, failed, vote_died = {}, set(), False
         pending = list(refs)
         while pending:
@@ -360,9 +372,13 @@ class SignSGDTrainer:
     def _record(self, step: int, worker_stats: list[dict], vote_stats: list[dict],
                 apply_stats: list[dict], failed: set[int], with_density: bool) -> dict[str, Any]:
         self._keep_vote_states()
+        # Workers Ray restarted between rounds abstained (a fresh replica): re-sync them too.
+        failed = failed | {st["rank"] for st in worker_stats if st.get("restarted")}
         if failed:
             self._resync(sorted(failed), step)
-        honest_stats = [st for st in worker_stats if st["rank"] not in self.byzantine]
+        self._step = step
+        honest_stats = [st for st in worker_stats
+                        if st["rank"] not in self.byzantine and not st.get("restarted")]
         record = {
             "step": step,
             "epoch": honest_stats[0]["epoch"],
@@ -381,9 +397,10 @@ class SignSGDTrainer:
         return record
 
     def _resync(self, ranks: list[int], step: int) -> None:
-        """Copy model and momentum from a live honest replica into restarted workers, and
-        move their data streams to where they would be after ``step`` batches."""
-        source = next(r for r in self.honest if r not in ranks)
+        """Copy model, momentum and schedule from a live honest replica holding the majority
+        digest into restarted workers, and move their data streams to where they would be
+        after ``step`` steps."""
+        source, _ = self._majority(step, exclude=ranks)
         print(f"[raysign] workers {ranks} failed; restarted and re-synced from rank {source}")
         state = self.workers[source].state.remote()
         for r in ranks:
@@ -391,27 +408,73 @@ class SignSGDTrainer:
             # arguments: give it the current one before the state (matters after reconfigure).
             _call_when_alive(lambda r=r: self.workers[r].reset.remote(self.config,
                                                                       r in self.byzantine))
-            ray.get(self.workers[r].load_state.remote(state, False))
-            ray.get(self.workers[r].seek.remote(step))
+            self._load(r, state, step)
         self.resyncs += len(ranks)
 
+    def _load(self, rank: int, state: Any, step: int) -> None:
+        """Put replica ``state`` (model, momentum, schedule) into worker ``rank``, its data
+        stream after ``step`` steps, and take its process as the synced one."""
+        ray.get(self.workers[rank].load_state.remote(state, False))
+        ray.get(self.workers[rank].seek.remote(step))
+        self._incarnations[rank] = ray.get(self.workers[rank].incarnation_id.remote())
+
+    def _majority(self, step: int, exclude: list[int] = ()) -> tuple[int, dict[int, str]]:
+        """The first honest rank (outside ``exclude``) whose parameter digest most live
+        honest replicas share, and every live one's digest; a worker found dead is
+        restarted and re-synced from the others first (data stream after ``step`` steps)."""
+        while True:
+            candidates = [r for r in self.honest if r not in exclude]
+            if not candidates:
+                raise RuntimeError(f"no live honest replica outside {sorted(exclude)} to "
+                                   "re-sync from")
+            refs = {r: self.workers[r].checksum.remote() for r in candidates}
+            digests, dead = {}, []
+            for r, ref in refs.items():
+                try:
+                    digests[r] = ray.get(ref)
+                except ray.exceptions.RayActorError:
+                    dead.append(r)
+            if not dead:
+                break
+            self._resync(dead, step)
+        counts = {dg: sum(1 for d in digests.values() if d == dg) for dg in digests.values()}
+        best = max(counts.values())
+        return next(r for r, dg in digests.items() if counts[dg] == best), digests
+
+    def _on_live_worker(self, call: Callable[[Any], Any], ranks: list[int]) -> Any:
+        """``ray.get(call(worker))`` on the first of ``ranks`` that answers; a dead one is
+        restarted and re-synced before the next is tried (and, if none answers, retried)."""
+        for _ in range(MAX_RESTARTS + 1):
+            for r in ranks:
+                try:
+                    return ray.get(call(self.workers[r]))
+                except ray.exceptions.RayActorError:
+                    print(f"[raysign] worker {r} died outside a round; restarting and "
+                          "re-syncing it")
+                    self._resync([r], self._step)
+        raise RuntimeError(f"no worker of {ranks} answered after {MAX_RESTARTS} restarts")
+
     def evaluate(self) -> dict[str, float]:
-        """The workload's test metrics on the first honest replica (built-in:
+        """The workload's test metrics on the first honest replica that answers (built-in:
         ``{"test_accuracy": ...}``); empty when the workload has no test set."""
         if self.test_refs is None:
             return {}
-        return ray.get(self.workers[self.honest[0]].evaluate.remote(*self.test_refs))
+        return self._on_live_worker(lambda w: w.evaluate.remote(*self.test_refs), self.honest)
 
-    def check_replicas(self) -> tuple[bool, int]:
-        """Compare honest replicas' parameter digests; re-sync divergent ones from the first
-        honest replica. Returns (all identical before re-sync, number re-synced)."""
-        digests = ray.get([self.workers[r].checksum.remote() for r in self.honest])
-        reference = digests[0]
-        divergent = [r for r, dg in zip(self.honest, digests, strict=True) if dg != reference]
+    def check_replicas(self, step: int | None = None) -> tuple[bool, int]:
+        """Compare honest replicas' parameter digests; re-sync divergent ones (model,
+        momentum, schedule, and data stream after ``step`` steps, default the last round)
+        from a replica holding the majority digest. Returns (all identical before re-sync,
+        number re-synced)."""
+        step = self._step if step is None else step
+        source, digests = self._majority(step)
+        divergent = [r for r, dg in digests.items() if dg != digests[source]]
         if divergent:
-            print(f"[raysign] replicas {divergent} diverged from rank {self.honest[0]}; re-syncing")
-            state = self.workers[self.honest[0]].state.remote()
-            ray.get([self.workers[r].load_state.remote(state, False) for r in divergent])
+            print(f"[raysign] replicas {divergent} diverged from the majority (rank {source}); "
+                  "re-syncing")
+            state = self.workers[source].state.remote()
+            for r in divergent:
+                self._load(r, state, step)
         return not divergent, len(divergent)
 
     # ------------------------------------------------------------------------------ the run
@@ -451,7 +514,7 @@ class SignSGDTrainer:
         for step in bar:
             record = self.round(step, with_density=(step % eval_every == 0 or step == 1))
             if step % cfg.checksum_every == 0 or step == total:
-                ok, n = self.check_replicas()
+                ok, n = self.check_replicas(step)
                 identical &= ok
                 self.resyncs += n
                 record["replicas_identical"] = ok
@@ -479,7 +542,8 @@ class SignSGDTrainer:
     def save_checkpoint(self, step: int, curve: list, identical: bool) -> Path:
         """Write ``checkpoint.pt`` and sync the run folder (with the metrics so far) to its
         destination."""
-        states = ray.get([w.state.remote() for w in self.workers])
+        states = [self._on_live_worker(lambda w: w.state.remote(), [r])
+                  for r in range(len(self.workers))]
         path = save_checkpoint(self.run_dir.file("checkpoint.pt"), config=to_dict(self.config),
                                step=step, workers=states,
                                extra={"curve": [list(c) for c in curve],

@@ -15,6 +15,7 @@ object read by index; either way the worker keeps only its own disjoint shard.
 
 from __future__ import annotations
 
+import secrets
 import time
 from typing import Any
 
@@ -55,6 +56,9 @@ class SignWorker(WorkerDrills):
         torch.set_num_threads(max(1, int(cpus)))
         self.rank = rank
         self._key = key
+        # New in every process Ray starts for this actor: the driver tells a restarted worker
+        # (a fresh replica) from the one it last synced.
+        self.incarnation = secrets.token_hex(8)
         self.bounds = bounds
         # Zero-copy views of the object store (or the Dataset object), kept for reset.
         self._data = (inputs, targets)
@@ -86,9 +90,14 @@ class SignWorker(WorkerDrills):
     def num_parameters(self) -> int:
         return self.replica.d
 
-    def compute(self, step: int, with_density: bool = False) -> tuple[Any, ...]:
-        """Gradient, momentum, sign and pack; returns S messages and a stats dict."""
-        vector, flags, stats = self._vector_to_send(with_density)
+    def incarnation_id(self) -> str:
+        return self.incarnation
+
+    def compute(self, step: int, with_density: bool = False,
+                incarnation: str | None = None) -> tuple[Any, ...]:
+        """Gradient, momentum, sign and pack; returns S messages and a stats dict.
+        ``incarnation``: the process the driver last synced (``_vector_to_send``)."""
+        vector, flags, stats = self._vector_to_send(with_density, incarnation)
         out = [self.drill_message(step, self._encode(step, shard, vector[start:stop], flags),
                                   direct=False)[0]
                for shard, (start, stop) in enumerate(self.bounds)]
@@ -97,9 +106,18 @@ class SignWorker(WorkerDrills):
             self._own_vector, self._own_stats = vector, stats
         return (*out, stats)
 
-    def _vector_to_send(self, with_density: bool) -> tuple[torch.Tensor, int, dict[str, Any]]:
+    def _vector_to_send(self, with_density: bool, incarnation: str | None = None,
+                        ) -> tuple[torch.Tensor, int, dict[str, Any]]:
         """Gradient and momentum: the fp32 vector [d] to compress, its wire flags and the
-        stats so far."""
+        stats so far. If this process is not the ``incarnation`` the driver last synced (Ray
+        restarted it between rounds: its replica is a fresh one), it abstains and says so
+        (``stats["restarted"]``), so the driver re-syncs it before it votes."""
+        if incarnation is not None and incarnation != self.incarnation:
+            t_now = time.time()
+            return torch.zeros(self.replica.d), wire.FLAG_ABSTAIN, {
+                "rank": self.rank, "loss": float("nan"), "t_start": t_now, "t_grad": t_now,
+                "abstained": True, "restarted": True, "epoch": self.replica.epoch,
+                "lr": self.replica.lr}
         t_start = time.time()
         grad, loss = self.replica.gradient()
         self.drill_gradient(grad)
@@ -116,14 +134,15 @@ class SignWorker(WorkerDrills):
         return vector, flags, stats
 
     def exchange(self, step: int, votes: list[Any], senders: tuple[int, ...], timeout: float,
-                 with_density: bool = False) -> tuple[dict, list[dict], dict]:
+                 with_density: bool = False,
+                 incarnation: str | None = None) -> tuple[dict, list[dict], dict]:
         """One round with the direct transport (``raysign.actors.vote.DirectVoteActor``), pipelined
         over the S shards: message s goes to vote actor s as soon as it is packed, and each
         voted message (the call's return value) is applied as soon as it arrives, while the
         others are still on the wire. Returns this worker's compute, vote and apply stats.
         The messages are kept until the next round (``resend``), in case a vote actor dies
-        and the driver falls back to the object path."""
-        vector, flags, stats = self._vector_to_send(with_density)
+        and the driver falls back to the object path. ``incarnation``: as in ``compute``."""
+        vector, flags, stats = self._vector_to_send(with_density, incarnation)
         extras: dict[int, list] = {}
 
         def encode(shard: int) -> np.ndarray:
@@ -137,6 +156,7 @@ class SignWorker(WorkerDrills):
         self._outbox = (step, (*out, stats))
         vote_stats, applied = receive_votes(step, self.rank, calls, self._apply_shard)
         self.replica.finish_step(step)
+        self.drill_replica(step, self.replica.flat)
         return stats, vote_stats, applied
 
     def resend(self, step: int) -> tuple[Any, ...]:
@@ -193,6 +213,7 @@ class SignWorker(WorkerDrills):
         skipped = [shard for shard in range(len(self.bounds))
                    if not self._apply_shard(step, shard, voted[shard])]
         self.replica.finish_step(step)
+        self.drill_replica(step, self.replica.flat)
         return {"rank": self.rank, "t_apply_start": t_start, "t_apply_end": time.time(),
                 "bytes_received": sum(v.nbytes for v in voted), "skipped_shards": skipped}
 
@@ -217,15 +238,18 @@ class SignWorker(WorkerDrills):
 
     def evaluate(self, inputs: Any, targets: Any = None) -> dict[str, float]:
         """The workload's test metrics (built-in: ``{"test_accuracy": ...}``)."""
+        self.drill_call("evaluate")
         return self.replica.evaluate(inputs, targets)
 
     def checksum(self) -> str:
+        self.drill_call("checksum")
         return self.replica.checksum()
 
     def parameters(self) -> np.ndarray:
         return self.replica.flat.detach().cpu().numpy().copy()
 
     def state(self) -> dict[str, Any]:
+        self.drill_call("state")
         return self.replica.state()
 
     def load_state(self, state: dict[str, Any], position: bool = True) -> str:
