@@ -135,6 +135,21 @@ def test_direct_path_leaves_out_a_sender_whose_only_message_is_corrupted():
         (2, True), (2, False)]  # the corrupted message, then no valid one before the timeout
 
 
+def test_direct_path_refuses_a_message_for_a_round_already_closed():
+    async def scenario():
+        actor = DirectVoteActor(0, 0, LENGTH, wire.KIND_FP32, keys=KEYS)
+        senders = (0, 1)
+        closed = await asyncio.gather(*[actor.submit(1, r, message(r, VALUES[r]), senders,
+                                                     TIMEOUT) for r in senders])
+        with pytest.raises(RuntimeError, match="worker 0 for step 1 came after"):
+            await actor.submit(1, 0, message(0, -50.0), senders, TIMEOUT)
+        return closed, actor.rejections()
+
+    closed, rejections = asyncio.run(scenario())
+    np.testing.assert_array_equal(wire.body(closed[0][0]).view(np.float32), mean_of([0, 1]))
+    assert rejections == 1
+
+
 class Forger(WorkerDrills):
     def __init__(self, rank: int):
         self.rank, self.num_workers, self._key = rank, 4, KEYS[rank]
