@@ -26,6 +26,7 @@ GROUPS = [["apple", "banana", "cherry", "grape", "lemon", "mango", "peach", "plu
           ["engine", "wheel", "brake", "clutch", "piston", "gear", "tyre", "exhaust"],
           ["violin", "piano", "cello", "flute", "drum", "guitar", "harp", "oboe"]]
 N_DOCS = 60
+SHORT_TEXT = "Apple, the plum."  # under 3 words: in doc_topics.csv, not in the fit
 NEW_TEXTS = ["apple banana cherry plum plum", "piano violin drum harp harp"]
 
 
@@ -36,13 +37,17 @@ def planted_texts(seed: int = 0) -> list[str]:
 
 @pytest.fixture(scope="module")
 def corpus_dir(tmp_path_factory) -> Path:
-    """my_texts/ (one file per document, the group of doc i is i % 3), corpus.csv (the same
+    """my_texts/ (one file per document, the group of doc i is i % 3; then more/short.txt, a
+    document of 2 words, and a hidden file that is no document), corpus.csv (the 60 planted
     texts in column ``text``), new_texts.csv."""
     root = tmp_path_factory.mktemp("user_corpus")
     (root / "my_texts").mkdir()
     texts = planted_texts()
     for d, text in enumerate(texts):
         (root / "my_texts" / f"doc{d:03d}.txt").write_text(text)
+    (root / "my_texts" / "more").mkdir()
+    (root / "my_texts" / "more" / "short.txt").write_text(SHORT_TEXT)
+    (root / "my_texts" / ".notes").write_text("zebra zebra zebra")
     pd.DataFrame({"id": range(N_DOCS), "text": texts}).to_csv(root / "corpus.csv", index=False)
     pd.DataFrame({"text": NEW_TEXTS}).to_csv(root / "new_texts.csv", index=False)
     (root.parent / f"{root.name}.stamp.json").write_text(json.dumps(file_stamps(root)))
@@ -65,13 +70,19 @@ def plain_counts(texts: list[str], drop=("the", "and")) -> tuple[np.ndarray, lis
 
 
 def test_folder_and_csv_give_the_plain_word_counts(corpus_dir):
+    from raysign.topics.corpus import load_corpus
+
     expected, words = plain_counts(planted_texts())
-    for path, options in [(corpus_dir / "my_texts", {}),
-                          (corpus_dir / "corpus.csv", {"text_col": "text"}),
+    for path, options in [(corpus_dir / "corpus.csv", {"text_col": "text"}),
                           (corpus_dir / "corpus.csv", {"stop_words": "english"})]:
         X, vocab = read_corpus(path, **options)
         assert vocab == words and X.dtype == np.int64
         np.testing.assert_array_equal(X.toarray(), expected)
+    folder = load_corpus(corpus_dir / "my_texts")
+    expected, words = plain_counts(planted_texts() + ["apple plum"])
+    assert folder.vocab == words
+    np.testing.assert_array_equal(folder.counts.toarray(), expected)
+    assert folder.names == [f"doc{d:03d}.txt" for d in range(N_DOCS)] + ["more/short.txt"]
 
 
 def test_document_frequency_limits_and_stop_words_prune_as_counted(tmp_path):
@@ -147,7 +158,7 @@ def topic_of_group(topic_word: pd.DataFrame) -> list[int]:
 
 def test_cli_recovers_the_planted_topics_and_the_closed_form_perplexity(cli_run):
     [record] = [json.loads(line) for line in (cli_run / "metrics.jsonl").read_text().splitlines()]
-    assert (record["docs"], record["words"], record["dropped"]) == (N_DOCS, 24, 0)
+    assert (record["docs"], record["words"], record["dropped"]) == (N_DOCS + 1, 24, 1)
     assert (record["train_docs"], record["heldout_docs"]) == (54, 6)
     # The true model's perplexity is 8 (uniform over 8 words); uniform over all 24 gives 24.
     assert 8.0 <= record["heldout_perplexity"] < 8.5
@@ -165,11 +176,12 @@ def test_cli_recovers_the_planted_topics_and_the_closed_form_perplexity(cli_run)
 def test_cli_doc_topics_put_every_document_in_its_planted_topic(cli_run):
     topics = topic_of_group(pd.read_csv(cli_run / "topic_word.csv"))
     theta = pd.read_csv(cli_run / "doc_topics.csv")
-    assert list(theta["document"]) == [f"doc{d:03d}.txt" for d in range(N_DOCS)]
+    assert list(theta["document"]) == [f"doc{d:03d}.txt" for d in range(N_DOCS)] + \
+        ["more/short.txt"]
     proportions = theta.iloc[:, 1:].to_numpy()
     np.testing.assert_allclose(proportions.sum(1), 1.0, rtol=1e-9)
-    assert list(proportions.argmax(1)) == [topics[d % 3] for d in range(N_DOCS)]
-    assert proportions.max(1).min() > 0.9
+    assert list(proportions.argmax(1)) == [topics[d % 3] for d in range(N_DOCS)] + [topics[0]]
+    assert proportions[:N_DOCS].max(1).min() > 0.9
     new = pd.read_csv(cli_run / "new_doc_topics.csv")
     assert list(new["document"]) == [0, 1]
     assert list(new.iloc[:, 1:].to_numpy().argmax(1)) == [topics[0], topics[2]]
@@ -203,7 +215,7 @@ def test_docs_python_example_runs_as_written(corpus_dir, monkeypatch, capsys):
     namespace = {"__name__": "__main__"}
     exec(compile(docs_example(), "docs/topics.md example", "exec"), namespace)
     theta, theta_new = namespace["theta"], namespace["theta_new"]
-    assert theta.shape == (N_DOCS, 3) and theta_new.shape == (2, 3)
+    assert theta.shape == (N_DOCS + 1, 3) and theta_new.shape == (2, 3)
     np.testing.assert_allclose(theta.sum(1), 1.0, rtol=1e-9)
     printed = capsys.readouterr().out.splitlines()
     top = eval(printed[0])  # the printed top words: each topic's 5 are from one group
@@ -242,8 +254,8 @@ def bad_inputs(root: Path) -> list[tuple[str, list[str], str]]:
          r"stop.csv: --stop-words english removed every word of its 2 documents; use "
          r"--stop-words none"),
         ("min-df too high", ["--input", texts, "--min-df", "100"],
-         r"my_texts: --min-df 100 and --max-df 1 removed every word of its 60 documents \(the "
-         r"24 words left after stop words are each in \d+ to 20 documents\)"),
+         r"my_texts: --min-df 100 and --max-df 1 removed every word of its 61 documents \(the "
+         r"24 words left after stop words are each in \d+ to 21 documents\)"),
         ("vocabulary size", ["--input", str(bad / "wide.npz")],
          r"wide.npz: 3 columns but the vocabulary .*vocab.txt has 2 words"),
         ("word id beyond vocabulary", ["--input", str(bad / "far.ldac")],
