@@ -89,6 +89,18 @@ def test_csv_array_and_frame_give_the_same_windows_and_the_frame_is_not_modified
     assert from_array.test_times[0, 0] == round(0.8 * ROWS)
 
 
+def test_a_numeric_time_column_is_kept_as_numbers_and_must_increase():
+    frame = user_frame().assign(year=np.arange(1900.0, 1900.0 + ROWS))
+    data = series_from_frame(frame, target="load", time_col="year", input_len=6, horizon=2)
+    assert data.columns == ("load", "temp")  # the time column is no input
+    np.testing.assert_array_equal(data.test_times[:, 0],
+                                  frame["year"].to_numpy()[round(0.8 * ROWS):ROWS - 1])
+    frame.loc[50, "year"] = 1949.0
+    with pytest.raises(ValueError, match=r"time column 'year' is not strictly increasing at "
+                                         r"row 50 \(1949.0 then 1949.0\)"):
+        series_from_frame(frame, target="load", time_col="year", input_len=6, horizon=2)
+
+
 def test_features_choose_the_inputs_and_targets_are_always_inputs():
     frame = user_frame()
     only = series_from_frame(frame, target="load,temp", features="temp", input_len=6,

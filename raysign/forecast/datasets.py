@@ -216,8 +216,8 @@ def _numeric_column(frame: Any, name: Any, source: str) -> np.ndarray:
 
 
 def _times(frame: Any, time_col: Any, source: str) -> np.ndarray:
-    """The time column parsed to datetime64 (strictly increasing), else the row positions (a
-    DatetimeIndex is used as the time when there is no time column)."""
+    """The time column, strictly increasing: dates parsed to datetime64, numbers (a year, a
+    step count) kept as they are; without one a DatetimeIndex, else the row positions."""
     import pandas as pd
 
     if time_col is None or time_col == "":
@@ -231,20 +231,25 @@ def _times(frame: Any, time_col: Any, source: str) -> np.ndarray:
             raise ValueError(f"{source}: no time column {time_col!r}"
                              + _columns_hint(time_col, frame.columns))
         column = frame[time_col]
-        parsed = pd.to_datetime(column, errors="coerce")
-        bad = np.flatnonzero(parsed.isna().to_numpy())
-        if len(bad):
-            raise ValueError(f"{source}: time column {time_col!r} has an unparseable value at "
-                             f"row {int(bad[0])}: {column.iloc[bad[0]]!r}; give dates such as "
-                             "2020-01-31 or 2020-01-31 13:00")
-        times = parsed.to_numpy()
         label = f"time column {time_col!r}"
-    back = np.flatnonzero(np.diff(times) <= np.timedelta64(0))
+        if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
+            times = _numeric_column(frame, time_col, source)
+        else:
+            parsed = pd.to_datetime(column, errors="coerce")
+            bad = np.flatnonzero(parsed.isna().to_numpy())
+            if len(bad):
+                raise ValueError(f"{source}: {label} has an unparseable value at row "
+                                 f"{int(bad[0])}: {column.iloc[bad[0]]!r}; give dates such as "
+                                 "2020-01-31 or 2020-01-31 13:00, or numbers")
+            times = parsed.to_numpy()
+    dated = np.issubdtype(times.dtype, np.datetime64)
+    back = np.flatnonzero(np.diff(times) <= (np.timedelta64(0) if dated else 0))
     if len(back):
         r = int(back[0]) + 1
+        shown = [pd.Timestamp(t) if dated else t for t in times[r - 1:r + 1]]
         raise ValueError(f"{source}: {label} is not strictly increasing at row {r} "
-                         f"({pd.Timestamp(times[r - 1])} then {pd.Timestamp(times[r])}); sort "
-                         "the rows by time and drop duplicate times")
+                         f"({shown[0]} then {shown[1]}); sort the rows by time and drop "
+                         "duplicate times")
     return times
 
 
@@ -254,7 +259,7 @@ def _borders(times: np.ndarray, split: tuple, source: str) -> tuple[int, int]:
     if isinstance(split[0], str):
         if not np.issubdtype(times.dtype, np.datetime64):
             raise ValueError(f"{source}: split={','.join(split)} names dates but the series has "
-                             "no time column; give --time-col or a split of fractions")
+                             "no time column of dates; give --time-col or a split of fractions")
         b1, b2 = (int(np.searchsorted(times, np.datetime64(pd_timestamp(d)))) for d in split)
         return b1, b2
     b1 = int(round(split[0] * total))
