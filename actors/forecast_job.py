@@ -62,7 +62,7 @@ _HELP = {
     "patience": "early stopping: epochs without validation improvement",
     "teacher": "scheduled (sampling), forcing or free",
     "num_sequences": "synthetic sequences (Genz / Lorenz)",
-    "stride": "ETTh1: stride between windows",
+    "stride": "ETTh1 and --csv: stride between training / validation windows",
     "max_train_windows": "use at most N training windows (0 = all)",
     "seed": "first seed",
     "results_dir": "root folder for results: a path, or a URI such as s3://bucket/runs (in a "

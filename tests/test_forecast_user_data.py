@@ -85,8 +85,11 @@ def test_csv_array_and_frame_give_the_same_windows_and_the_frame_is_not_modified
     for other in (from_csv, from_array):
         np.testing.assert_array_equal(other.test.targets.numpy(), from_frame.test.targets.numpy())
         np.testing.assert_array_equal(other.train.inputs.numpy(), from_frame.train.inputs.numpy())
-    # Without a time column the time is the row number.
+    # Without a time column the time is the row number, or the DatetimeIndex when there is one.
     assert from_array.test_times[0, 0] == round(0.8 * ROWS)
+    indexed = frame.set_index(pd.to_datetime(frame["date"])).drop(columns="date")
+    from_index = series_from_frame(indexed, target="load", input_len=6, horizon=2)
+    np.testing.assert_array_equal(from_index.test_times, from_frame.test_times)
 
 
 def test_a_numeric_time_column_is_kept_as_numbers_and_must_increase():
