@@ -22,7 +22,9 @@ position (targets are the inputs shifted by one).
     python scripts/example_speeches_lm.py vote --steps 300 --out runs/speeches-lm
     python scripts/example_speeches_lm.py raytrain --steps 300 --out runs/speeches-lm
 
-Each writes a CSV (and the Ray Train run a figure) under ``--out``.
+Each writes a CSV (one row per run, with its perplexity curve) and a figure of held-out
+perplexity against step under ``--out``. The default learning rates are the best of the
+grids in docs/api.md and docs/ddp_hook.md ("A language model ...").
 """
 
 from __future__ import annotations
@@ -246,6 +248,8 @@ def run_vote_trainer(args: argparse.Namespace) -> Path:
             rows.append(row)
     path = out / "vote_trainer.csv"
     _write_csv(path, rows, args.append)
+    _plot_csv(path, out / "vote_trainer.png",
+              f"char GPT on HoC speeches, SignSGDTrainer, {args.workers} workers")
     return path
 
 
@@ -278,13 +282,16 @@ def train_loop(config: dict) -> None:
     else:
         model = ray.train.torch.prepare_model(model)
         optimizer = torch.optim.Adam(model.parameters(), lr=config["lr"])
+    # A run Ray Train restarts after a failure continues from its last checkpoint (the vote
+    # run: model, optimizer, every rank's momentum); the data shard starts over.
     checkpoint = ray.train.get_checkpoint()
+    step = 0
     if checkpoint and config["mode"] == "vote":
-        load_checkpoint(checkpoint, model, optimizer, state)
+        step = load_checkpoint(checkpoint, model, optimizer, state)
     test = [(torch.from_numpy(x), torch.from_numpy(y))
             for x, y in _batched(config["test_windows"], 1000)]
     shard = ray.train.get_dataset_shard("train")
-    written, curve, step = [], [], 0
+    written, curve = [], []
     while step < config["steps"]:
         for batch in shard.iter_torch_batches(batch_size=config["batch_size"],
                                               drop_last=True):
@@ -391,10 +398,7 @@ def run_ray_train(args: argparse.Namespace) -> Path:
         rows.append(row)
     path = out / "ray_train.csv"
     _write_csv(path, rows, args.append)
-    with open(path, newline="") as f:
-        curves = {f"{row['run']}, lr {float(row['lr']):g}": json.loads(row["curve"])
-                  for row in csv.DictReader(f)}
-    _plot(curves, out / "ray_train.png", f"char GPT on HoC speeches, {m} Ray Train workers")
+    _plot_csv(path, out / "ray_train.png", f"char GPT on HoC speeches, {m} Ray Train workers")
     return path
 
 
@@ -411,24 +415,28 @@ def _write_csv(path: Path, rows: list[dict], append: bool) -> None:
     print(f"wrote {path} ({len(old)} earlier rows kept)" if append else f"wrote {path}")
 
 
-def _plot(curves: dict[str, list], path: Path, title: str) -> None:
+def _plot_csv(path: Path, figure: Path, title: str) -> None:
+    """Perplexity against step, one line per row of the CSV ``path``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for label, curve in curves.items():
-        steps, values = zip(*curve, strict=True)
-        ax.plot(steps, values, marker="o", label=label)
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for row in rows:
+        steps, values = zip(*json.loads(row["curve"]), strict=True)
+        ax.plot(steps, values, marker="o", markersize=3,
+                label=f"{row['run']}, lr {float(row['lr']):g}")
     ax.set_xlabel("step")
     ax.set_ylabel("held-out perplexity (last 10% of speeches)")
     ax.set_yscale("log")
     ax.set_title(title)
-    ax.legend()
+    ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    print(f"wrote {path}")
+    fig.savefig(figure, dpi=120)
+    print(f"wrote {figure}")
 
 
 # --------------------------------------------------------------------------------- the CLI
@@ -448,20 +456,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--num-cpus", type=int, default=None,
                         help="logical CPUs of the local Ray (default: the machine's)")
     parser.add_argument("--cpus-per-worker", type=float, default=0.25)
-    parser.add_argument("--vote-lr", type=float, nargs="+", default=[1e-3])
-    parser.add_argument("--mean-lr", type=float, nargs="+", default=[0.5])
-    parser.add_argument("--hook-lr", type=float, nargs="+", default=[1e-3])
-    parser.add_argument("--ddp-lr", type=float, nargs="+", default=[3e-3])
+    parser.add_argument("--vote-lr", type=float, nargs="+", default=[3e-3])
+    parser.add_argument("--mean-lr", type=float, nargs="+", default=[3.0])
+    parser.add_argument("--hook-lr", type=float, nargs="+", default=[3e-3])
+    parser.add_argument("--ddp-lr", type=float, nargs="+", default=[1e-2])
     parser.add_argument("--append", action="store_true",
                         help="add the rows to the part's CSV under --out instead of replacing it")
-    parser.add_argument("--byzantine", type=int, nargs="+", default=[1, 0],
+    parser.add_argument("--byzantine", type=int, nargs="+", default=[1, 0], choices=(0, 1),
                         help="vote: run only the runs with these numbers of Byzantine workers")
-    parser.add_argument("--only", nargs="+", default=[],
+    parser.add_argument("--only", nargs="+", default=[], choices=("vote", "mean", "ddp"),
                         help="run only these aggregators (vote, mean) or modes (vote, ddp)")
     args = parser.parse_args(argv)
     for name in ("steps", "workers", "batch_size", "stride", "eval_every"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')}={getattr(args, name)} must be >= 1")
+    kinds = {"vote": ("vote", "mean"), "raytrain": ("vote", "ddp")}[args.part]
+    if args.only and not set(args.only) & set(kinds):
+        parser.error(f"--only {' '.join(args.only)} selects no run of {args.part}: use "
+                     f"{' or '.join(kinds)}")
     return args
 
 
