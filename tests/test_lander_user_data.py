@@ -115,6 +115,9 @@ def _bad(kind: str, tmp_path: Path) -> tuple[pd.DataFrame | Path, dict, list[str
     if kind == "negative height":
         logs.loc[9, "height"] = -0.02
         return logs, {}, ["'height'", "-0.02", "row 9", ">= 0"]
+    if kind == "negative thrust":
+        logs.loc[4, "thrust"] = -1.0
+        return logs, {}, ["'thrust'", "-1.0", "row 4", ">= 0"]
     if kind == "too few near the ground":
         logs["height"] = logs["height"] + 0.3
         logs.loc[:4, "height"] = 0.1
@@ -123,7 +126,7 @@ def _bad(kind: str, tmp_path: Path) -> tuple[pd.DataFrame | Path, dict, list[str
 
 
 BAD = ["missing file", "empty file", "misspelled column", "misspelled option", "NaN",
-       "non-numeric", "negative height", "too few near the ground"]
+       "non-numeric", "negative height", "negative thrust", "too few near the ground"]
 
 
 @pytest.mark.parametrize("kind", BAD)

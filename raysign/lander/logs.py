@@ -37,10 +37,10 @@ from raysign.lander.env import GRAVITY, GroundEffectModel
 
 # role -> (config field naming its column, unit, what valid values are)
 ROLES = {
-    "height": ("height_col", "m", "heights above the ground, >= 0"),
-    "velocity": ("velocity_col", "m/s", "vertical velocities, up positive"),
-    "thrust": ("thrust_col", "N", "collective thrusts, >= 0"),
-    "acceleration": ("accel_col", "m/s^2", "vertical accelerations, up positive"),
+    "height": ("height_col", "m", "heights above the ground (m), >= 0"),
+    "velocity": ("velocity_col", "m/s", "vertical velocities (m/s, up positive)"),
+    "thrust": ("thrust_col", "N", "collective thrusts (N), >= 0"),
+    "acceleration": ("accel_col", "m/s^2", "vertical accelerations (m/s^2, up positive)"),
 }
 
 
@@ -112,7 +112,7 @@ def _column(logs: pd.DataFrame, role: str, config: FlightLogConfig, source: str)
     name = getattr(config, field)
     if name not in logs.columns:
         present = [str(c) for c in logs.columns]
-        close = difflib.get_close_matches(name, present, n=1, cutoff=0.6)
+        close = difflib.get_close_matches(name, present, n=1, cutoff=0.5)
         hint = (f"did you mean {close[0]!r} (--{field.replace('_', '-')} {close[0]})"
                 if close else f"name it with --{field.replace('_', '-')}")
         raise ConfigError(f"{source}: no column {name!r} for the {role} ({unit}); {hint}; the "
@@ -123,20 +123,19 @@ def _column(logs: pd.DataFrame, role: str, config: FlightLogConfig, source: str)
     if bad.any():
         at = int(np.flatnonzero(bad)[0])
         raise ConfigError(f"{source}: column {name!r} holds a non-numeric value "
-                          f"{column.iloc[at]!r} at row {logs.index[at]!r}; it must hold {valid} "
-                          f"in {unit}")
+                          f"{column.iloc[at]!r} at row {logs.index[at]!r}; it must hold {valid}")
     missing = ~np.isfinite(values)
     if missing.any():
         at = int(np.flatnonzero(missing)[0])
         raise ConfigError(f"{source}: column {name!r} has {int(missing.sum())} NaN or infinite "
                           f"values (the first at row {logs.index[at]!r}); drop or fill those "
-                          f"rows: it must hold finite {valid} in {unit}")
+                          f"rows: it must hold finite {valid}")
     if role in ("height", "thrust") and (values < 0).any():
         negative = values < 0
         at = int(np.flatnonzero(negative)[0])
         raise ConfigError(f"{source}: column {name!r} has {int(negative.sum())} negative values "
-                          f"(the first {values[at]!r} at row {logs.index[at]!r}); it must hold "
-                          f"{valid} in {unit}")
+                          f"(the first {float(values[at])!r} at row {logs.index[at]!r}); it must "
+                          f"hold {valid}")
     return values
 
 
