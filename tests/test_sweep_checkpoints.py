@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,7 @@ from raysign.signsgd.config import SignSGDConfig
 from raysign.signsgd.replica import Replica
 from raysign.tune_configs import signsgd as sweep_module
 
+ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(dataset="mnist", model="mlp", train_subset=1200, test_subset=200, max_steps=8,
             eval_every=2, batch_size=16, num_workers=2, num_byzantine=0, momentum=0.9,
             lr=3e-3, trial_cpus=1.0)
@@ -151,3 +154,13 @@ def test_pbt_sweep_exploits_and_the_exploited_trial_trains_on_with_its_new_lr(
             assert row["lr"] == pytest.approx(row["config"]["lr"], rel=1e-12)
             checked += row["config"]["lr"] in new_lrs
     assert checked >= 1
+
+
+def test_sweep_refuses_a_scheduler_the_sweep_does_not_offer_before_starting_ray():
+    result = subprocess.run(
+        [sys.executable, "-m", "raysign.cli", "sweep", "crowd", "--scheduler", "pbt"],
+        capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert result.returncode != 0
+    assert ("scheduler='pbt' is not offered by tune_configs/crowd.py; valid: none"
+            in result.stderr)
+    assert "Traceback" not in result.stderr and "Started a local Ray" not in result.stderr
