@@ -416,7 +416,8 @@ def _write_csv(path: Path, rows: list[dict], append: bool) -> None:
 
 
 def _plot_csv(path: Path, figure: Path, title: str) -> None:
-    """Perplexity against step, one line per row of the CSV ``path``."""
+    """Perplexity against step, one line per row of the CSV ``path``: the best learning rate
+    of each kind of run bold, the other grid points thin."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -424,14 +425,22 @@ def _plot_csv(path: Path, figure: Path, title: str) -> None:
 
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
+    best = {}
+    for row in rows:
+        score = float(row["perplexity"])
+        score = score if math.isfinite(score) else math.inf
+        if row["run"] not in best or score < best[row["run"]][0]:
+            best[row["run"]] = (score, row)
+    colours = {run: f"C{i}" for i, run in enumerate(best)}
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for row in rows:
         steps, values = zip(*json.loads(row["curve"]), strict=True)
-        ax.plot(steps, values, marker="o", markersize=3,
+        top = best[row["run"]][1] is row
+        ax.plot(steps, values, color=colours[row["run"]], marker="o", markersize=3,
+                linewidth=2.2 if top else 0.8, alpha=1.0 if top else 0.45,
                 label=f"{row['run']}, lr {float(row['lr']):g}")
     ax.set_xlabel("step")
     ax.set_ylabel("held-out perplexity (last 10% of speeches)")
-    ax.set_yscale("log")
     ax.set_title(title)
     ax.legend(fontsize=8)
     fig.tight_layout()
