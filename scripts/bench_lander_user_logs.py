@@ -16,10 +16,13 @@ thrust.
 
     python scripts/bench_lander_user_logs.py [--flights 12] [--duration 20] [--steps 2000] \
         [--gamma 4]
+    python scripts/bench_lander_user_logs.py --bad-inputs --out runs/lander_bad_inputs
 
 Prints the learned curve against the true one (RMSE over 0-50 cm), the Lipschitz bound, and the
 plain ``torch.jit.load`` outputs against raysign's; writes ``flights.csv``, ``truth.csv`` and
 ``summary.json`` to ``--out`` (default ``runs/bench_lander_user_logs``).
+``--bad-inputs`` instead writes bad logs to ``--out`` and prints what ``raysign lander fit``
+says to each (docs/lander.md, "On your own data").
 """
 
 from __future__ import annotations
@@ -91,6 +94,38 @@ print("raysign imported:", any(k.startswith("raysign") for k in sys.modules))
 """
 
 
+def bad_inputs(out: Path) -> None:
+    """Bad logs in ``out`` and the one-line message ``raysign lander fit`` gives for each."""
+    rng = np.random.default_rng(0)
+    z, thrust = rng.uniform(0.01, 0.15, 300), rng.uniform(12, 16, 300)
+    good = pd.DataFrame({"height": z, "velocity": rng.normal(0, 0.2, 300), "thrust": thrust,
+                         "acceleration": thrust / 1.47 - 9.81})
+    good.to_csv(out / "ok.csv", index=False)
+    (out / "empty.csv").write_text("")
+    (out / "binary.csv").write_bytes(bytes(range(256)) * 4)
+    good.rename(columns={"height": "heigth"}).to_csv(out / "misspelled.csv", index=False)
+    good.drop(columns=["velocity"]).to_csv(out / "novel.csv", index=False)
+    edits = {"nan.csv": ([5, 9], "velocity", np.nan), "text.csv": ([2], "thrust", "12,5"),
+             "neg.csv": ([9], "height", -0.02), "negT.csv": ([4], "thrust", -1.0)}
+    for name, (rows, column, value) in edits.items():
+        frame = good.astype({column: object}) if isinstance(value, str) else good.copy()
+        frame.loc[rows, column] = value
+        frame.to_csv(out / name, index=False)
+    high = good.copy()
+    high["height"] = high["height"] + 0.3
+    high.loc[:49, "height"] = 0.1
+    high.to_csv(out / "high.csv", index=False)
+    cases = [("nope.csv", []), ("empty.csv", []), ("binary.csv", []), ("misspelled.csv", []),
+             ("ok.csv", ["--accel-col", "accel"]), ("novel.csv", []), ("nan.csv", []),
+             ("text.csv", []), ("neg.csv", []), ("negT.csv", []), ("high.csv", []),
+             ("ok.csv", ["--mass", "0"]), ("ok.csv", ["--true-curve", "ok.csv"])]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for name, extra in cases:
+        done = subprocess.run([sys.executable, "-m", "raysign.cli", "lander", "fit", "--logs",
+                               name, *extra], cwd=out, env=env, capture_output=True, text=True)
+        print(f"{name} {' '.join(extra)} | rc {done.returncode} | {done.stderr.strip()}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--flights", type=int, default=12)
@@ -99,9 +134,14 @@ def main() -> None:
     parser.add_argument("--gamma", type=float, default=4.0)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--out", default="runs/bench_lander_user_logs")
+    parser.add_argument("--bad-inputs", action="store_true",
+                        help="print the messages of raysign lander fit on bad logs")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.bad_inputs:
+        bad_inputs(out)
+        return
     logs = fly(args.flights, args.duration, args.seed)
     logs.to_csv(out / "flights.csv", index=False)
     grid = np.round(np.arange(0.0, 0.5 + 1e-9, 0.005), 6)
