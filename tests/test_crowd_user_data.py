@@ -104,6 +104,9 @@ def test_dawid_skene_worker_table_finds_the_perfect_worker_and_the_spammer():
     assert workers.loc["perfect", "said_no_true_no"] > 0.97
     assert workers.loc["always-yes", "said_yes_true_no"] > 0.97
     assert workers.loc["perfect", "skill"] > 0.97 > 0.6 > workers.loc["always-yes", "skill"]
+    one_step = aggregate_table(pd.DataFrame(rows, columns=["task", "worker", "label"]), "ds",
+                               options={"n_iter": 1, "alpha": 0.5})
+    assert one_step.model.n_iter_ == 1 and one_step.model.alpha == 0.5
 
 
 def test_cli_reads_tsv_and_sniffed_tables_with_other_column_names(tmp_path, capsys):
@@ -313,6 +316,19 @@ def test_bad_mbem_inputs_are_refused_with_one_line(case, expected):
     with pytest.raises(ConfigError) as err:
         mbem_table(features, answers, truth, ids=ids, settings=settings)
     assert re.search(expected, one_line(err)), str(err.value)
+
+
+def test_unreadable_features_are_refused_with_one_line(tmp_path):
+    (tmp_path / "X.npy").write_bytes(b"\x93NUMPY garbage")
+    (tmp_path / "X.csv").write_text("1,2\n")
+    np.savez(tmp_path / "X.npz", a=np.ones(2), b=np.ones(2))
+    for name, expected in [("X.npy", "is not a readable .npy / .npz file"),
+                           ("X.csv", "suffix '.csv' is not .npy or .npz"),
+                           ("X.npz", "holds arrays ['a', 'b']; expected 'features' (or 'X')"),
+                           ("none.npz", "does not exist")]:
+        with pytest.raises(ConfigError) as err:
+            load_features(tmp_path / name)
+        assert expected in one_line(err), str(err.value)
 
 
 def test_images_of_different_sizes_are_refused(tmp_path):

@@ -107,8 +107,8 @@ def _check_filled(frame: pd.DataFrame, column: str, source: str, from_file: bool
     missing = np.flatnonzero(frame[column].isna().to_numpy())
     if len(missing):
         raise ConfigError(f"{source}: column {column!r} is empty on "
-                          f"{_row_name(frame, int(missing[0]), from_file)} ({len(missing)} "
-                          "empty cells; every row needs a value)")
+                          f"{_row_name(frame, int(missing[0]), from_file)} (empty cells: "
+                          f"{len(missing)}; every row needs a value)")
 
 
 def _is_number(value: Any) -> bool:
@@ -293,7 +293,8 @@ def _truth_on(tasks: np.ndarray, table: AnswerTable) -> np.ndarray:
 def aggregate_table(answers: pd.DataFrame | str | Path, method: str = "ds", truth: Any = None,
                     *, task_col: str = "task", worker_col: str = "worker",
                     label_col: str = "label", truth_task_col: str = "task",
-                    truth_label_col: str = "label", seed: int = 0) -> AggregateResult:
+                    truth_label_col: str = "label", seed: int = 0,
+                    options: dict[str, Any] | None = None) -> AggregateResult:
     """Aggregate an answer table with ``method`` (``mv``, ``wmv``, ``one-coin``, ``ds``).
 
     Returns ``labels`` (task, label: the original label values), ``posteriors`` (task + one
@@ -302,6 +303,7 @@ def aggregate_table(answers: pd.DataFrame | str | Path, method: str = "ds", trut
     wmv, the accuracy for one-coin, ``sum_c prior[c] P(says c | true c)`` for ds - plus
     ``truth_accuracy`` with truth and, for ds, the confusion matrix as columns
     ``said_<l>_true_<c>``), and the accuracy on the truth tasks when truth is given.
+    ``options`` go to the method's class (e.g. ``{"alpha": 0.0}`` for ``DawidSkene``).
     """
     check_choice("method", method.replace("_", "-"), list(METHODS))
     method = method.replace("_", "-")
@@ -309,7 +311,7 @@ def aggregate_table(answers: pd.DataFrame | str | Path, method: str = "ds", trut
                          label_col=label_col, truth_task_col=truth_task_col,
                          truth_label_col=truth_label_col)
     ann = table.annotations
-    model = METHODS[method](seed=seed).fit(ann)
+    model = METHODS[method](seed=seed, **(options or {})).fit(ann)
     predicted = model.labels_
     classes = table.classes
     labels = pd.DataFrame({task_col: ann.item_ids, label_col: classes[predicted]})
@@ -387,6 +389,9 @@ def load_features(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
     if not path.is_file():
         raise ConfigError(f"features {str(path)!r} does not exist (expected a .npy or .npz file "
                           "or a folder of images)")
+    if path.suffix.lower() not in (".npy", ".npz"):
+        raise ConfigError(f"features {str(path)!r}: suffix {path.suffix!r} is not .npy or .npz "
+                          "(or give a folder of images)")
     try:
         loaded = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as err:
@@ -430,7 +435,7 @@ def _check_features(features: np.ndarray, ids: np.ndarray | None, model: str,
     bad = ~np.isfinite(values.reshape(len(values), -1)).all(axis=1)
     if bad.any():
         raise ConfigError(f"{source}: row {int(np.argmax(bad))} holds NaN or infinite values "
-                          f"({int(bad.sum())} rows; features must be finite)")
+                          f"(rows with them: {int(bad.sum())}; features must be finite)")
     std = values.std(axis=0)
     values = (values - values.mean(axis=0)) / np.where(std > 0, std, 1.0)
     return values.astype(np.float32)
