@@ -18,7 +18,14 @@ import pytest
 from raysign.cli import main
 from raysign.config import ConfigError
 from raysign.crowd.mbem import ClassifierTraining
-from raysign.crowd.tables import aggregate_table, load_features, load_image_folder, mbem_table
+from raysign.crowd.tables import (
+    _check_features,
+    aggregate_table,
+    load_features,
+    load_image_folder,
+    mbem_table,
+    read_table,
+)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -139,6 +146,15 @@ def test_cli_reads_tsv_and_sniffed_tables_with_other_column_names(tmp_path, caps
         assert record["accuracy"] == pytest.approx(expected)
 
 
+@pytest.mark.parametrize("sep", [";", "|", " ", "\t"])
+def test_separator_is_sniffed_when_the_suffix_does_not_say(tmp_path, sep):
+    answers, _ = random_table(seed=8, tasks=5)
+    answers.to_csv(tmp_path / "answers.dat", sep=sep, index=False)
+    read = read_table(tmp_path / "answers.dat")
+    assert list(read.columns) == ["task", "worker", "label"]
+    assert read.astype(str).values.tolist() == answers.astype(str).values.tolist()
+
+
 def test_datasets_mode_still_aggregates_the_real_sets(tmp_path, capsys):
     assert main(["crowd", "aggregate", "--datasets", "bluebirds", "--results-dir",
                  str(tmp_path)]) == 0
@@ -197,6 +213,19 @@ def test_cli_mbem_on_npy_uses_row_numbers_as_task_ids(tmp_path, capsys):
     assert list(predictions["task"]) == list(range(50))
     assert list(predictions.columns) == ["task", "label", "0", "1"]
     assert len(pd.read_csv(folder / "posteriors.csv")) == 30
+    records = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    assert [r.get("round") for r in records] == [0, 1, None]  # one per round, then accuracies
+    assert {"accuracy", "accuracy_annotated", "accuracy_unannotated"} <= set(records[-1])
+
+
+def test_features_uint8_are_scaled_and_other_numbers_standardised():
+    pixels = np.array([[0, 255], [51, 102]], dtype=np.uint8)
+    np.testing.assert_allclose(_check_features(pixels, None, "mlp", "f"),
+                               [[0.0, 1.0], [0.2, 0.4]], rtol=1e-6)
+    values = np.array([[1.0, 5.0], [3.0, 5.0], [5.0, 5.0]])
+    expected = [[-1.2247449, 0.0], [0.0, 0.0], [1.2247449, 0.0]]  # (x - 3) / sqrt(8 / 3)
+    np.testing.assert_allclose(_check_features(values, None, "mlp", "f"), expected, rtol=1e-6)
+    assert _check_features(np.zeros((2, 8, 8)), None, "cnn", "f").shape == (2, 1, 8, 8)
 
 
 def test_image_folder_loads_as_written_and_trains_the_cnn(tmp_path):
@@ -210,11 +239,20 @@ def test_image_folder_loads_as_written_and_trains_the_cnn(tmp_path):
     assert features.shape == (6, 1, 8, 8) and list(ids) == [f"pic{k}" for k in range(6)]
     np.testing.assert_array_equal(features[:, 0], pixels)
     assert load_features(tmp_path)[0].shape == (6, 1, 8, 8)
+    colour = tmp_path / "colour"
+    colour.mkdir()
+    rgb = rng.integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
+    for k, image in enumerate(rgb):
+        Image.fromarray(image, mode="RGB").save(colour / f"c{k}.png")
+    np.testing.assert_array_equal(load_image_folder(colour)[0], rgb.transpose(0, 3, 1, 2))
     answers = pd.DataFrame({"task": [f"pic{k}" for k in range(4)], "worker": "w",
                             "label": ["a", "b", "a", "b"]})
     result = mbem_table(features, answers, ids=ids, rounds=0,
                         settings=ClassifierTraining(model="cnn", hidden=8, epochs=1))
     assert len(result.predictions) == 6
+    flat_channel = mbem_table(features[:, 0], answers, ids=ids, rounds=0,
+                              settings=ClassifierTraining(model="cnn", hidden=8, epochs=1))
+    assert len(flat_channel.predictions) == 6  # [N, H, W] images take the CNN too
 
 
 # ---------------------------------------------------------------------------- refused input
