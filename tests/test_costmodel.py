@@ -1,0 +1,121 @@
+"""raysign.costmodel against hand-computed closed forms on small, round numbers.
+
+The machine: 1 MB/s links, 1 ms latency, 0.1 ms per Ray call, pack 4 MB/s and unpack 8 MB/s
+(fp32 bytes), vote 1 MB/s (packed bytes), fp32 sum 32 MB/s. With d = 8000 parameters a packed
+message is 1000 bytes and an fp32 one 32000 bytes; pack takes 8 ms, unpack 4 ms.
+"""
+
+import math
+
+import pytest
+
+from raysign.costmodel import (
+    LowRankLayout,
+    Machine,
+    first_crossing,
+    hook_allgather,
+    hook_sharded,
+    powersgd,
+    ps_fp32,
+    ring_allreduce,
+    step_time,
+    vote_s1,
+    vote_sm,
+)
+
+MACHINE = Machine(bandwidth=1e6, latency=1e-3, message_overhead=1e-4, pack_bytes_per_s=4e6,
+                  unpack_bytes_per_s=8e6, vote_bytes_per_s=1e6, sum_bytes_per_s=32e6)
+D, M = 8000, 4
+
+
+def test_vote_with_one_actor_is_two_passes_through_node_zeros_link():
+    # pack 8 + gather (1 + 3 x 1000 B at 1 MB/s = 3) + vote 4 x 1000 B = 4 + broadcast 4
+    # + unpack 4 + 4 calls x 0.1 = 0.4 ms
+    assert vote_s1(M, D, MACHINE).critical == pytest.approx(24.4e-3)
+
+
+def test_vote_with_m_actors_moves_one_mth_of_the_bytes_per_shard():
+    # pack 8 + 2 x (1 + 3 x 250 B = 0.75) + vote 4 x 250 B = 1 + unpack 4 + 0.4 ms
+    assert vote_sm(M, D, MACHINE).critical == pytest.approx(16.9e-3)
+
+
+def test_parameter_server_moves_fp32_through_node_zero():
+    # 2 x (1 + 3 x 32000 B = 96) + sum 4 x 32000 B at 32 MB/s = 4 + 0.4 ms
+    assert ps_fp32(M, D, MACHINE).critical == pytest.approx(198.4e-3)
+
+
+def test_ring_allreduce_is_two_m_minus_one_steps_of_one_mth():
+    # 6 steps x (1 + 8000 B = 8 ms) + reduce 3/4 x 32000 B at 32 MB/s = 0.75 ms
+    assert ring_allreduce(M, D, MACHINE).critical == pytest.approx(54.75e-3)
+    assert ring_allreduce(1, D, MACHINE).critical == 0.0
+
+
+def test_ddp_hook_topologies():
+    # allgather: pack 8 + 3 x (1 + 1) + vote 4 + unpack 4 = 22 ms
+    assert hook_allgather(M, D, MACHINE).critical == pytest.approx(22e-3)
+    # sharded: pack 8 + 6 x (1 + 0.25) + vote 1 + unpack 4 = 20.5 ms
+    assert hook_sharded(M, D, MACHINE).critical == pytest.approx(20.5e-3)
+
+
+def test_shared_cores_bound_the_round_by_total_cpu_work():
+    # CPU: 4 workers x (8 + 4) + vote 4 + calls 0.4 = 52.4 ms on 2 cores = 26.2 > 24.4 critical
+    exchange = vote_s1(M, D, MACHINE)
+    assert exchange.cpu == pytest.approx(52.4e-3)
+    assert exchange.seconds(2) == pytest.approx(26.2e-3)
+    assert exchange.seconds(math.inf) == pytest.approx(24.4e-3)
+
+
+def test_host_rate_below_the_link_rate_limits_ray_paths_only():
+    slow_host = MACHINE.with_(host_bytes_per_s=0.5e6)
+    # gather and broadcast at 0.5 MB/s: 2 x (1 + 6) instead of 2 x (1 + 3)
+    assert vote_s1(M, D, slow_host).critical == pytest.approx(30.4e-3)
+    assert ring_allreduce(M, D, slow_host).critical == pytest.approx(54.75e-3)
+
+
+def test_busiest_link_bytes_match_an_enumeration_of_every_message():
+    """The byte terms of vote S=1 and S=M against counting each message (sender, receiver,
+    bytes) over every node's outbound and inbound direction, phase by phase."""
+    for m in (2, 3, 5, 8):
+        b = D / 8
+        for shards, fn in ((1, vote_s1), (m, vote_sm)):
+            busiest = 0.0
+            for phase in ("gather", "broadcast"):
+                out, inbound = [0.0] * m, [0.0] * m
+                for worker in range(m):
+                    for shard in range(shards):
+                        src, dst = (worker, shard) if phase == "gather" else (shard, worker)
+                        if src != dst:
+                            out[src] += b / shards
+                            inbound[dst] += b / shards
+                busiest += max(out + inbound)
+            link_only = Machine(bandwidth=1e6, vote_bytes_per_s=math.inf)
+            assert fn(m, D, link_only).critical == pytest.approx(busiest / 1e6)
+
+
+def test_powersgd_sends_rank_r_factors_and_small_matrices_whole():
+    layout = LowRankLayout.from_shapes([(100, 5, 10), (2, 2), (10,)])
+    assert layout.matrices == ((100, 50), (2, 2)) and layout.vector_values == 10
+    assert layout.d == 5000 + 4 + 10
+    # rank 2: P = 2 x 100 + the 2x2 matrix (2 x 4 >= 4) + 10 vector values; Q = 2 x 50
+    assert layout.sent_values(2) == (214, 100)
+    machine = MACHINE.with_(flops_per_s=1e9)
+    expected = (ring_allreduce(M, 214, machine).critical + ring_allreduce(M, 100, machine).critical
+                + (6 * 2 * 5000 + 2 * 4 * 100) / 1e9)
+    assert powersgd(M, layout, 2, machine).critical == pytest.approx(expected)
+
+
+def test_step_time_with_and_without_overlap():
+    exchange = vote_s1(M, D, MACHINE)
+    plain = step_time(exchange, 0.1, MACHINE, overlap=False)
+    hidden = step_time(exchange, 0.1, MACHINE, overlap=True)
+    assert plain.step == pytest.approx(0.1244) and hidden.step == pytest.approx(0.1)
+    assert plain.efficiency == pytest.approx(0.1 / 0.1244) and hidden.efficiency == 1.0
+
+
+def test_first_crossing_and_machine_checks():
+    assert first_crossing([2, 4, 8], lambda m: m * m, lambda m: 10 * m) is None
+    assert first_crossing([2, 4, 16], lambda m: m * m, lambda m: 10 * m) == 16
+    with pytest.raises(ValueError, match="bandwidth"):
+        Machine(bandwidth=0)
+    restored = Machine.from_dict(MACHINE.to_dict())
+    assert restored == MACHINE
