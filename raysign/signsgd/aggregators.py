@@ -32,16 +32,37 @@ Inputs are assumed finite (the vote actor rejects non-finite payloads before agg
 ``make_aggregator(name, num_byzantine, **options)`` binds the options and returns a callable
 ``values -> aggregate``; centered clipping's callable carries the previous aggregate in its
 ``center`` attribute (its only state, to be checkpointed with the run).
+
+Beyond the name table, ``make_aggregator`` also takes:
+
+- ``"byzfl:NNM+TrMean"``: a chain of ByzFL 0.0.11 (Allouah et al., EPFL, the ``bench`` extra)
+  pre-aggregators joined with ``+``, the last one an aggregator (``ByzFLAggregator``); a stage
+  takes keyword arguments, ``"byzfl:Bucketing(s=2)+GeometricMedian(nu=0.1, T=3)"``, and every
+  stage with an ``f`` argument not given gets ``num_byzantine``.
+- ``"package.module:name"``: a user's own aggregator, a callable
+  ``aggregate(values: float32 [n, d]) -> float32 [d]``, optionally with a keyword
+  ``num_byzantine`` (then bound); see ``raysign.signsgd.user_callables``.
+
+Both need the whole vector (one vote shard); ``check_aggregator`` calls one on a tiny input.
 """
 
 from __future__ import annotations
 
+import ast
 import functools
+import importlib
+import importlib.util
+import inspect
+import re
+import sys
+import types
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from raysign.signsgd.user_callables import is_import_path, load_callable
 
 Aggregator = Callable[[np.ndarray], np.ndarray]
 
@@ -207,15 +228,25 @@ _OPTIONS = {
 
 
 def make_aggregator(name: str, num_byzantine: int = 0, **options: Any) -> Aggregator:
-    """The aggregator called ``name`` (a key of ``AGGREGATORS``) as ``values -> aggregate``.
+    """The aggregator called ``name`` (a key of ``AGGREGATORS``, a ``"byzfl:..."`` chain or a
+    user's ``"package.module:name"``) as ``values -> aggregate``.
 
-    ``num_byzantine`` is the assumed bound ``f`` on adversaries (used by trimmed mean and the
-    Krums; ignored by the others). ``options``: ``num_neighbours`` (krum, multi_krum), ``m``
+    ``num_byzantine`` is the assumed bound ``f`` on adversaries (used by trimmed mean, the
+    Krums, the ByzFL stages with an ``f`` and a user's aggregator with a ``num_byzantine``
+    keyword; ignored by the others). ``options``: ``num_neighbours`` (krum, multi_krum), ``m``
     (multi_krum), ``tau``, ``iters``, ``center`` (centered_clipping; a ``CenteredClipping``
-    instance is returned, whose ``center`` is updated after each call)."""
-    if name not in AGGREGATORS:
-        raise ValueError(f"aggregator={name!r} is not one of {list(AGGREGATORS)}")
+    instance is returned, whose ``center`` is updated after each call), ``seed`` (byzfl)."""
     _check_num_byzantine(num_byzantine, 0, None, f"aggregator {name!r}")
+    if isinstance(name, str) and name.startswith(BYZFL_PREFIX):
+        return ByzFLAggregator(name, num_byzantine, **options)
+    if is_import_path(name):
+        if options:
+            raise ValueError(f"option(s) {sorted(options)} are not valid for the user's "
+                             f"aggregator {name!r}")
+        return user_aggregator(name, num_byzantine)
+    if name not in AGGREGATORS:
+        raise ValueError(f"aggregator={name!r} is not one of {list(AGGREGATORS)}, a ByzFL "
+                         "chain 'byzfl:NNM+TrMean' or an import path 'package.module:name'")
     unknown = sorted(set(options) - set(_OPTIONS[name]))
     if unknown:
         raise ValueError(f"option(s) {unknown} are not valid for aggregator {name!r}; "
@@ -229,3 +260,155 @@ def make_aggregator(name: str, num_byzantine: int = 0, **options: Any) -> Aggreg
     if name in ("trimmed_mean", "krum", "multi_krum"):
         return functools.partial(AGGREGATORS[name], f=num_byzantine, **options)
     return AGGREGATORS[name]
+
+
+def check_aggregator(aggregator: Aggregator, name: str, num_workers: int) -> None:
+    """Call ``aggregator`` once on a tiny float32 [num_workers, 4] input and fail with a
+    one-line ``ValueError`` naming ``name`` unless it returns a finite float32 [4]."""
+    values = np.random.default_rng(0).standard_normal((num_workers, 4), dtype=np.float32)
+    try:
+        out = aggregator(values)
+    except Exception as err:  # any failure of the user's code, reported in one line
+        raise ValueError(f"aggregator={name!r} failed on a float32 [{num_workers}, 4] input: "
+                         f"{err.__class__.__name__}: {err}") from None
+    if not (isinstance(out, np.ndarray) and out.shape == (4,) and out.dtype == np.float32
+            and np.isfinite(out).all()):
+        got = (f"{type(out).__name__} shape={getattr(out, 'shape', None)} "
+               f"dtype={getattr(out, 'dtype', None)}")
+        raise ValueError(f"aggregator={name!r} must return a finite float32 [d] numpy array "
+                         f"for float32 [n, d] values; on [{num_workers}, 4] it returned {got}")
+
+
+# ------------------------------------------------------------------- a user's aggregator
+def user_aggregator(path: str, num_byzantine: int = 0) -> Aggregator:
+    """The callable at ``path``, ``values: float32 [n, d] -> float32 [d]``, with
+    ``num_byzantine`` bound if it takes a keyword of that name."""
+    fn = load_callable(path, "aggregator")
+    try:
+        parameters = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        parameters = {}
+    if "num_byzantine" in parameters:
+        return functools.partial(fn, num_byzantine=num_byzantine)
+    return fn
+
+
+# ------------------------------------------------------------------------- ByzFL's chain
+BYZFL_PREFIX = "byzfl:"
+BYZFL_INSTALL = "pip install --no-deps byzfl==0.0.11"
+_STAGE = re.compile(r"^\s*([A-Za-z_]\w*)\s*(?:\((.*)\))?\s*$", re.DOTALL)
+
+
+def byzfl_aggregators() -> types.ModuleType:
+    """``byzfl.aggregators``, imported without ByzFL's package ``__init__`` (which imports its
+    benchmark and torchvision; the aggregators need only numpy and torch): unless ``byzfl``
+    is already imported, a bare package module stands in for it in ``sys.modules``."""
+    if "byzfl" not in sys.modules:
+        spec = importlib.util.find_spec("byzfl")
+        if spec is None or not spec.submodule_search_locations:
+            raise ImportError(f"the 'byzfl:' aggregators need ByzFL (the bench extra): "
+                              f"{BYZFL_INSTALL}")
+        stub = types.ModuleType("byzfl")
+        stub.__path__ = list(spec.submodule_search_locations)
+        sys.modules["byzfl"] = stub
+    return importlib.import_module("byzfl.aggregators")
+
+
+def parse_byzfl(spec: str) -> list[tuple[str, dict[str, Any]]]:
+    """``"byzfl:Bucketing(s=2)+TrMean"`` -> ``[("Bucketing", {"s": 2}), ("TrMean", {})]``:
+    stages joined with ``+``, each a ByzFL class name with optional keyword arguments whose
+    values are Python literals."""
+    if not (isinstance(spec, str) and spec.startswith(BYZFL_PREFIX)):
+        raise ValueError(f"aggregator={spec!r} does not start with {BYZFL_PREFIX!r}")
+    stages = []
+    for part in spec[len(BYZFL_PREFIX):].split("+"):
+        match = _STAGE.match(part)
+        if match is None:
+            raise ValueError(f"aggregator={spec!r}: stage {part!r} is not 'Name' or "
+                             "'Name(key=value, ...)'")
+        name, arguments = match.groups()
+        options: dict[str, Any] = {}
+        if arguments and arguments.strip():
+            try:
+                call = ast.parse(f"f({arguments})", mode="eval").body
+                if not isinstance(call, ast.Call) or call.args:
+                    raise ValueError("only keyword arguments")
+                options = {kw.arg: ast.literal_eval(kw.value) for kw in call.keywords}
+            except (SyntaxError, ValueError) as err:
+                raise ValueError(f"aggregator={spec!r}: the arguments of {name} must be "
+                                 f"key=literal pairs ({err})") from None
+        stages.append((name, options))
+    return stages
+
+
+class ByzFLAggregator:
+    """A ByzFL chain ``"byzfl:Pre1+Pre2+Agg"`` as ``values: float32 [n, d] -> float32 [d]``:
+    each pre-aggregator maps the [n, d] rows to new rows, the aggregator reduces them to [d].
+
+    Stages with an ``f`` argument get ``num_byzantine`` unless it is given. ByzFL draws its
+    randomness (Bucketing's permutation) from numpy's global generator: each call seeds it
+    with ``[seed, calls]`` and restores the caller's state after, so a run is reproducible
+    and call ``k`` equals ByzFL run after ``np.random.seed([seed, k])``. Pickled (to a vote
+    actor) as its spec, call count and seed; the state of a stateful ByzFL stage
+    (``CenteredClipping``) starts afresh in the unpickled copy."""
+
+    def __init__(self, spec: str, num_byzantine: int = 0, seed: int = 0):
+        self.spec, self.num_byzantine, self.seed = spec, num_byzantine, seed
+        self.calls = 0
+        self._stages = self._build()
+
+    def _build(self) -> list[Any]:
+        module = byzfl_aggregators()
+        pre = {n for n in dir(module.preaggregators) if not n.startswith("_")}
+        final = {n for n in dir(module.aggregators) if not n.startswith("_")}
+        valid_pre = sorted(n for n in pre if isinstance(getattr(module, n, None), type))
+        valid_final = sorted(n for n in final if isinstance(getattr(module, n, None), type)
+                             and getattr(module, n).__module__ == module.aggregators.__name__)
+        stages = parse_byzfl(self.spec)
+        built = []
+        for i, (name, options) in enumerate(stages):
+            last = i == len(stages) - 1
+            allowed = valid_final if last else valid_pre
+            if name not in allowed:
+                role = "the last stage (an aggregator)" if last else "a pre-aggregator"
+                raise ValueError(f"aggregator={self.spec!r}: {name!r} is not a ByzFL class "
+                                 f"valid as {role}: {allowed}")
+            cls = getattr(module, name)
+            parameters = inspect.signature(cls.__init__).parameters
+            unknown = sorted(set(options) - set(parameters) - {"self"})
+            if unknown:
+                raise ValueError(f"aggregator={self.spec!r}: {name} takes no {unknown}; its "
+                                 f"arguments: {[p for p in parameters if p != 'self']}")
+            if "f" in parameters and "f" not in options:
+                options = {**options, "f": self.num_byzantine}
+            try:
+                built.append(cls(**options))
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"aggregator={self.spec!r}: {name}({options}) is refused "
+                                 f"by ByzFL: {err}") from None
+        return built
+
+    def __call__(self, values: np.ndarray) -> np.ndarray:
+        rows = _as_matrix(values).copy()  # ByzFL's clipping stages write to their input
+        caller_state = np.random.get_state()
+        np.random.seed([self.seed, self.calls])
+        try:
+            for stage in self._stages[:-1]:
+                rows = stage(rows)
+            out = self._stages[-1](rows)
+        finally:
+            np.random.set_state(caller_state)
+        self.calls += 1
+        return np.asarray(out, dtype=np.float32)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"spec": self.spec, "num_byzantine": self.num_byzantine, "seed": self.seed,
+                "calls": self.calls}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._stages = self._build()
+
+    def __repr__(self) -> str:
+        return (f"ByzFLAggregator({self.spec!r}, num_byzantine={self.num_byzantine}, "
+                f"seed={self.seed})")

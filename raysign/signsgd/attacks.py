@@ -37,16 +37,37 @@ number of workers, ``f = num_byzantine``:
 
 All of them are coordinate-wise given the honest messages, so a vote shard can craft them on
 its own slice; ``colluding`` needs only the honest signs, which a majority vote already has.
+
+A researcher's own attack is named by its import path ``"package.module:name"``
+(``raysign.signsgd.user_callables``) and has one of the two signatures above, told apart by
+its number of positional parameters:
+
+- two, ``attack(v: torch.Tensor [d] float32, generator: torch.Generator) -> float32 [d]``:
+  applied by each Byzantine worker to its own message, like ``negate``;
+- three, ``attack(honest: float32 [h, d], own: float32 [d], rng: np.random.Generator) ->
+  float32 [d]`` (numpy): crafted from the round's honest messages, like ``alie``; with
+  several vote shards it is called on each shard's slice, so it should be coordinate-wise.
+
+A crafted attack's keyword parameter ``num_byzantine`` is bound to the run's ``f`` (the
+worker builds it with ``make_crafted_attack(name, f)``). A per-worker attack must return a new
+tensor: ``v`` is the worker's momentum buffer itself. ``ATTACKS`` and
+``OMNISCIENT_ATTACKS`` answer ``in`` for such paths by their kind, so every place that
+routes an attack by ``name in ATTACKS`` / ``name in OMNISCIENT_ATTACKS`` routes a user's
+attack the same way; ``check_attack`` calls it once on a tiny input.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 from collections.abc import Callable
 from statistics import NormalDist
 
 import numpy as np
 import torch
+
+from raysign.signsgd.user_callables import is_import_path, load_callable
 
 Attack = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
@@ -66,11 +87,62 @@ def random_attack(v: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return torch.randn(v.shape, generator=generator, dtype=v.dtype).to(v.device)
 
 
-ATTACKS = ("negate", "scaled_negate", "random")
+PER_WORKER, CRAFTED = "per_worker", "crafted"
 
 
-def make_attack(name: str, scale: float = 10.0) -> Attack:
-    """The attack called ``name`` (one of ``ATTACKS``)."""
+def user_attack(path: str, num_byzantine: int = 0) -> tuple[str, Callable[..., object]]:
+    """A user's attack at ``path``: its kind (``PER_WORKER`` for two positional parameters,
+    ``CRAFTED`` for three) and the callable, with ``num_byzantine`` bound if it takes a
+    keyword of that name."""
+    fn = load_callable(path, "attack")
+    try:
+        parameters = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        raise ValueError(f"attack={path!r} has no inspectable signature") from None
+    positional = [p for p in parameters
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+                  and p.default is p.empty]
+    kinds = {2: PER_WORKER, 3: CRAFTED}
+    if len(positional) not in kinds:
+        raise ValueError(f"attack={path!r} takes {len(positional)} positional parameters; "
+                         "an attack takes (v, generator) or (honest, own, rng)")
+    if any(p.name == "num_byzantine" for p in parameters):
+        fn = functools.partial(fn, num_byzantine=num_byzantine)
+    return kinds[len(positional)], fn
+
+
+class AttackNames(tuple):
+    """A tuple of attack names whose ``in`` also holds for a user's import path of the
+    attacks' ``kind`` (``PER_WORKER`` or ``CRAFTED``; an unimportable path raises)."""
+
+    kind: str
+
+    def __new__(cls, names: tuple[str, ...], kind: str) -> AttackNames:
+        self = super().__new__(cls, names)
+        self.kind = kind
+        return self
+
+    def __contains__(self, name: object) -> bool:
+        if is_import_path(name):
+            return user_attack(name)[0] == self.kind
+        return tuple.__contains__(self, name)
+
+    def __reduce__(self):
+        return AttackNames, (tuple(self), self.kind)
+
+
+ATTACKS = AttackNames(("negate", "scaled_negate", "random"), PER_WORKER)
+
+
+def make_attack(name: str, scale: float = 10.0, num_byzantine: int = 0) -> Attack:
+    """The attack called ``name`` (one of ``ATTACKS``, or a user's per-worker attack's
+    import path)."""
+    if is_import_path(name):
+        kind, fn = user_attack(name, num_byzantine)
+        if kind != PER_WORKER:
+            raise ValueError(f"attack={name!r} takes (honest, own, rng): it is crafted from "
+                             "the honest messages (make_crafted_attack), not per worker")
+        return fn
     if name == "negate":
         return negate_attack
     if name == "scaled_negate":
@@ -85,8 +157,8 @@ def make_attack(name: str, scale: float = 10.0) -> Attack:
 CraftedAttack = Callable[[np.ndarray, np.ndarray, np.random.Generator], np.ndarray]
 """``(honest: float32 [h, d], own: float32 [d], rng) -> float32 [d]``, the message to send."""
 
-OMNISCIENT_ATTACKS = ("colluding", "alie", "ipm")
-ALL_ATTACKS = ATTACKS + OMNISCIENT_ATTACKS
+OMNISCIENT_ATTACKS = AttackNames(("colluding", "alie", "ipm"), CRAFTED)
+ALL_ATTACKS = tuple(ATTACKS) + tuple(OMNISCIENT_ATTACKS)
 
 
 def negate_crafted(honest: np.ndarray, own: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -182,7 +254,14 @@ def make_crafted_attack(
     """The attack called ``name`` (one of ``ALL_ATTACKS``) as ``(honest, own, rng) -> message``.
 
     ``num_byzantine`` (f) sets ALIE's default ``z``; ``scale`` is scaled_negate's factor,
-    ``z`` ALIE's (None: ``z_max``), ``epsilon`` IPM's."""
+    ``z`` ALIE's (None: ``z_max``), ``epsilon`` IPM's. A user's crafted attack is named by
+    its import path."""
+    if is_import_path(name):
+        kind, fn = user_attack(name, num_byzantine)
+        if kind != CRAFTED:
+            raise ValueError(f"attack={name!r} takes (v, generator): it runs on each worker "
+                             "(make_attack), not crafted from the honest messages")
+        return fn
     if name not in ALL_ATTACKS:
         raise ValueError(f"attack={name!r} is not one of {list(ALL_ATTACKS)}")
     if not isinstance(num_byzantine, int) or num_byzantine < 0:
@@ -215,3 +294,32 @@ def craft(
     """One Byzantine message: ``make_crafted_attack(name, num_byzantine, **options)`` applied
     to ``honest`` (float32 [h, d]) and ``own`` (float32 [d]); returns float32 [d]."""
     return make_crafted_attack(name, num_byzantine, **options)(honest, own, rng)
+
+
+def check_attack(path: str, num_workers: int, num_byzantine: int) -> None:
+    """Import a user's attack and call it once on a tiny input (d = 5; for a crafted one
+    ``num_workers - num_byzantine`` honest rows); a one-line ``ValueError`` naming the path
+    unless it returns a float32 [5] of its kind (a torch tensor per worker, a numpy array
+    crafted)."""
+    kind, fn = user_attack(path, num_byzantine)
+    if kind == PER_WORKER:
+        args: tuple = (torch.linspace(-1, 1, 5), torch.Generator().manual_seed(0))
+        expected = "a float32 torch.Tensor of shape [5]"
+    else:
+        h = max(num_workers - num_byzantine, 1)
+        rng = np.random.default_rng(0)
+        args = (rng.standard_normal((h, 5), dtype=np.float32),
+                rng.standard_normal(5, dtype=np.float32), np.random.default_rng(1))
+        expected = "a float32 numpy array of shape [5]"
+    try:
+        out = fn(*args)
+    except Exception as err:  # any failure of the user's code, reported in one line
+        raise ValueError(f"attack={path!r} failed on a tiny input: {err.__class__.__name__}: "
+                         f"{err}") from None
+    array_type = torch.Tensor if kind == PER_WORKER else np.ndarray
+    dtype = torch.float32 if kind == PER_WORKER else np.float32
+    if not (isinstance(out, array_type) and tuple(out.shape) == (5,) and out.dtype == dtype):
+        got = (f"{type(out).__name__} shape={tuple(getattr(out, 'shape', ()))} "
+               f"dtype={getattr(out, 'dtype', None)}")
+        raise ValueError(f"attack={path!r} must return {expected} for a message of 5 "
+                         f"values; it returned {got}")

@@ -12,9 +12,15 @@ from pathlib import Path
 from raysign.config import ConfigError, check_choice, check_path_exists, check_range
 from raysign.data import LOADERS, default_data_dir
 from raysign.signsgd.aggregators import AGGREGATORS as FP32_AGGREGATORS
-from raysign.signsgd.aggregators import SLICEWISE, make_aggregator
-from raysign.signsgd.attacks import ALL_ATTACKS
+from raysign.signsgd.aggregators import (
+    BYZFL_PREFIX,
+    SLICEWISE,
+    check_aggregator,
+    make_aggregator,
+)
+from raysign.signsgd.attacks import ALL_ATTACKS, check_attack
 from raysign.signsgd.models import MODELS
+from raysign.signsgd.user_callables import import_path_of, is_import_path
 from raysign.storage import check_location, is_uri
 
 # "vote": majority vote of packed signs; the rest aggregate fp32 messages
@@ -41,6 +47,8 @@ class SignSGDConfig:
     data_dir: str = ""
     model: str = "cnn"
     num_workers: int = 7
+    # "vote", a name of FP32_AGGREGATORS, a ByzFL chain "byzfl:NNM+TrMean" or a user's
+    # "package.module:name" (a function given here is stored as its import path).
     aggregator: str = "vote"
     vote_shards: int = 1
     transport: str = "objects"
@@ -60,6 +68,7 @@ class SignSGDConfig:
     epochs: float = 2.0
     max_steps: int = 0
     num_byzantine: int = 0
+    # A name of ALL_ATTACKS or a user's "package.module:name" (a function: its import path).
     attack: str = "negate"
     attack_scale: float = 10.0
     clip_tau: float = 10.0
@@ -82,7 +91,9 @@ class SignSGDConfig:
                               "fashion-mnist/, see shared/data/README.md")
         check_choice("model", self.model, MODELS)
         check_range("num_workers", self.num_workers, 1, 1024)
-        check_choice("aggregator", self.aggregator, AGGREGATORS)
+        self._store_callable("aggregator")
+        if not self._is_plugin(self.aggregator):
+            check_choice("aggregator", self.aggregator, AGGREGATORS)
         check_range("vote_shards", self.vote_shards, 1, 1024)
         check_choice("transport", self.transport, TRANSPORTS)
         check_range("lr", self.lr, 0, None, low_open=True)
@@ -97,14 +108,26 @@ class SignSGDConfig:
         check_range("max_steps", self.max_steps, 0, None)
         # Majority vote tolerates any fraction of adversaries below one half.
         check_range("num_byzantine", self.num_byzantine, 0, self.num_workers / 2, high_open=True)
-        check_choice("attack", self.attack, ALL_ATTACKS)
+        self._store_callable("attack")
+        if is_import_path(self.attack):
+            try:
+                check_attack(self.attack, self.num_workers, self.num_byzantine)
+            except ValueError as err:
+                raise ConfigError(str(err)) from None
+        else:
+            check_choice("attack", self.attack, ALL_ATTACKS)
         check_range("attack_scale", self.attack_scale, 0, None, low_open=True)
         check_range("clip_tau", self.clip_tau, 0, None, low_open=True)
         if self.aggregator not in ("vote", *SLICEWISE) and self.vote_shards != 1:
             raise ConfigError(f"vote_shards={self.vote_shards} but aggregator="
                               f"{self.aggregator!r} needs the whole vector: use vote_shards=1 "
                               f"(slice-wise aggregators: {['vote', *SLICEWISE]})")
-        if self.aggregator != "vote":
+        if self._is_plugin(self.aggregator):
+            try:
+                check_aggregator(self.make_aggregator(), self.aggregator, self.num_workers)
+            except (ValueError, ImportError) as err:
+                raise ConfigError(str(err)) from None
+        elif self.aggregator != "vote":
             try:
                 self.make_aggregator()
             except ValueError as err:
@@ -116,6 +139,24 @@ class SignSGDConfig:
         check_range("train_subset", self.train_subset, 0, None)
         check_range("test_subset", self.test_subset, 0, None)
         check_location("results_dir", self.results_dir)
+
+    @staticmethod
+    def _is_plugin(aggregator: str) -> bool:
+        """A ByzFL chain or a user's import path rather than a built-in name."""
+        return aggregator.startswith(BYZFL_PREFIX) or is_import_path(aggregator)
+
+    def _store_callable(self, field: str) -> None:
+        """A function given for ``field`` is kept as its import path (configs are serialised
+        with ``to_dict`` and imported again in every Ray process)."""
+        value = getattr(self, field)
+        if callable(value):
+            try:
+                object.__setattr__(self, field, import_path_of(value, field))
+            except ValueError as err:
+                raise ConfigError(str(err)) from None
+        elif not isinstance(value, str):
+            raise ConfigError(f"{field}={value!r} must be a name, an import path "
+                              "'package.module:name' or a function")
 
     def _check_lr_schedule(self) -> None:
         check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
@@ -138,7 +179,11 @@ class SignSGDConfig:
     def make_aggregator(self):
         """The fp32 aggregator of this run (``raysign.signsgd.aggregators``), told
         ``num_byzantine``."""
-        options = {"tau": self.clip_tau} if self.aggregator == "centered_clipping" else {}
+        options: dict = {}
+        if self.aggregator == "centered_clipping":
+            options = {"tau": self.clip_tau}
+        elif self.aggregator.startswith(BYZFL_PREFIX):
+            options = {"seed": self.seed}
         return make_aggregator(self.aggregator, self.num_byzantine, **options)
 
     def byzantine_ranks(self) -> list[int]:

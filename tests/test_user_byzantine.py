@@ -1,0 +1,207 @@
+"""ByzFL aggregator chains and a researcher's own attacks and aggregators, plugged into the
+vote path by name or import path, against ByzFL called directly and plain numpy."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import pickle
+import sys
+import types
+
+import numpy as np
+import pytest
+import torch
+import user_byzantine_plugins as plugins
+
+from raysign import wire
+from raysign.actors.vote import VoteActor
+from raysign.config import ConfigError, to_dict
+from raysign.signsgd import aggregators
+from raysign.signsgd.aggregators import make_aggregator
+from raysign.signsgd.attacks import (
+    ATTACKS,
+    OMNISCIENT_ATTACKS,
+    make_attack,
+    make_crafted_attack,
+)
+from raysign.signsgd.config import SignSGDConfig
+from raysign.signsgd.replica import Replica
+
+PLUGINS = "user_byzantine_plugins"
+
+
+@pytest.fixture(scope="module")
+def byzfl():
+    """``byzfl.aggregators`` loaded the way the tests of test_aggregators.py load it."""
+    spec = importlib.util.find_spec("byzfl")
+    if spec is None:
+        pytest.skip("byzfl (bench extra) is not installed")
+    if "byzfl" not in sys.modules:
+        stub = types.ModuleType("byzfl")
+        stub.__path__ = list(spec.submodule_search_locations)
+        sys.modules["byzfl"] = stub
+    return importlib.import_module("byzfl.aggregators")
+
+
+def fp32_message(values: np.ndarray, step: int, sender: int) -> np.ndarray:
+    message = wire.new_message(wire.KIND_FP32, sender=sender, step=step, shard=0,
+                               length=values.size)
+    wire.body(message).view(np.float32)[:] = values
+    return message
+
+
+def vote_fp32(aggregate, rows: np.ndarray, step: int) -> np.ndarray:
+    """One round of a vote actor (no Ray) aggregating fp32 ``rows`` [n, d]."""
+    actor = VoteActor(0, 0, rows.shape[1], wire.KIND_FP32, aggregate)
+    out, stats = actor.vote(step, *[fp32_message(r, step, i) for i, r in enumerate(rows)])
+    assert stats["num_valid"] == len(rows) and not stats["rejected"]
+    return wire.body(out).view(np.float32).copy()
+
+
+CHAINS = [
+    ("byzfl:NNM+TrMean", lambda m, f: [m.NNM(f=f), m.TrMean(f=f)]),
+    ("byzfl:Bucketing(s=2)+Median", lambda m, f: [m.Bucketing(s=2), m.Median()]),
+    ("byzfl:GeometricMedian(nu=0.1, T=5)", lambda m, f: [m.GeometricMedian(nu=0.1, T=5)]),
+    ("byzfl:MDA", lambda m, f: [m.MDA(f=f)]),
+    ("byzfl:ARC(f=1)+Clipping(c=2.0)+CAF", lambda m, f: [m.ARC(f=1), m.Clipping(c=2.0),
+                                                          m.CAF(f=f)]),
+]
+
+
+@pytest.mark.parametrize("spec,direct", CHAINS, ids=[c[0] for c in CHAINS])
+def test_byzfl_chain_in_the_vote_actor_equals_byzfl_called_directly(byzfl, spec, direct):
+    """Two rounds through ``VoteActor.vote``; round k equals ByzFL's stages applied in order
+    after ``np.random.seed([seed, k])`` (Bucketing draws its permutation there)."""
+    f, seed = 2, 5
+    aggregate = SignSGDConfig(aggregator=spec, num_byzantine=f, num_workers=7, seed=seed,
+                              model="mlp").make_aggregator()
+    rng = np.random.default_rng(0)
+    for step in range(2):
+        rows = (rng.standard_normal(40) + rng.standard_normal((7, 40))).astype(np.float32)
+        ours = vote_fp32(aggregate, rows, step)
+        np.random.seed([seed, step])
+        theirs = rows.copy()
+        *pre, final = direct(byzfl, f)
+        for stage in pre:
+            theirs = stage(theirs)
+        np.testing.assert_array_equal(ours, np.asarray(final(theirs), dtype=np.float32))
+
+
+def test_byzfl_chain_pickles_as_its_spec_and_continues_its_random_sequence(byzfl):
+    rows = np.random.default_rng(1).standard_normal((6, 9)).astype(np.float32)
+    chain = make_aggregator("byzfl:Bucketing(s=2)+Median", 1, seed=3)
+    chain(rows)
+    copy = pickle.loads(pickle.dumps(chain))
+    assert copy.calls == 1 and copy.spec == chain.spec
+    np.random.seed([3, 1])  # the second call of seed 3
+    expected = np.asarray(byzfl.Median()(byzfl.Bucketing(s=2)(rows.copy())), np.float32)
+    np.testing.assert_array_equal(copy(rows), expected)
+    np.testing.assert_array_equal(chain(rows), expected)
+
+
+def test_byzfl_chain_leaves_the_callers_numpy_random_state_alone(byzfl):
+    np.random.seed(11)
+    before = np.random.random()
+    np.random.seed(11)
+    make_aggregator("byzfl:Bucketing(s=3)+Median", 0)(np.ones((6, 3), np.float32))
+    assert np.random.random() == before
+
+
+@pytest.mark.parametrize("spec,message", [
+    ("byzfl:Foo", "'Foo' is not a ByzFL class valid as the last stage"),
+    ("byzfl:TrMean+NNM", "'TrMean' is not a ByzFL class valid as a pre-aggregator"),
+    ("byzfl:Bucketing(q=2)+Median", "Bucketing takes no ['q']"),
+    ("byzfl:Bucketing(2)+Median", "must be key=literal pairs"),
+    ("byzfl:NNM+", "is not 'Name' or 'Name(key=value, ...)'"),
+])
+def test_bad_byzfl_chains_fail_in_the_config_with_one_line(byzfl, spec, message):
+    with pytest.raises(ConfigError) as err:
+        SignSGDConfig(aggregator=spec, model="mlp")
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_missing_byzfl_is_one_line_naming_the_pip_command(monkeypatch):
+    monkeypatch.delitem(sys.modules, "byzfl", raising=False)
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "byzfl" else real_find_spec(name, *a))
+    with pytest.raises(ConfigError, match=r"pip install --no-deps byzfl==0\.0\.11$"):
+        SignSGDConfig(aggregator="byzfl:NNM+TrMean", model="mlp")
+    assert aggregators.BYZFL_INSTALL == "pip install --no-deps byzfl==0.0.11"
+
+
+def test_user_aggregator_in_the_vote_actor_gives_the_numpy_reference():
+    config = SignSGDConfig(aggregator=plugins.lower_median, model="mlp", num_workers=6)
+    assert config.aggregator == f"{PLUGINS}:lower_median"  # stored as its import path
+    assert json.loads(json.dumps(to_dict(config)))["aggregator"] == config.aggregator
+    rows = np.random.default_rng(2).standard_normal((6, 33)).astype(np.float32)
+    reference = np.array([sorted(column)[2] for column in rows.T], np.float32)
+    np.testing.assert_array_equal(vote_fp32(config.make_aggregator(), rows, 0), reference)
+
+
+def test_user_per_worker_attack_runs_on_the_workers_own_message():
+    """A Byzantine replica (momentum 0: its message is its gradient) sends ``flip_top_k`` of
+    it: the 3 largest-magnitude coordinates negated, in numpy."""
+    path = f"{PLUGINS}:flip_top_k"
+    assert path in ATTACKS and path not in OMNISCIENT_ATTACKS
+    config = SignSGDConfig(dataset="mnist", model="mlp", num_workers=3, num_byzantine=1,
+                           attack=path, momentum=0.0)
+    images = np.random.default_rng(0).random((64, 784), dtype=np.float32)
+    attacker = Replica(config, 2, images, np.arange(64) % 10, byzantine=True)
+    grad = np.random.default_rng(3).standard_normal(attacker.d, dtype=np.float32)
+    sent = attacker.momentum_and_attack(torch.from_numpy(grad.copy())).numpy()
+    top = np.argsort(-np.abs(grad), kind="stable")[:3]
+    expected = grad.copy()
+    expected[top] = -grad[top]
+    np.testing.assert_array_equal(sent, expected)
+
+
+def test_user_crafted_attack_and_aggregator_through_one_vote_round():
+    """3 honest + 2 crafted messages, aggregated by the user's lower median in a vote actor,
+    against numpy: the crafted message is ``mean - f * std`` of the honest ones."""
+    path, f = f"{PLUGINS}:shifted_mean", 2
+    assert path in OMNISCIENT_ATTACKS and path not in ATTACKS
+    config = SignSGDConfig(model="mlp", num_workers=5, num_byzantine=f, attack=path,
+                           aggregator=f"{PLUGINS}:lower_median")
+    attack = make_crafted_attack(config.attack, config.num_byzantine)
+    honest = np.random.default_rng(4).standard_normal((3, 17)).astype(np.float32)
+    crafted = attack(honest, honest[0], np.random.default_rng(0))
+    rows = np.vstack([honest, crafted, crafted])
+    bad = honest.mean(axis=0) - 2 * honest.std(axis=0)
+    np.testing.assert_allclose(crafted, bad, rtol=1e-6, atol=1e-6)
+    reference = np.sort(np.vstack([honest, bad, bad]), axis=0)[2]
+    np.testing.assert_allclose(vote_fp32(config.make_aggregator(), rows, 0), reference,
+                               rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("attack", "no_such_module_xyz:attack", "cannot be imported (ModuleNotFoundError"),
+    ("attack", f"{PLUGINS}:NOT_CALLABLE", "is a int, not a callable"),
+    ("attack", f"{PLUGINS}:lower_median", "takes 1 positional parameters"),
+    ("attack", f"{PLUGINS}:three_arguments_wrong_dtype", "dtype=float64"),
+    ("aggregator", f"{PLUGINS}:wrong_shape", "it returned ndarray shape=(7, 4)"),
+    ("aggregator", f"{PLUGINS}:missing", "cannot be imported (AttributeError"),
+    ("attack", lambda v, g: -v, "cannot be stored in the config"),
+])
+def test_a_bad_user_callable_fails_on_the_driver_with_one_line_naming_it(field, value, message):
+    with pytest.raises(ConfigError) as err:
+        SignSGDConfig(model="mlp", num_workers=7, num_byzantine=2, **{field: value})
+    text = str(err.value)
+    assert message in text and "\n" not in text
+    if isinstance(value, str):
+        assert repr(value) in text
+
+
+def test_make_attack_refuses_a_path_of_the_other_kind():
+    with pytest.raises(ValueError, match="crafted from the honest messages"):
+        make_attack(f"{PLUGINS}:shifted_mean")
+    with pytest.raises(ValueError, match="runs on each worker"):
+        make_crafted_attack(f"{PLUGINS}:flip_top_k", 1)
+
+
+@pytest.mark.parametrize("aggregator", [f"{PLUGINS}:lower_median", "byzfl:Median"])
+def test_plugged_aggregators_need_the_whole_vector(aggregator):
+    with pytest.raises(ConfigError, match="needs the whole vector"):
+        SignSGDConfig(model="mlp", aggregator=aggregator, vote_shards=2)
