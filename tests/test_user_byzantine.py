@@ -3,6 +3,7 @@ vote path by name or import path, against ByzFL called directly and plain numpy.
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import importlib.util
 import json
@@ -16,6 +17,7 @@ import torch
 import user_byzantine_plugins as plugins
 
 from raysign import wire
+from raysign.actors import signsgd_job
 from raysign.actors.vote import VoteActor
 from raysign.config import ConfigError, to_dict
 from raysign.signsgd import aggregators
@@ -205,3 +207,16 @@ def test_make_attack_refuses_a_path_of_the_other_kind():
 def test_plugged_aggregators_need_the_whole_vector(aggregator):
     with pytest.raises(ConfigError, match="needs the whole vector"):
         SignSGDConfig(model="mlp", aggregator=aggregator, vote_shards=2)
+
+
+def test_command_line_takes_a_byzfl_chain_and_a_user_attack_by_import_path():
+    parser = argparse.ArgumentParser()
+    signsgd_job.add_arguments(parser)
+    args = parser.parse_args(["--aggregator", "byzfl:NNM+TrMean(f=1)", "--attack",
+                              f"{PLUGINS}:shifted_mean", "--num-byzantine", "2",
+                              "--model", "mlp"])
+    config = signsgd_job.config_from_args(args)
+    assert (config.aggregator, config.attack) == ("byzfl:NNM+TrMean(f=1)",
+                                                  f"{PLUGINS}:shifted_mean")
+    chain = config.make_aggregator()
+    assert [stage.f for stage in chain._stages] == [2, 1]  # f from --num-byzantine unless given
