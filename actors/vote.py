@@ -10,7 +10,8 @@ vote shards). Each round (Algorithm 1 of Bernstein et al., ICLR 2019, server sid
    never crashes the round;
 2. majority vote of the valid packed signs on the packed words (``raysign.signs``), or an
    fp32 aggregator of ``raysign.signsgd.aggregators`` (mean, median, trimmed mean, Krum, Multi-Krum,
-   centered clipping) over the valid fp32 messages;
+   centered clipping, a ByzFL chain ``"byzfl:NNM+TrMean"`` or a user's callable named by
+   its import path) over the valid fp32 messages stacked as float32 [n, d];
 3. return one message with the result, which every worker fetches.
 
 If no payload is valid the result message is flagged as an abstention and workers skip the
