@@ -13,6 +13,9 @@ same inputs (n = 7 vectors of the model's size) when ByzFL is installed (``pip i
 
     python scripts/bench_signsgd_byzantine.py           # full grid: 3 seeds, 1 epoch each
     python scripts/bench_signsgd_byzantine.py --quick   # MLP, 150 steps, f in {0, 3}, 1 seed
+    # ByzFL chains beside the vote (any --aggregator value of raysign signsgd):
+    python scripts/bench_signsgd_byzantine.py --model mlp --max-steps 150 --attacks alie \
+        --adversaries 3 --seeds 0 --aggregators vote median byzfl:NNM+TrMean byzfl:MDA
     # finish a grid:
     python scripts/bench_signsgd_byzantine.py --resume runs/bench_signsgd_byzantine/<timestamp>
 
@@ -29,6 +32,7 @@ import importlib
 import importlib.util
 import itertools
 import json
+import os
 import sys
 import time
 import types
@@ -226,7 +230,8 @@ def run_grid(args: argparse.Namespace, rows: list[dict], done: set, out: RunDir)
                              "wall_seconds": summary.wall_seconds})
                 out.write_csv("byzantine.csv", rows)
                 print(f"[seed {seed}: {i}/{len(cells)}] {agg:17s} {attack:13s} f={f}: "
-                      f"{summary.test_accuracy:.4f}", flush=True)
+                      f"{summary.test_accuracy:.4f}  ({summary.wall_seconds:.0f} s, load "
+                      f"average {os.getloadavg()[0]:.1f})", flush=True)
             worst = summarise(rows, [label(a, args.clip_tau) for a in args.aggregators],
                               args.adversaries, args.model, out)
     finally:
