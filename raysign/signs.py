@@ -33,6 +33,8 @@ The theory's diagnostics are here too: gradient density
 from __future__ import annotations
 
 import math
+import os
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -50,6 +52,31 @@ _VOTE_BLOCK_WORDS = 1 << 14
 # Multiplying eight 0/1 bytes (read as one little-endian int64) by this constant moves byte k's
 # bit to bit 56 + k with no carries, so ``(v * _GATHER) >> 56`` is the packed byte.
 _GATHER = 0x0102040810204080
+
+
+_compiled = None
+
+
+def kernel_backend() -> str:
+    """``"numba"`` where the compiled CPU kernels (``raysign/sign_kernels.py``) import, else
+    ``"numpy"`` (with a one-time warning). ``RAYSIGN_KERNELS=numpy`` forces the numpy path."""
+    return "numpy" if _compiled_kernels() is None else "numba"
+
+
+def _compiled_kernels():
+    global _compiled
+    if os.environ.get("RAYSIGN_KERNELS", "").lower() == "numpy":
+        return None
+    if _compiled is None:
+        try:
+            from raysign import sign_kernels
+        except ImportError as error:  # numba missing or not built for this numpy
+            warnings.warn(f"raysign.signs: numba kernels unavailable ({error}); using the "
+                          "slower numpy path. pip install numba to enable them.", stacklevel=3)
+            _compiled = False
+        else:
+            _compiled = sign_kernels
+    return _compiled or None
 
 
 def packed_nbytes(d: int) -> int:
@@ -77,6 +104,10 @@ def pack_signs(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor
             f"out must be uint8 with {nbytes} elements on {x.device}, "
             f"got {out.dtype} with {out.numel()} on {out.device}"
         )
+    kernels = _compiled_kernels() if flat.device.type == "cpu" else None
+    if kernels is not None and flat.dtype in (torch.float32, torch.float64):
+        kernels.pack_words(flat.contiguous().numpy(), out.numpy().view(np.int64))
+        return out
     if flat.device.type == "cpu":
         _pack_cpu(flat, out.numpy())
     else:
@@ -118,7 +149,8 @@ def _pack_torch(flat: torch.Tensor, out: torch.Tensor) -> None:
 def _sign_table(scale: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """[256, 8] table: row b holds the 8 signs (times ``scale``) encoded by byte b."""
     bits = (torch.arange(256).unsqueeze(1) >> torch.arange(8)) & 1
-    return (scale * (1 - 2 * bits)).to(dtype=dtype, device=device)
+    # In float64, so that ``scale`` is rounded once, to ``dtype`` (not through float32 first).
+    return (scale * (1.0 - 2.0 * bits.double())).to(dtype=dtype, device=device)
 
 
 def unpack_signs(
@@ -137,9 +169,15 @@ def unpack_signs(
         raise TypeError(f"packed must be uint8, got {packed.dtype}")
     if packed.numel() != packed_nbytes(d):
         raise ValueError(f"packed has {packed.numel()} bytes; {d} signs need {packed_nbytes(d)}")
-    table = _sign_table(scale, dtype, packed.device)
     if out is None:
         out = torch.empty(d, dtype=dtype, device=packed.device)
+    kernels = _compiled_kernels() if packed.device.type == "cpu" else None
+    if kernels is not None and dtype in (torch.float32, torch.float64) and out.is_contiguous():
+        values = torch.tensor([scale, -scale], dtype=dtype).tolist()  # rounded to dtype
+        kernels.unpack_words(packed.contiguous().numpy().view(np.int64), d, values[0], values[1],
+                             out.numpy())
+        return out
+    table = _sign_table(scale, dtype, packed.device)
     whole = d - d % 8
     if packed.device.type == "cpu" and dtype in (torch.float32, torch.float16, torch.float64):
         # np.take writes straight into the output, 8 values per byte.
@@ -300,7 +338,10 @@ def majority_vote(packed: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor
     if m == 1:
         result.copy_(words[0])
         return result.view(torch.uint8)
-    if device.type == "cpu":
+    kernels = _compiled_kernels() if device.type == "cpu" else None
+    if kernels is not None:
+        kernels.majority_vote_words([w.numpy() for w in words], result.numpy())
+    elif device.type == "cpu":
         rows, out = [w.numpy() for w in words], result.numpy()
         block = min(_VOTE_BLOCK_WORDS, max(n_words, 1))
         _vote_words(rows, out, block, lambda n: np.empty(n, dtype=np.int64))

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -10,6 +14,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import raysign
 from raysign import signs
 
 
@@ -29,21 +34,42 @@ def reference_pack(x: np.ndarray) -> np.ndarray:
 
 
 lengths = st.integers(min_value=1, max_value=700)
+# The compiled CPU kernels (numba, a main dependency) and the numpy fall back: both paths must
+# meet every reference below.
+BACKENDS = ["numba", "numpy"]
 
 
-@settings(max_examples=60, deadline=None)
+@contextlib.contextmanager
+def kernels(backend: str):
+    """Run ``raysign.signs`` on ``backend``; checks the numba path really is the one taken."""
+    old = os.environ.get("RAYSIGN_KERNELS")
+    os.environ["RAYSIGN_KERNELS"] = backend
+    try:
+        assert signs.kernel_backend() == backend
+        yield
+    finally:
+        if old is None:
+            del os.environ["RAYSIGN_KERNELS"]
+        else:
+            os.environ["RAYSIGN_KERNELS"] = old
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@settings(max_examples=40, deadline=None)
 @given(d=lengths, seed=st.integers(0, 2**31 - 1),
-       dtype=st.sampled_from([torch.float32, torch.float16, torch.bfloat16]))
-def test_pack_matches_numpy_packbits_and_round_trips(d, seed, dtype):
+       dtype=st.sampled_from([torch.float32, torch.float64, torch.float16, torch.bfloat16]))
+def test_pack_matches_numpy_packbits_and_round_trips(backend, d, seed, dtype):
     rng = np.random.default_rng(seed)
     x = rng.standard_normal(d).astype(np.float32)
     x[rng.random(d) < 0.1] = 0.0  # exact zeros count as +1
     x[rng.random(d) < 0.05] = -0.0
+    x[rng.random(d) < 0.02] = np.nan  # NaN counts as +1 (x < 0 is false)
     t = torch.from_numpy(x).to(dtype)
-    packed = signs.pack_signs(t)
+    with kernels(backend):
+        packed = signs.pack_signs(t)
+        unpacked = signs.unpack_signs(packed, d, dtype=dtype)
     assert packed.dtype == torch.uint8 and packed.numel() == signs.packed_nbytes(d)
     np.testing.assert_array_equal(packed.numpy(), reference_pack(t.float().numpy()))
-    unpacked = signs.unpack_signs(packed, d, dtype=dtype)
     assert unpacked.dtype == dtype
     np.testing.assert_array_equal(unpacked.float().numpy(), reference_signs(t.float().numpy()))
 
@@ -57,8 +83,11 @@ def test_pack_crosses_block_boundaries(monkeypatch):
                                   0.5 * reference_signs(x.numpy()))
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("m", range(1, 34))
-def test_majority_vote_matches_reference_for_all_worker_counts(m):
+def test_majority_vote_matches_reference_for_all_worker_counts(m, backend, monkeypatch):
+    monkeypatch.setenv("RAYSIGN_KERNELS", backend)
+    assert signs.kernel_backend() == backend
     rng = np.random.default_rng(m)
     for d in (1, 63, 64, 65, 1000, 4099):
         x = rng.standard_normal((m, d)).astype(np.float32)
@@ -72,20 +101,69 @@ def test_majority_vote_matches_reference_for_all_worker_counts(m):
         np.testing.assert_array_equal(voted.numpy()[(d + 7) // 8:], 0)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @settings(max_examples=40, deadline=None)
-@given(m=st.integers(1, 33), n_words=st.integers(1, 40), seed=st.integers(0, 2**31 - 1))
-def test_majority_vote_on_random_words_with_small_blocks(m, n_words, seed):
+@given(m=st.integers(1, 33), n_words=st.integers(1, 40), seed=st.integers(0, 2**31 - 1),
+       separate=st.booleans())
+def test_majority_vote_on_random_words_with_small_blocks(backend, m, n_words, seed, separate):
+    from raysign import sign_kernels
+
     rng = np.random.default_rng(seed)
     raw = rng.integers(0, 256, size=(m, 8 * n_words), dtype=np.uint8)
-    old = signs._VOTE_BLOCK_WORDS
-    signs._VOTE_BLOCK_WORDS = 3
+    # One [M, nbytes] tensor, or M separate tensors (the vote actor's received messages).
+    packed = [torch.from_numpy(row.copy()) for row in raw] if separate else torch.from_numpy(raw)
+    old = signs._VOTE_BLOCK_WORDS, sign_kernels.VOTE_BLOCK_WORDS
+    signs._VOTE_BLOCK_WORDS = sign_kernels.VOTE_BLOCK_WORDS = 3
     try:
-        voted = signs.majority_vote(torch.from_numpy(raw)).numpy()
+        with kernels(backend):
+            voted = signs.majority_vote(packed).numpy()
     finally:
-        signs._VOTE_BLOCK_WORDS = old
+        signs._VOTE_BLOCK_WORDS, sign_kernels.VOTE_BLOCK_WORDS = old
     bits = np.unpackbits(raw, axis=1, bitorder="little").astype(np.int64)
     expected = (bits.sum(0) > m // 2).astype(np.uint8)
     np.testing.assert_array_equal(np.unpackbits(voted, bitorder="little"), expected)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_majority_vote_of_column_slices_as_the_ddp_hook_passes_them(backend, monkeypatch):
+    """Rows of a wider buffer (``rows[:, :n]``, strided): the vote reads each row in place."""
+    monkeypatch.setenv("RAYSIGN_KERNELS", backend)
+    rng = np.random.default_rng(5)
+    wide = torch.from_numpy(rng.integers(0, 256, size=(5, 8 * 30), dtype=np.uint8))
+    voted = signs.majority_vote(wide[:, : 8 * 17]).numpy()
+    bits = np.unpackbits(wide.numpy()[:, : 8 * 17], axis=1, bitorder="little").astype(int)
+    expected = (bits.sum(0) > 2).astype(np.uint8)
+    np.testing.assert_array_equal(np.unpackbits(voted, bitorder="little"), expected)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+def test_unpack_scales_into_out_and_rounds_the_scale_to_dtype(backend, dtype, monkeypatch):
+    monkeypatch.setenv("RAYSIGN_KERNELS", backend)
+    x = np.random.default_rng(1).standard_normal(777).astype(np.float32)
+    packed = signs.pack_signs(torch.from_numpy(x))
+    out = torch.full((777,), 7.0, dtype=dtype)
+    result = signs.unpack_signs(packed, 777, scale=0.1, dtype=dtype, out=out)
+    assert result.data_ptr() == out.data_ptr()
+    expected = torch.from_numpy(0.1 * reference_signs(x)).to(dtype)  # 0.1 rounded as dtype
+    assert torch.equal(out, expected)
+
+
+def test_missing_numba_falls_back_to_numpy_with_a_warning(monkeypatch):
+    monkeypatch.delenv("RAYSIGN_KERNELS", raising=False)
+    monkeypatch.setattr(signs, "_compiled", None)
+    # As if numba were not installed: importing raysign.sign_kernels raises ImportError.
+    monkeypatch.setitem(sys.modules, "raysign.sign_kernels", None)
+    monkeypatch.delattr(raysign, "sign_kernels", raising=False)
+    with pytest.warns(UserWarning, match="numba kernels unavailable"):
+        assert signs.kernel_backend() == "numpy"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # warned once, not on every call
+        x = np.random.default_rng(2).standard_normal((3, 200)).astype(np.float32)
+        packed = torch.stack([signs.pack_signs(torch.from_numpy(row)) for row in x])
+        voted = signs.majority_vote(packed)
+    np.testing.assert_array_equal(signs.unpack_signs(voted, 200).numpy(),
+                                  reference_majority(reference_signs(x)))
 
 
 def test_even_tie_goes_to_plus_one():

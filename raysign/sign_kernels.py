@@ -1,0 +1,198 @@
+"""Compiled CPU kernels (numba) for ``raysign.signs``: pack, unpack and the majority vote.
+
+Same conventions as ``raysign/signs.py`` (bit = x < 0, least significant bit first, zero tail
+bits, tie gives +1). Imported lazily by ``signs.py``; where numba is missing, ``signs.py``
+falls back to its numpy path with a warning.
+
+The vote runs a small program planned in Python (``vote_program``): the carry-save adder tree of
+``signs._count_planes`` as fused full / half adders, one pass over a cache-sized block per adder
+(numpy needs five passes and three temporaries per full adder), then the bit-sliced comparison
+with ``M // 2`` written straight into the output. The M inputs are read by address, so separate
+tensors are voted without stacking them into one copy.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+from numba import carray, njit, types
+from numba.extending import intrinsic
+
+FULL_ADDER, HALF_ADDER = 0, 1
+# Words per block: the few scratch planes of one block stay in L1/L2 cache.
+VOTE_BLOCK_WORDS = 2048
+
+
+@intrinsic
+def _int64_pointer(typingctx, address):
+    """An int64* from an integer address (numba has no cast for it)."""
+    result = types.CPointer(types.int64)
+
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], context.get_value_type(result))
+
+    return result(types.intp), codegen
+
+
+@njit(cache=True, nogil=True)
+def _words(addresses, i, m, start, width):
+    """Source ``i``: input row ``i`` (advanced to word ``start``) or scratch slot ``i - m``."""
+    offset = start * 8 if i < m else 0
+    return carray(_int64_pointer(addresses[i] + offset), width)
+
+
+@njit(cache=True, nogil=True)
+def vote_words(addresses, m, n_words, program, plane_ids, threshold, out, block):
+    """Majority of ``m`` int64 word vectors into ``out`` [n_words].
+
+    ``addresses``: int64 [m + slots], the inputs' data addresses then the scratch slots'
+    (each ``block`` words). ``program``: int64 [n, 6] rows (op, a, b, c, sum, carry) of source
+    ids. ``plane_ids``: the source holding count bit j (-1: all zero)."""
+    for start in range(0, n_words, block):
+        width = min(block, n_words - start)
+        for step in range(program.shape[0]):
+            op, a, b, c, s, cy = program[step]
+            va = _words(addresses, a, m, start, width)
+            vb = _words(addresses, b, m, start, width)
+            vs = _words(addresses, s, m, start, width)
+            vcy = _words(addresses, cy, m, start, width)
+            if op == FULL_ADDER:
+                vc = _words(addresses, c, m, start, width)
+                for w in range(width):
+                    x, y, z = va[w], vb[w], vc[w]
+                    t = x ^ y
+                    vs[w] = t ^ z
+                    vcy[w] = (x & y) | (t & z)
+            else:
+                for w in range(width):
+                    x, y = va[w], vb[w]
+                    vs[w] = x ^ y
+                    vcy[w] = x & y
+        # Count > threshold, most significant plane first (as signs._greater_than); ``gt`` is
+        # the output block, ``eq`` the last scratch slot.
+        gt = out[start:start + width]
+        eq = _words(addresses, addresses.shape[0] - 1, m, start, width)
+        first = True
+        for j in range(plane_ids.shape[0] - 1, -1, -1):
+            ones = (1 << (j + 1)) - 1
+            if threshold & ones == ones:
+                break  # the threshold's bits j..0 are all 1: no lower plane can add to gt
+            bit = (threshold >> j) & 1
+            if plane_ids[j] < 0:
+                if bit:
+                    break
+                continue
+            p = _words(addresses, plane_ids[j], m, start, width)
+            if first:
+                for w in range(width):
+                    if bit:
+                        gt[w] = 0
+                        eq[w] = p[w]
+                    else:
+                        gt[w] = p[w]
+                        eq[w] = ~p[w]
+                first = False
+            elif bit:
+                for w in range(width):
+                    eq[w] &= p[w]
+            else:
+                for w in range(width):
+                    e, q = eq[w], p[w]
+                    gt[w] |= e & q
+                    eq[w] = e & ~q
+        if first:
+            gt[:] = 0
+
+
+@functools.lru_cache(maxsize=64)
+def vote_program(m: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Plan the adder tree for ``m`` inputs (ids 0..m-1; scratch slots m, m+1, ...).
+
+    Returns (program [n, 6], plane_ids, slots): the same tree as ``signs._count_planes``, with
+    the planes needed for ``threshold.bit_length()`` and one spare slot for the comparison."""
+    free: list[int] = []
+    slots = 0
+
+    def take() -> int:
+        nonlocal slots
+        if not free:
+            free.append(m + slots)
+            slots += 1
+        return free.pop()
+
+    def give(i: int) -> None:
+        if i >= m:
+            free.append(i)
+
+    program = []
+    levels: list[list[int]] = [list(range(m))]
+    planes = []
+    j = 0
+    while j < len(levels):
+        queue = levels[j]
+        while len(queue) >= 2:
+            if j + 1 == len(levels):
+                levels.append([])
+            if len(queue) >= 3:
+                a, b, c = queue.pop(0), queue.pop(0), queue.pop(0)
+                total, carry = take(), take()
+                program.append((FULL_ADDER, a, b, c, total, carry))
+                for used in (a, b, c):
+                    give(used)
+            else:
+                a, b = queue.pop(0), queue.pop(0)
+                total, carry = take(), take()
+                program.append((HALF_ADDER, a, b, a, total, carry))
+                give(a)
+                give(b)
+            queue.append(total)
+            levels[j + 1].append(carry)
+        planes.append(queue[0] if queue else -1)
+        j += 1
+    n_planes = max(len(planes), (m // 2).bit_length())
+    plane_ids = np.array(planes + [-1] * (n_planes - len(planes)), dtype=np.int64)
+    slots += 1  # the comparison's ``eq``
+    return np.array(program, dtype=np.int64).reshape(-1, 6), plane_ids, slots
+
+
+def majority_vote_words(rows: list[np.ndarray], out: np.ndarray) -> None:
+    """Majority of the int64 word vectors ``rows`` (M >= 2, 1-D, C-contiguous) into ``out``."""
+    m, n_words = len(rows), out.shape[0]
+    program, plane_ids, slots = vote_program(m)
+    block = max(1, min(VOTE_BLOCK_WORDS, n_words))
+    scratch = np.empty((slots, block), dtype=np.int64)
+    addresses = np.array([r.ctypes.data for r in rows]
+                         + [scratch[k].ctypes.data for k in range(slots)], dtype=np.int64)
+    vote_words(addresses, m, n_words, program, plane_ids, m // 2, out, block)
+
+
+@njit(cache=True, nogil=True)
+def pack_words(x, out_words):
+    """Bit k of word w is ``x[64 w + k] < 0``; bits past ``x.size`` are 0. ``x`` fp32/fp64."""
+    d = x.shape[0]
+    full = d // 64
+    for w in range(full):
+        word = np.int64(0)
+        base = 64 * w
+        for k in range(64):
+            word |= np.int64(x[base + k] < 0) << k
+        out_words[w] = word
+    if full < out_words.shape[0]:
+        word = np.int64(0)
+        for k in range(d - 64 * full):
+            word |= np.int64(x[64 * full + k] < 0) << k
+        out_words[full] = word
+
+
+@njit(cache=True, nogil=True)
+def unpack_words(words, d, positive, negative, out):
+    """``out[i]`` = ``negative`` if bit i of the words is set else ``positive``."""
+    full = d // 64
+    for w in range(full):
+        word = words[w]
+        base = 64 * w
+        for k in range(64):
+            out[base + k] = negative if (word >> k) & 1 else positive
+    for i in range(64 * full, d):
+        out[i] = negative if (words[full] >> (i - 64 * full)) & 1 else positive
