@@ -8,8 +8,10 @@ import importlib
 import importlib.util
 import json
 import pickle
+import re
 import sys
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -220,3 +222,27 @@ def test_command_line_takes_a_byzfl_chain_and_a_user_attack_by_import_path():
                                                   f"{PLUGINS}:shifted_mean")
     chain = config.make_aggregator()
     assert [stage.f for stage in chain._stages] == [2, 1]  # f from --num-byzantine unless given
+
+
+# ---------------------------------------------------------- docs/byzantine.md, as written
+def docs_block(marker: str) -> str:
+    text = (Path(__file__).resolve().parents[1] / "docs" / "byzantine.md").read_text()
+    blocks = re.findall(rf"<!-- {marker} -->\s*```python\n(.*?)```", text, flags=re.DOTALL)
+    assert len(blocks) == 1, f"docs/byzantine.md needs one block marked {marker}"
+    return blocks[0]
+
+
+def test_docs_example_of_a_users_attack_and_aggregator_runs_as_written(tmp_path, monkeypatch,
+                                                                        capsys):
+    (tmp_path / "mylab_byzantine.py").write_text(docs_block("byzantine-module"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "mylab_byzantine", raising=False)
+    namespace = {"__name__": "__main__"}
+    exec(compile(docs_block("byzantine-example"), "docs/byzantine.md example", "exec"),
+         namespace)
+    sys.modules.pop("mylab_byzantine", None)
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == "mylab_byzantine:flip_top_k mylab_byzantine:lower_median"
+    assert printed[1] == "[3. 3.]"
+    flipped = torch.tensor([0.1, 2.0, 0.3, -5.0, -0.2, -1.0])
+    assert printed[2] == str(flipped)
