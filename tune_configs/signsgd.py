@@ -80,18 +80,24 @@ def pbt(quick: bool) -> tuple[Any, dict[str, Any]]:
 
     if quick:
         # A quarter of 2 CPUs per trial: the population of 4 trains side by side on a laptop.
-        space = {**_QUICK, "max_steps": 16, "eval_every": 2, "num_workers": 2,
+        # Synchronous: trials of a few seconds start seconds apart, so without waiting for
+        # each other they would rarely overlap at a perturbation. Perturbations after the 2nd
+        # and 4th of the 5 evaluations (none at the last, which would only restart trials).
+        space = {**_QUICK, "max_steps": 10, "eval_every": 2, "num_workers": 2,
                  "num_byzantine": 0, "momentum": 0.9, "trial_cpus": 0.5,
                  "lr": tune.grid_search([3e-4, 1e-3, 3e-3, 1e-2])}
+        interval, synch = 2, True
     else:
+        # Asynchronous, a perturbation at every evaluation: long trials overlap anyway, and
+        # no trial is stopped to wait for the others.
         space = {**_BASE, "epochs": 2.0, "eval_every": 100, "num_workers": 3,
                  "num_byzantine": 0, "momentum": 0.9,
                  "lr": tune.grid_search([1e-4, 3e-4, 1e-3, 3e-3])}
-    # Every report (an evaluation, with its checkpoint) is a perturbation point: a trial then
-    # in the bottom quarter clones the checkpoint of one in the top quarter (one that was in
-    # the top quarter at its own last report).
+        interval, synch = 1, False
+    # At a perturbation a trial in the bottom quarter clones the checkpoint of one in the top
+    # quarter (asynchronous: one that was in the top quarter at its own last report).
     scheduler = PopulationBasedTraining(
-        time_attr="training_iteration", perturbation_interval=1,
+        time_attr="training_iteration", perturbation_interval=interval, synch=synch,
         hyperparam_mutations={"lr": tune.loguniform(1e-4, 3e-2),
                               "momentum": [0.0, 0.5, 0.9, 0.95]})
     return scheduler, space
