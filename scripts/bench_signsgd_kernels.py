@@ -2,15 +2,20 @@
 
 For d parameters (default 25.6M, ResNet-50 size) and M voters (default 3, 7, 15, 31):
 
-- raysign: ``pack_signs``, ``unpack_signs``, ``majority_vote`` (bit-sliced on packed words);
+- raysign: ``pack_signs``, ``unpack_signs``, ``majority_vote`` (numba kernels where numba
+  imports, else numpy; ``RAYSIGN_KERNELS=numpy`` forces numpy);
 - plain reference: ``np.packbits`` / ``np.unpackbits`` to one value per sign, integer sum,
   sign, ``np.packbits`` again (what one writes without thinking about bits);
-- floor: a copy of the same bytes (``np.copyto``): the fp32 input for pack and unpack, the M
-  packed inputs for the vote - the memory-bandwidth limit.
+- memory floors, measured in the same run: pack against one read of the fp32 input (the
+  fastest of ``x.max()`` and an OR-reduction of its bits), unpack against one write of the fp32
+  output (``fill(1.0)``, plain stores; ``fill(0.0)`` is memset, streaming stores, printed too),
+  the vote against a copy of its M packed inputs (``np.copyto``), and its ratio to the memory
+  limit of reading M inputs and writing one output, (M + 1) / (2 M) of that copy.
 
-Each timing is the best of ``--repeats`` runs. Prints a table and writes
-``runs/bench_signsgd_kernels/<timestamp>/bench_signsgd_kernels.csv``; on a machine with CUDA
-the torch kernels are timed on the GPU as well.
+Each timing is the best of ``--repeats`` runs; every line carries the load average. Prints a
+table and writes ``runs/bench_signsgd_kernels/<timestamp>/bench_signsgd_kernels.csv``; on a
+machine with CUDA the kernels are timed on CUDA tensors too, against the GPU's own
+device-to-device copy (``--cuda-only`` skips the CPU part).
 
     python scripts/bench_signsgd_kernels.py
     python scripts/bench_signsgd_kernels.py --d 1000000 --voters 7 --repeats 3
@@ -19,6 +24,8 @@ the torch kernels are timed on the GPU as well.
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -30,7 +37,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from raysign.results import RunDir  # noqa: E402
-from raysign.signs import majority_vote, pack_signs, packed_nbytes, unpack_signs  # noqa: E402
+from raysign.signs import (  # noqa: E402
+    kernel_backend,
+    majority_vote,
+    pack_signs,
+    packed_nbytes,
+    unpack_signs,
+)
 
 
 def best_time(fn: Callable[[], object], repeats: int, sync: Callable[[], None] = lambda: None,
@@ -69,6 +82,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--results-dir", default="runs")
+    parser.add_argument("--cuda-only", action="store_true", help="time only CUDA tensors")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     d, reps = args.d, args.repeats
@@ -76,63 +90,83 @@ def main() -> int:
     x = rng.standard_normal(d, dtype=np.float32)
     xt = torch.from_numpy(x)
     rows = []
+    if not args.cuda_only:
+        print(f"d={d}, CPU kernels: {kernel_backend()}, torch threads {args.threads}")
 
-    def record(op: str, m: int, seconds: float, ref: float, floor: float, nbytes: int,
-               device: str = "cpu") -> None:
+    def record(op: str, m: int, seconds: float, ref: float, floor: float, floor_name: str,
+               nbytes: int, device: str = "cpu", limit: float = float("nan")) -> None:
+        load = os.getloadavg()[0]
         rows.append({"op": op, "M": m, "d": d, "device": device, "seconds": seconds,
                      "GB_per_s": nbytes / seconds / 1e9, "reference_seconds": ref,
-                     "copy_seconds": floor, "speedup_vs_reference": ref / seconds,
-                     "time_vs_copy": seconds / floor})
+                     "floor": floor_name, "floor_seconds": floor,
+                     "speedup_vs_reference": ref / seconds, "time_vs_floor": seconds / floor,
+                     "time_vs_memory_limit": seconds / (limit * floor), "load_avg_1min": load})
+        extra = "" if math.isnan(limit) else f"  {seconds / (limit * floor):5.2f}x the limit"
         print(f"{op:7s} M={m:<3d} {device:4s} {1e3 * seconds:8.2f} ms  "
-              f"{nbytes / seconds / 1e9:6.2f} GB/s  "
-              f"{ref / seconds:6.1f}x faster than reference  {seconds / floor:5.2f}x copy time")
+              f"{nbytes / seconds / 1e9:6.2f} GB/s  {ref / seconds:6.1f}x faster than reference  "
+              f"{seconds / floor:5.2f}x {floor_name}{extra}  (load {load:.1f})")
 
-    # Pack: fp32 in, d/8 bytes out. Floor: copying the fp32 input.
-    out = torch.empty(packed_nbytes(d), dtype=torch.uint8)
-    scratch = np.empty_like(x)
-    t_pack = best_time(lambda: pack_signs(xt, out=out), reps)
-    t_ref = best_time(lambda: reference_pack(x), reps)
-    t_copy = best_time(lambda: np.copyto(scratch, x), reps)
-    record("pack", 1, t_pack, t_ref, t_copy, x.nbytes)
+    if not args.cuda_only:
+        # Pack: fp32 in, d/8 bytes out. Floor: one read of the fp32 input.
+        out = torch.empty(packed_nbytes(d), dtype=torch.uint8)
+        bits = x.view(np.int32)
+        t_read = min(best_time(lambda: x.max(), reps),
+                     best_time(lambda: np.bitwise_or.reduce(bits), reps))
+        t_pack = best_time(lambda: pack_signs(xt, out=out), reps)
+        t_ref = best_time(lambda: reference_pack(x), reps)
+        record("pack", 1, t_pack, t_ref, t_read, "read of the fp32 input", x.nbytes)
 
-    # Unpack: d/8 bytes in, fp32 out. Floor: copying the fp32 output.
-    packed = pack_signs(xt)
-    values = torch.empty(d)
-    t_unpack = best_time(lambda: unpack_signs(packed, d, out=values), reps)
-    t_ref = best_time(lambda: reference_unpack(packed.numpy(), d), reps)
-    record("unpack", 1, t_unpack, t_ref, t_copy, x.nbytes)
+        # Unpack: d/8 bytes in, fp32 out. Floor: one write of the fp32 output.
+        packed = pack_signs(xt)
+        values = torch.empty(d)
+        array = values.numpy()
+        t_write = best_time(lambda: array.fill(1.0), reps)
+        t_memset = best_time(lambda: array.fill(0.0), reps)
+        t_unpack = best_time(lambda: unpack_signs(packed, d, out=values), reps)
+        t_ref = best_time(lambda: reference_unpack(packed.numpy(), d), reps)
+        record("unpack", 1, t_unpack, t_ref, t_write, "write of the fp32 output", x.nbytes)
+        print(f"{'':7s} unpack is {t_unpack / t_memset:.2f}x a memset of the fp32 output "
+              "(streaming stores)")
 
-    for m in args.voters:
-        inputs = [torch.from_numpy(rng.integers(0, 256, packed_nbytes(d), dtype=np.uint8))
-                  for _ in range(m)]
-        arrays = [t.numpy() for t in inputs]
-        copies = [np.empty_like(a) for a in arrays]
+        for m in args.voters:
+            inputs = [torch.from_numpy(rng.integers(0, 256, packed_nbytes(d), dtype=np.uint8))
+                      for _ in range(m)]
+            arrays = [t.numpy() for t in inputs]
+            copies = [np.empty_like(a) for a in arrays]
 
-        def copy_all(arrays=arrays, copies=copies):
-            for src, dst in zip(arrays, copies, strict=True):
-                np.copyto(dst, src)
+            def copy_all(arrays=arrays, copies=copies):
+                for src, dst in zip(arrays, copies, strict=True):
+                    np.copyto(dst, src)
 
-        t_vote = best_time(lambda inputs=inputs: majority_vote(inputs), reps)
-        t_ref = best_time(lambda arrays=arrays: reference_vote(arrays, d), max(1, reps // 2))
-        t_copy = best_time(copy_all, reps)
-        record("vote", m, t_vote, t_ref, t_copy, sum(a.nbytes for a in arrays))
+            t_copy = best_time(copy_all, reps)
+            t_vote = best_time(lambda inputs=inputs: majority_vote(inputs), reps)
+            t_ref = best_time(lambda arrays=arrays: reference_vote(arrays, d), max(1, reps // 2))
+            record("vote", m, t_vote, t_ref, t_copy, "copy of the inputs",
+                   sum(a.nbytes for a in arrays), limit=(m + 1) / (2 * m))
 
     if torch.cuda.is_available():
         sync = torch.cuda.synchronize
         xg = xt.cuda()
-        t_pack = best_time(lambda: pack_signs(xg), reps, sync)
+        t_read = best_time(lambda: xg.max(), reps, sync)
         t_copy = best_time(lambda: xg.clone(), reps, sync)
-        record("pack", 1, t_pack, float("nan"), t_copy, x.nbytes, "cuda")
+        t_pack = best_time(lambda: pack_signs(xg), reps, sync)
+        record("pack", 1, t_pack, float("nan"), t_read, "read of the fp32 input", x.nbytes,
+               "cuda")
         pg = pack_signs(xg)
-        t_unpack = best_time(lambda: unpack_signs(pg, d), reps, sync)
-        record("unpack", 1, t_unpack, float("nan"), t_copy, x.nbytes, "cuda")
+        vg = torch.empty_like(xg)
+        t_write = best_time(lambda: vg.fill_(1.0), reps, sync)
+        t_unpack = best_time(lambda: unpack_signs(pg, d, out=vg), reps, sync)
+        record("unpack", 1, t_unpack, float("nan"), t_write, "write of the fp32 output",
+               x.nbytes, "cuda")
+        record("copy", 1, t_copy, float("nan"), t_copy, "device-to-device copy", 2 * x.nbytes,
+               "cuda")
         for m in args.voters:
             inputs = [torch.randint(0, 256, (packed_nbytes(d),), dtype=torch.uint8,
                                     device="cuda") for _ in range(m)]
             t_vote = best_time(lambda inputs=inputs: majority_vote(inputs), reps, sync)
             t_copy = best_time(lambda inputs=inputs: [t.clone() for t in inputs], reps, sync)
-            record("vote", m, t_vote, float("nan"), t_copy, sum(t.numel() for t in inputs),
-                   "cuda")
+            record("vote", m, t_vote, float("nan"), t_copy, "device-to-device copy",
+                   sum(t.numel() for t in inputs), "cuda", limit=(m + 1) / (2 * m))
 
     run = RunDir.create(args.results_dir, "bench_signsgd_kernels")
     run.write_csv("bench_signsgd_kernels.csv", rows)

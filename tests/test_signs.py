@@ -229,3 +229,31 @@ def test_device_path_kernels_match_the_cpu_path(m):
     result = torch.empty_like(words[0])
     signs._vote_words(words, result, 5, lambda n: torch.empty(n, dtype=torch.int64))
     assert torch.equal(result.view(torch.uint8), signs.majority_vote(packed))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(),
+                    reason="no CUDA device here: the kernels' CUDA path needs a GPU")
+@settings(max_examples=25, deadline=None)
+@given(m=st.integers(1, 33), d=st.integers(1, 5000), seed=st.integers(0, 2**31 - 1),
+       dtype=st.sampled_from([torch.float32, torch.float16, torch.bfloat16]))
+def test_cuda_kernels_match_the_cpu_references(m, d, seed, dtype):
+    """pack, unpack and vote on CUDA tensors: results stay on the GPU and equal the plain
+    references (zeros and NaN +1, tie +1, zero tail bits)."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((m, d)).astype(np.float32)
+    x += rng.standard_normal(d).astype(np.float32) * rng.uniform(0, 2)
+    x[rng.random((m, d)) < 0.05] = 0.0
+    x[rng.random((m, d)) < 0.02] = np.nan
+    rows = torch.from_numpy(x).to(dtype)
+    cpu_rows = rows.float().numpy()
+    packed = torch.stack([signs.pack_signs(row.cuda()) for row in rows])
+    assert packed.device.type == "cuda"
+    for row, expected in zip(packed.cpu().numpy(), cpu_rows, strict=True):
+        np.testing.assert_array_equal(row, reference_pack(expected))
+    voted = signs.majority_vote(packed)
+    assert voted.device.type == "cuda"
+    values = signs.unpack_signs(voted, d, scale=0.5, dtype=dtype)
+    assert values.device.type == "cuda" and values.dtype == dtype
+    expected = 0.5 * reference_majority(reference_signs(cpu_rows))
+    np.testing.assert_array_equal(values.float().cpu().numpy(), expected)
+    np.testing.assert_array_equal(voted.cpu().numpy()[(d + 7) // 8:], 0)
