@@ -272,7 +272,9 @@ def run_comm(args: argparse.Namespace, run_dir: Path) -> list[dict[str, Any]]:
             codes = [p.wait(timeout=args.timeout) for p in procs]
             if any(codes):
                 raise RuntimeError(f"a rank failed at rate {rate}: exit codes {codes}")
-            rows += comm_rows([json.loads(o.read_text()) for o in outs], rate)
+            load = os.getloadavg()[0]
+            rows += [{**row, "loadavg_1min": load}
+                     for row in comm_rows([json.loads(o.read_text()) for o in outs], rate)]
         finally:
             for p in procs:
                 if p.poll() is None:
@@ -346,7 +348,12 @@ def run_accuracy(args: argparse.Namespace, run_dir: Path) -> list[dict[str, Any]
     with tempfile.TemporaryDirectory() as tmp:
         mp.spawn(accuracy_rank, args=(args.world, f"{tmp}/store", config, str(out)),
                  nprocs=args.world)
-    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    return accuracy_rows(out)
+
+
+def accuracy_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows of ``accuracy.jsonl``, each hook's best learning rate marked."""
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
     for name in {r["hook"] for r in rows}:
         mine = [r for r in rows if r["hook"] == name]
         best = max(mine, key=lambda r: r["test_accuracy"])
@@ -365,7 +372,7 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
         writer.writerows(rows)
 
 
-def plot(comm: list[dict], accuracy: list[dict], path: Path, load: tuple) -> None:
+def plot(comm: list[dict], accuracy: list[dict], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -400,7 +407,9 @@ def plot(comm: list[dict], accuracy: list[dict], path: Path, load: tuple) -> Non
         axes[2].set_ylim(max(0.0, low - 0.05), 1.0)
         axes[2].tick_params(axis="x", rotation=30)
         axes[2].set_ylabel(f"Fashion-MNIST test accuracy after {best[0]['train_steps']} steps")
-    fig.suptitle(f"DDP hooks, 4 gloo ranks (load average {load[0]:.1f} on 2 cores)")
+    loads = [r.get("loadavg_1min", float("nan")) for r in comm]
+    fig.suptitle(f"DDP hooks, 4 gloo ranks; communication measured at load average "
+                 f"{min(loads):.1f}-{max(loads):.1f} on 2 cores")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -408,7 +417,7 @@ def plot(comm: list[dict], accuracy: list[dict], path: Path, load: tuple) -> Non
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--part", default="both", choices=("comm", "accuracy", "both"))
+    parser.add_argument("--part", default="both", choices=("comm", "accuracy", "both", "none"))
     parser.add_argument("--rates", default="1gbit,none",
                         help="link rates of the cluster, comma-separated ('none': no limit)")
     parser.add_argument("--models", default="resnet18,resnet50")
@@ -426,6 +435,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data-dir", default="")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--results-dir", default=str(ROOT / "runs"))
+    parser.add_argument("--comm-from", default="",
+                        help="a previous run's folder: report its communication rows "
+                             "(comm.json) instead of measuring")
+    parser.add_argument("--accuracy-from", default="",
+                        help="a previous run's folder: report its accuracy rows "
+                             "(accuracy.jsonl, complete or not) instead of training")
     parser.add_argument("--docs", action="store_true",
                         help="copy the results to docs/results/bench_hooks/")
     # One rank of the communication part (started by run_comm inside a namespace).
@@ -449,14 +464,21 @@ def main(argv: list[str] | None = None) -> int:
     load_start = os.getloadavg()
     (run_dir / "config.json").write_text(json.dumps({**vars(args), "loadavg_start": load_start},
                                                     indent=2))
-    comm = run_comm(args, run_dir) if args.part in ("comm", "both") else []
+    if args.comm_from:
+        comm = json.loads((Path(args.comm_from) / "comm.json").read_text())
+    else:
+        comm = run_comm(args, run_dir) if args.part in ("comm", "both") else []
+    (run_dir / "comm.json").write_text(json.dumps(comm, indent=2))
     load_comm = os.getloadavg()
-    accuracy = run_accuracy(args, run_dir) if args.part in ("accuracy", "both") else []
+    if args.accuracy_from:
+        accuracy = accuracy_rows(Path(args.accuracy_from) / "accuracy.jsonl")
+    else:
+        accuracy = run_accuracy(args, run_dir) if args.part in ("accuracy", "both") else []
     load_end = os.getloadavg()
     write_csv(run_dir / "comm.csv", comm)
     write_csv(run_dir / "accuracy.csv", accuracy)
     if comm:
-        plot(comm, accuracy, run_dir / "hooks.png", load_start)
+        plot(comm, accuracy, run_dir / "hooks.png")
     summary = {"loadavg_start": load_start, "loadavg_after_comm": load_comm,
                "loadavg_end": load_end,
                "allreduce_over_vote": {f"{r['rate']} {r['model']} {r['hook']}":
@@ -476,7 +498,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.docs:
         target = ROOT / "docs" / "results" / "bench_hooks"
         target.mkdir(parents=True, exist_ok=True)
-        for name in ("comm.csv", "accuracy.csv", "hooks.png", "summary.json", "config.json"):
+        for name in ("comm.csv", "accuracy.csv", "hooks.png", "summary.json", "config.json",
+                     "comm.json"):
             if (run_dir / name).exists():
                 shutil.copy(run_dir / name, target / name)
     return 0
