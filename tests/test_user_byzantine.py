@@ -246,3 +246,21 @@ def test_docs_example_of_a_users_attack_and_aggregator_runs_as_written(tmp_path,
     assert printed[1] == "[3. 3.]"
     flipped = torch.tensor([0.1, 2.0, 0.3, -5.0, -0.2, -1.0])
     assert printed[2] == str(flipped)
+
+
+@pytest.mark.parametrize("far", ["random", "scaled_negate"])
+def test_nnm_trmean_and_mda_return_the_honest_mean_when_3_of_7_lie_far(byzfl, far):
+    """docs/byzantine.md's reading of their equal accuracies under random and scaled
+    negation: 4 honest rows, 3 far away; the mean of the honest rows (MDA exactly, NNM+TrMean
+    to float32 rounding)."""
+    rng = np.random.default_rng(0)
+    honest = rng.standard_normal((4, 300)).astype(np.float32)
+    if far == "random":
+        adversaries = 10 * rng.standard_normal((3, 300)).astype(np.float32)
+    else:
+        adversaries = np.repeat(-10 * honest[:1], 3, axis=0)
+    rows = np.vstack([honest, adversaries])
+    honest_mean = honest.mean(axis=0)
+    np.testing.assert_array_equal(make_aggregator("byzfl:MDA", 3)(rows), honest_mean)
+    np.testing.assert_allclose(make_aggregator("byzfl:NNM+TrMean", 3)(rows), honest_mean,
+                               rtol=0, atol=1e-6)
