@@ -59,6 +59,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from raysign import wire
 from raysign.actors.byzantine import ByzantineWorker
 from raysign.actors.cluster import ActorResources, check_inline_limit, worker_resources
+from raysign.actors.ray_data import READ_CPUS, RayDataSource, probe
 from raysign.actors.vote import DirectVoteActor, VoteActor
 from raysign.actors.worker import SignWorker
 from raysign.config import to_dict
@@ -81,6 +82,7 @@ from raysign.signsgd.workload import (
     data_length,
     data_parts,
     describe_workload,
+    is_ray_dataset,
 )
 
 VOTE_CPUS = 0.1
@@ -138,7 +140,15 @@ class SignSGDTrainer:
                  progress: bool = True, worker_options: ActorResources | None = None, *,
                  workload: Workload | None = None):
         self.workload = workload
-        self._checked_parameters = (check_workload(workload, config, ray.cloudpickle)
+        # A ray.data.Dataset training set: its row count and first batch, read by a task.
+        self._ray_data: RayDataSource | None = None
+        sample = None
+        if workload is not None and is_ray_dataset(workload.train_data):
+            columns = tuple(workload.columns)
+            num_rows, batch = probe(workload.train_data, columns, config.batch_size)
+            self._ray_data = RayDataSource(workload.train_data, columns, num_rows)
+            sample = (num_rows, batch)
+        self._checked_parameters = (check_workload(workload, config, ray.cloudpickle, sample)
                                     if workload is not None else None)
         self.config = config
         self.worker_options = worker_options
@@ -163,8 +173,9 @@ class SignSGDTrainer:
         cfg = self.config
         if self.workload is not None:
             test = self.workload.test_data
-            return data_parts(self.workload.train_data), (
-                data_parts(test) if test is not None else None)
+            train = ((self._ray_data, None) if self._ray_data is not None
+                     else data_parts(self.workload.train_data))
+            return train, (data_parts(test) if test is not None else None)
         train, test = load_images(cfg.dataset, cfg.data_dir)
         if cfg.train_subset:
             train = type(train)(train.images[: cfg.train_subset], train.labels[: cfg.train_subset])
@@ -184,8 +195,9 @@ class SignSGDTrainer:
             check_inline_limit(wire.HEADER_BYTES + wire.body_nbytes(
                 self._vote_setup()[0], max(stop - start for start, stop in self.bounds)))
         # The data sets go into the object store once; every worker reads arrays zero-copy, a
-        # Dataset object is unpickled on each worker and read there by index. Held for the
-        # whole run: a restarted worker re-runs its constructor with them.
+        # Dataset object is unpickled on each worker and read there by index, a ray.data
+        # Dataset (its plan) is read by each worker in the cluster. Held for the whole run: a
+        # restarted worker re-runs its constructor with them.
         self.train_refs = _put_each(train)
         self.test_refs = _put_each(test) if test is not None else None
         functions = self.workload.functions if self.workload is not None else None
@@ -193,6 +205,8 @@ class SignSGDTrainer:
         # On several nodes every worker's bundle also holds a vote actor's VOTE_CPUS, so reserve
         # them per worker (and per shard on one node).
         reserve = VOTE_CPUS * max(cfg.num_workers, cfg.vote_shards)
+        if self._ray_data is not None:  # Ray Data's reading tasks run beside the workers
+            reserve += READ_CPUS
         res = self.worker_options or worker_resources(cfg.num_workers, reserve_cpus=reserve)
         spread, self.placement_group = _spread_strategy(cfg.num_workers, res.options())
         for rank in range(cfg.num_workers):

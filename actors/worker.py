@@ -9,8 +9,9 @@ the stats for the driver's compress / gather / vote / broadcast / decompress spl
 
 The model, loss and evaluation are the run's workload (``raysign.signsgd.workload``): the
 built-in one the config names, or a user's callables, which Ray ships here with cloudpickle.
-The training data arrive as arrays (zero-copy from the object store) or as a torch Dataset
-object read by index; either way the worker keeps only its own disjoint shard.
+The training data arrive as arrays (zero-copy from the object store), as a torch Dataset
+object read by index, or as a ``ray.data.Dataset`` that the worker reads itself, in the
+cluster (``raysign.actors.ray_data``); either way the worker keeps only its own disjoint shard.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import torch
 
 from raysign import wire
 from raysign.actors.drills import WorkerDrills
+from raysign.actors.ray_data import RayDataSource, read_shard
 from raysign.actors.vote import receive_votes, submit_shards
 from raysign.data import shard_indices
 from raysign.signs import gradient_density, pack_signs, unpack_signs
@@ -41,8 +43,9 @@ def _device() -> str:
 class SignWorker(WorkerDrills):
     """Model replica plus its own disjoint data shard (rank ``rank`` of ``num_workers``).
 
-    ``inputs, targets``: the whole training set as arrays, or ``inputs`` a torch Dataset and
-    ``targets`` None. ``functions``: the workload's code (None: the built-in workload).
+    ``inputs, targets``: the whole training set as arrays, or ``inputs`` a torch Dataset or a
+    ``RayDataSource`` and ``targets`` None. ``functions``: the workload's code (None: the
+    built-in workload).
     ``key``: this worker's MAC key from the driver (``raysign.wire.sign_message``; None:
     messages go unsigned). The fault-injection drills (``crash``, ``poison_next_gradient``,
     ``forge_at``) come from ``raysign.actors.drills.WorkerDrills``."""
@@ -63,6 +66,7 @@ class SignWorker(WorkerDrills):
         # Zero-copy views of the object store (or the Dataset object), kept for reset.
         self._data = (inputs, targets)
         self._functions = functions
+        self._read: tuple[tuple[int, int], tuple[Any, Any]] | None = None  # ray.data shard
         self.reset(config, self.byzantine)
 
     def reset(self, config: SignSGDConfig, byzantine: bool) -> None:
@@ -76,7 +80,7 @@ class SignWorker(WorkerDrills):
         self.num_workers = config.num_workers
         self.byzantine = byzantine
         self.kind = wire.KIND_SIGNS if config.aggregator == "vote" else wire.KIND_FP32
-        self.replica = Replica(config, self.rank, *take_shard(inputs, targets, shard), _device(),
+        self.replica = Replica(config, self.rank, *self._shard(config, shard), _device(),
                                byzantine=byzantine, functions=self._functions)
         self.cancel_drills()
         self._outbox: tuple[int, tuple[Any, ...]] | None = None
@@ -86,6 +90,17 @@ class SignWorker(WorkerDrills):
             self.omniscient_attack = make_crafted_attack(config.attack, config.num_byzantine,
                                                          scale=config.attack_scale)
             self.omniscient_rng = np.random.default_rng([config.seed, self.rank, 7])
+
+    def _shard(self, config: SignSGDConfig, shard: np.ndarray) -> tuple[Any, Any]:
+        """This worker's rows ``shard`` of the training set; a ray.data.Dataset is read once per
+        (worker count, seed), here, and its shard kept as arrays."""
+        inputs, targets = self._data
+        if not isinstance(inputs, RayDataSource):
+            return take_shard(inputs, targets, shard)
+        key = (config.num_workers, config.seed)
+        if self._read is None or self._read[0] != key:
+            self._read = (key, read_shard(inputs, shard))
+        return self._read[1]
 
     def num_parameters(self) -> int:
         return self.replica.d

@@ -8,12 +8,14 @@ the run's numbers stay in ``SignSGDConfig``:
   ``torch.manual_seed(config.seed)``, so every replica starts bit-identical;
 - ``loss_fn(outputs, targets) -> scalar tensor``: ``outputs = model(inputs)`` on a batch
   ``(inputs, targets)``;
-- ``train_data``: ``(inputs [N, ...], targets [N, ...])`` numpy arrays, or a map-style torch
-  ``Dataset`` (``__len__``, ``__getitem__(i) -> (input, target)``). Each worker draws its own
-  disjoint shard (``raysign.data.shard_indices``); arrays go to Ray's object store once, a
-  Dataset object is pickled once and read by index on the workers (``data_parts`` is the one
-  place that tells the forms apart, where a ``ray.data.Dataset`` form would be added);
-- ``test_data``: the same forms, or None for no evaluation;
+- ``train_data``: ``(inputs [N, ...], targets [N, ...])`` numpy arrays, a map-style torch
+  ``Dataset`` (``__len__``, ``__getitem__(i) -> (input, target)``), or a ``ray.data.Dataset``
+  with ``columns=(inputs column, targets column)``. Each worker draws its own disjoint shard
+  (``raysign.data.shard_indices``); arrays go to Ray's object store once, a torch Dataset
+  object is pickled once and read by index on the workers, a ``ray.data.Dataset`` is read by
+  every worker inside the cluster, keeping its shard (``raysign.actors.ray_data``; this
+  module only carries the object and never imports Ray);
+- ``test_data``: arrays or a torch Dataset, or None for no evaluation;
 - ``eval_fn(model, batches) -> dict[str, float]``: ``batches`` iterates once over the test
   set's ``(inputs, targets)`` batches; the model is in eval mode under ``torch.no_grad``.
   Default: ``{"test_loss": ...}``, the sample-weighted mean of ``loss_fn``;
@@ -80,13 +82,26 @@ class Workload:
     test_data: Any = None
     eval_fn: Callable[[nn.Module, Iterable[Batch]], Mapping[str, float]] | None = None
     lr_scheduler_fn: Callable[[torch.optim.Optimizer], Any] | None = None
+    columns: tuple[str, str] | None = None  # a ray.data.Dataset's (inputs, targets) columns
 
     def __post_init__(self) -> None:
         for name in _CALLABLES:
             fn = getattr(self, name)
             if not callable(fn) and not (fn is None and name in ("eval_fn", "lr_scheduler_fn")):
                 raise ConfigError(f"workload.{name}={fn!r} is not callable")
-        _check_data_form("train_data", self.train_data)
+        if is_ray_dataset(self.train_data):
+            columns = self.columns
+            if (not isinstance(columns, (tuple, list)) or len(columns) != 2
+                    or not all(isinstance(c, str) for c in columns)):
+                raise ConfigError(f"workload.columns={columns!r}: a ray.data.Dataset training "
+                                  "set needs columns=(inputs column, targets column), two "
+                                  "column names")
+        else:
+            if self.columns is not None:
+                raise ConfigError(f"workload.columns={self.columns!r} is only for a "
+                                  "ray.data.Dataset train_data; got "
+                                  f"{type(self.train_data).__name__}")
+            _check_data_form("train_data", self.train_data)
         if self.test_data is not None:
             _check_data_form("test_data", self.test_data)
         elif self.eval_fn is not None:
@@ -127,7 +142,17 @@ def builtin_functions(model: str) -> WorkloadFunctions:
 
 
 # ------------------------------------------------------------------------- data forms
+def is_ray_dataset(data: Any) -> bool:
+    """Whether ``data`` is a ``ray.data.Dataset`` (told by its class, without importing Ray)."""
+    return any(c.__module__ == "ray.data.dataset" and c.__name__ == "Dataset"
+               for c in type(data).__mro__)
+
+
 def _check_data_form(field: str, data: Any) -> None:
+    if is_ray_dataset(data):
+        raise ConfigError(f"workload.{field} is a ray.data.Dataset, which only train_data "
+                          "can be; give the test set as (inputs, targets) numpy arrays or a "
+                          "torch Dataset")
     if isinstance(data, (tuple, list)):
         if len(data) != 2 or not all(isinstance(a, np.ndarray) for a in data):
             raise ConfigError(f"workload.{field} must be (inputs, targets) numpy arrays, got "
@@ -276,14 +301,20 @@ def config_lr_scheduler_fn(config: Any) -> Callable[[torch.optim.Optimizer], Any
 
 
 # ---------------------------------------------------------------------------- checks
-def check_workload(workload: Workload, config: Any, pickler: Any = cloudpickle) -> int:
+def check_workload(workload: Workload, config: Any, pickler: Any = cloudpickle,
+                   train_sample: tuple[int, Batch] | None = None) -> int:
     """Check ``workload`` on this process before any actor starts (see the module docstring);
-    ``pickler`` is the serialiser that ships it (Ray's copy of cloudpickle). Returns the
+    ``pickler`` is the serialiser that ships it (Ray's copy of cloudpickle). ``train_sample``:
+    for a ``ray.data.Dataset`` training set, its row count N and first ``(inputs, targets)``
+    arrays, read in the cluster by the caller (``raysign.actors.ray_data.probe``). Returns the
     number of trainable parameters. Raises ``ConfigError`` naming the callable at fault."""
     for name in _CALLABLES:
         fn = getattr(workload, name)
         if fn is not None:
             _round_trip(f"workload.{name}", fn, pickler)
+    streamed = is_ray_dataset(workload.train_data)
+    if streamed and train_sample is None:
+        raise ValueError("check_workload needs train_sample for a ray.data.Dataset train_data")
     train = data_parts(workload.train_data)
     if train[1] is None:
         _round_trip("workload.train_data", train[0], pickler)
@@ -292,7 +323,7 @@ def check_workload(workload: Workload, config: Any, pickler: Any = cloudpickle) 
                           f"(lr_warmup_steps={config.lr_warmup_steps}) both set the learning "
                           "rate: keep one (lr_schedule='constant' with lr_warmup_steps=0, or "
                           "no lr_scheduler_fn)")
-    n = data_length(*train)
+    n = train_sample[0] if streamed else data_length(*train)
     per_worker = n // config.num_workers
     if per_worker < config.batch_size:
         raise ConfigError(f"workload.train_data has {n} samples: {per_worker} per worker for "
@@ -309,7 +340,11 @@ def check_workload(workload: Workload, config: Any, pickler: Any = cloudpickle) 
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ConfigError("workload.model_fn returned a model with no trainable parameters")
-    x, y = _first_batch(*train, config.batch_size)
+    if streamed:
+        sample = train_sample[1]
+        x, y = ArrayBatches(*sample).batch(np.arange(min(config.batch_size, len(sample[1]))))
+    else:
+        x, y = _first_batch(*train, config.batch_size)
     _check_loss(workload, model, params, x, y, config.precision, device)
     if workload.test_data is not None:
         test = data_parts(workload.test_data)
@@ -430,7 +465,12 @@ def describe_workload(workload: Workload | None, num_parameters: int,
         return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
 
     inputs, targets = data_parts(workload.train_data)
-    data = (f"arrays {inputs.dtype} {list(inputs.shape)}, {targets.dtype} "
-            f"{list(targets.shape)}" if targets is not None else type(inputs).__name__)
+    if is_ray_dataset(inputs):
+        data = f"ray.data.Dataset columns {list(workload.columns)}"
+    elif targets is not None:
+        data = (f"arrays {inputs.dtype} {list(inputs.shape)}, {targets.dtype} "
+                f"{list(targets.shape)}")
+    else:
+        data = type(inputs).__name__
     return {"kind": "user", **{f: name(getattr(workload, f)) for f in _CALLABLES},
             "train_data": data, "num_parameters": num_parameters, "train_size": train_size}

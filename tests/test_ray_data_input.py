@@ -1,0 +1,135 @@
+"""A ``ray.data.Dataset`` as the vote trainer's training set (issue #18 item 1).
+
+The Dataset's blocks are generated inside the cluster (``ray.data.range(n).map_batches``);
+every worker reads it and keeps its shard (``raysign.actors.ray_data``). What the driver holds
+is read from Ray's own accounting: the driver's reference table (its core worker) and each
+object's size as its owner reports it (``ray.experimental.get_object_locations``), never from
+raysign's counters. The same data given as numpy arrays is the reference for the results.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+import ray
+import torch
+from torch import nn
+from torch.nn import functional
+
+from raysign.actors.trainer import SignSGDTrainer
+from raysign.config import ConfigError
+from raysign.signsgd.config import SignSGDConfig
+from raysign.signsgd.workload import Workload
+
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+ROWS = 6000
+FEATURES = 32
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+# ------------------------------------------------------------------ the user's code and data
+def features_of(ids: np.ndarray) -> dict[str, np.ndarray]:
+    """Row i: 32 fp32 features and a label in {0, 1, 2}, a function of i alone."""
+    phase = ids[:, None].astype(np.float64) * (np.arange(FEATURES) + 1) * 0.001
+    x = np.sin(phase).astype(np.float32)
+    y = ((x[:, 0] + x[:, 3] > 0).astype(np.int64) + (x[:, 5] > 0.5)).astype(np.int64)
+    return {"x": x, "y": y}
+
+
+def make_xy(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return features_of(batch["id"])
+
+
+def linear_classifier() -> nn.Module:
+    return nn.Sequential(nn.Linear(FEATURES, 16), nn.ReLU(), nn.Linear(16, 3))
+
+
+def generated_dataset():
+    return ray.data.range(ROWS, override_num_blocks=6).map_batches(make_xy)
+
+
+def config_for(tmp_path, **overrides) -> SignSGDConfig:
+    fields = dict(num_workers=2, batch_size=16, lr=0.01, momentum=0.9, max_steps=4,
+                  checksum_every=4, results_dir=str(tmp_path)) | overrides
+    return SignSGDConfig(**fields)
+
+
+# ------------------------------------------------------------------------ Ray's accounting
+def driver_object_bytes() -> int:
+    """Bytes of every object in the driver's reference table (owned or borrowed, in its own
+    memory or in the object store), sized by the objects' owners."""
+    core = ray._private.worker.global_worker.core_worker
+    refs = [ray.ObjectRef(bytes.fromhex(oid.decode())) for oid in core.get_all_reference_counts()]
+    locations = ray.experimental.get_object_locations(refs)
+    return sum(int(info.get("object_size") or 0) for info in locations.values())
+
+
+def train(config: SignSGDConfig, workload: Workload) -> tuple[list[np.ndarray], int]:
+    """The workers' final parameters and the most the driver referenced after any step."""
+    trainer = SignSGDTrainer(config, progress=False, workload=workload)
+    peak = 0
+
+    def measure(record: dict) -> None:
+        nonlocal peak
+        peak = max(peak, driver_object_bytes())
+
+    try:
+        trainer.run(on_record=measure)
+        return ray.get([w.parameters.remote() for w in trainer.workers]), peak
+    finally:
+        trainer.shutdown()
+
+
+# ------------------------------------------------------------------------------- the tests
+@pytest.mark.ray
+def test_generated_dataset_trains_without_the_driver_holding_it_and_equals_arrays(
+        ray_session, tmp_path):
+    data = features_of(np.arange(ROWS))
+    data_bytes = data["x"].nbytes + data["y"].nbytes
+    config = config_for(tmp_path)
+    streamed, streamed_peak = train(config, Workload(
+        linear_classifier, functional.cross_entropy, generated_dataset(), columns=("x", "y")))
+    arrays, arrays_peak = train(config, Workload(
+        linear_classifier, functional.cross_entropy, (data["x"], data["y"])))
+    # Same rows, same shards, same batches: the same run, bit for bit.
+    for mine, theirs in zip(streamed, arrays, strict=True):
+        assert mine.tobytes() == theirs.tobytes()
+    assert not np.array_equal(streamed[0], _initial_parameters())  # it did train
+    # Arrays go through the driver's object store (the accounting sees them); the Dataset not.
+    assert arrays_peak >= data_bytes, (arrays_peak, data_bytes)
+    assert streamed_peak < data_bytes / 50, (streamed_peak, data_bytes)
+
+
+def _initial_parameters() -> np.ndarray:
+    torch.manual_seed(SignSGDConfig().seed)
+    return torch.cat([p.detach().reshape(-1) for p in linear_classifier().parameters()]).numpy()
+
+
+@pytest.mark.ray
+def test_missing_column_is_refused_naming_the_datasets_columns(ray_session, tmp_path):
+    workload = Workload(linear_classifier, functional.cross_entropy, generated_dataset(),
+                        columns=("x", "label"))
+    with pytest.raises(ConfigError, match=r"no column \['label'\]; its columns are \['x', 'y'\]"):
+        SignSGDTrainer(config_for(tmp_path), progress=False, workload=workload)
+
+
+@pytest.mark.parametrize("columns,message", [
+    (None, "needs columns=\\(inputs column, targets column\\)"),
+    (("x",), "needs columns="),
+])
+def test_dataset_without_two_column_names_is_refused_when_built(ray_session, columns, message):
+    with pytest.raises(ConfigError, match=message):
+        Workload(linear_classifier, functional.cross_entropy, ray.data.range(10),
+                 columns=columns)
+
+
+def test_columns_without_a_ray_dataset_and_a_ray_test_set_are_refused(ray_session):
+    arrays = (np.zeros((4, FEATURES), np.float32), np.zeros(4, np.int64))
+    with pytest.raises(ConfigError, match="workload.columns=.*only for a ray.data.Dataset"):
+        Workload(linear_classifier, functional.cross_entropy, arrays, columns=("x", "y"))
+    with pytest.raises(ConfigError, match="workload.test_data is a ray.data.Dataset"):
+        Workload(linear_classifier, functional.cross_entropy, arrays,
+                 test_data=ray.data.range(10))
