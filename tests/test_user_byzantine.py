@@ -211,7 +211,7 @@ def test_plugged_aggregators_need_the_whole_vector(aggregator):
         SignSGDConfig(model="mlp", aggregator=aggregator, vote_shards=2)
 
 
-def test_command_line_takes_a_byzfl_chain_and_a_user_attack_by_import_path():
+def test_command_line_takes_a_byzfl_chain_and_a_user_attack_by_import_path(byzfl):
     parser = argparse.ArgumentParser()
     signsgd_job.add_arguments(parser)
     args = parser.parse_args(["--aggregator", "byzfl:NNM+TrMean(f=1)", "--attack",
