@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional
 
+from raysign.actors.ray_data import RayDataSource, read_shard
 from raysign.actors.trainer import SignSGDTrainer
 from raysign.config import ConfigError
 from raysign.signsgd.config import SignSGDConfig
@@ -133,3 +134,28 @@ def test_columns_without_a_ray_dataset_and_a_ray_test_set_are_refused(ray_sessio
     with pytest.raises(ConfigError, match="workload.test_data is a ray.data.Dataset"):
         Workload(linear_classifier, functional.cross_entropy, arrays,
                  test_data=ray.data.range(10))
+
+
+class ListedDataset:
+    """Stands in for a ray.data.Dataset in ``read_shard``: numpy batches from a list."""
+
+    def __init__(self, batches: list[dict[str, np.ndarray]]):
+        self.batches = batches
+        self.context = type("Context", (), {"execution_options": type("Options", (), {})()})()
+
+    def iter_batches(self, batch_size=None, batch_format="numpy"):
+        yield from self.batches
+
+
+def test_read_shard_keeps_the_rows_of_its_indices_in_their_order_and_refuses_a_new_count():
+    data = features_of(np.arange(50))
+    batches = [{k: v[start:start + 7] for k, v in data.items()} for start in range(0, 50, 7)]
+    indices = np.random.default_rng(3).permutation(50)[:17]
+    x, y = read_shard(RayDataSource(ListedDataset(batches), ("x", "y"), 50), indices)
+    np.testing.assert_array_equal(x, data["x"][indices])
+    np.testing.assert_array_equal(y, data["y"][indices])
+    with pytest.raises(RuntimeError, match="yielded 49 rows where the driver's probe counted 50"):
+        read_shard(RayDataSource(ListedDataset(
+            [{k: v[:49] for k, v in data.items()}]), ("x", "y"), 50), indices)
+    with pytest.raises(RuntimeError, match="yielded at least 57 rows .* counted 50"):
+        read_shard(RayDataSource(ListedDataset(batches + batches[:1]), ("x", "y"), 50), indices)
