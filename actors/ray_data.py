@@ -8,9 +8,9 @@ blocks are produced by Ray Data tasks, not by the driver). The driver reads noth
 2. every worker actor reads the whole Dataset in order (``preserve_order``) inside its own
    process and keeps the rows of its shard, ``shard_indices(N, M, seed)[rank]`` in that order
    (``read_shard``): the same rows, in the same order, as arrays of the same data would give
-   that worker, so the run equals the run on those arrays and its checkpoints resume the same
-   way (a resume reads the Dataset again and needs it to yield the same N rows in the same
-   order: a deterministic pipeline).
+   that worker, so the run equals the run on those arrays. A checkpoint holds the data
+   position as for arrays; a resume reads the Dataset again and needs it to yield the same N
+   rows in the same order (a deterministic pipeline; resuming is not covered by a test yet).
 
 The cost of that determinism: each of the M workers streams all N rows once at start (and
 after a restart) and keeps N / M. The reading tasks need CPUs beside the workers', so the
