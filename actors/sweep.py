@@ -65,10 +65,13 @@ def _concurrency(module: ModuleType, resources: Any, cpus: float, gpus: float) -
     return max(1, min(fits) if fits else 1)
 
 
-def fixed_entries(pairs: list[str]) -> dict[str, Any]:
+def fixed_entries(pairs: list[str], path_fields: tuple[str, ...] = ("data_dir",)
+                  ) -> dict[str, Any]:
     """``--set FIELD=VALUE`` pairs as trial config entries: a value is read as JSON when it
-    parses (``k=5``), else kept as a string; a string naming an existing file or folder is made
-    absolute, since every trial runs in its own folder."""
+    parses (``k=5``), else kept as a string. The value of a field in ``path_fields`` (a sweep's
+    ``PATH_FIELDS``) that names an existing file or folder is made absolute, since every trial
+    runs in its own folder; any other value is kept as typed (``target=co2`` stays ``co2``
+    even where a folder ``co2/`` exists)."""
     fixed = {}
     for pair in pairs:
         field, sep, text = pair.partition("=")
@@ -77,8 +80,19 @@ def fixed_entries(pairs: list[str]) -> dict[str, Any]:
         try:
             value = json.loads(text)
         except ValueError:
-            value = str(Path(text).resolve()) if Path(text).exists() else text
+            value = text
+        if field in path_fields and isinstance(value, str) and Path(value).exists():
+            value = str(Path(value).resolve())
         fixed[field] = value
+    return fixed
+
+
+def sweep_fixed_entries(module: ModuleType, pairs: list[str]) -> dict[str, Any]:
+    """``fixed_entries`` with the sweep's ``PATH_FIELDS``, checked by its ``check_fixed``
+    (when it has one) before Ray starts: a bad file fails in one line, not in every trial."""
+    fixed = fixed_entries(pairs, getattr(module, "PATH_FIELDS", ("data_dir",)))
+    if fixed and hasattr(module, "check_fixed"):
+        module.check_fixed(fixed)
     return fixed
 
 
@@ -184,12 +198,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     try:  # fails before Ray starts
         check_location("results_dir", args.results_dir)
-        fixed = fixed_entries(args.set)
-        check_scheduler(load_sweep(args.name), args.name, args.scheduler)
+        module = load_sweep(args.name)
+        fixed = sweep_fixed_entries(module, args.set)
+        check_scheduler(module, args.name, args.scheduler)
         if args.max_failures is not None and args.max_failures < -1:
             raise ConfigError(f"max_failures={args.max_failures}; valid: -1 (no limit), 0 or "
                               "more")
-    except ConfigError as err:
+    except ValueError as err:  # ConfigError, and a sweep's check of the user's files
         raise SystemExit(f"raysign sweep: invalid configuration: {err}") from None
     summary = run_sweep(args.name, num_samples=args.num_samples, quick=args.quick,
                         results_root=args.results_dir, address=args.address,

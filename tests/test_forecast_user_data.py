@@ -243,6 +243,31 @@ def test_sweep_trials_take_the_user_series_from_raysign_sweep_set(tmp_path):
     assert numeric["target"] == "0" and numeric["dataset"] == "csv"
 
 
+def test_sweep_set_refuses_a_bad_series_before_ray_and_keeps_non_path_values(tmp_path,
+                                                                               monkeypatch):
+    """`raysign sweep forecast --set ...`: the CSV is checked once on the driver, before Ray
+    starts; only path fields are made absolute (a target named like a folder stays a name)."""
+    import ray
+
+    from raysign.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    user_frame().to_csv("s.csv", index=False)
+    (tmp_path / "load").mkdir()  # a folder named like the target column
+    from raysign.actors.sweep import load_sweep, sweep_fixed_entries
+
+    short = ["input_len=12", "horizon=6"]
+    fixed = sweep_fixed_entries(load_sweep("forecast"), ["csv=s.csv", "target=load", *short])
+    assert fixed == {"csv": str(tmp_path / "s.csv"), "target": "load", "input_len": 12,
+                     "horizon": 6}
+    with pytest.raises(SystemExit) as caught:
+        main(["sweep", "forecast", "--quick", "--set", "csv=s.csv", "--set", "target=lod",
+              "--set", short[0], "--set", short[1]])
+    assert re.fullmatch(r"raysign sweep: invalid configuration: .*s\.csv: no column 'lod' "
+                        r"\(did you mean 'load'\?\); columns are .*", str(caught.value))
+    assert not ray.is_initialized()
+
+
 # ------------------------------------------------------- docs/forecast.md "On your own data"
 def docs_blocks(kind: str) -> list[str]:
     return re.findall(rf"<!-- forecast-{kind} -->\s*```\w*\n(.*?)```", DOCS_PAGE.read_text(),

@@ -192,10 +192,10 @@ def test_sweep_trial_reads_the_input_set_on_the_command_line(corpus_dir, cli_run
     from raysign.actors.sweep import fixed_entries
     from raysign.config import config_from_mapping
     from raysign.topics.config import TopicsConfig
-    from raysign.tune_configs.topics import evaluate
+    from raysign.tune_configs.topics import PATH_FIELDS, evaluate
 
     monkeypatch.chdir(corpus_dir)
-    fixed = fixed_entries(["input=my_texts", "text_col=text", "min_df=1"])
+    fixed = fixed_entries(["input=my_texts", "text_col=text", "min_df=1"], PATH_FIELDS)
     assert fixed == {"input": str(corpus_dir / "my_texts"), "text_col": "text", "min_df": 1}
     monkeypatch.chdir(tmp_path)  # a trial runs in its own folder
     scores = evaluate(config_from_mapping(TopicsConfig, {"k": 3, "alpha0": 1.0, **fixed}))

@@ -17,6 +17,10 @@ A sweep module defines:
 - optionally ``SCHEDULERS``: ``{name: f}`` for ``raysign sweep <sweep> --scheduler <name>``,
   ``f(quick) -> (TrialScheduler, param_space)`` (a scheduler such as PBT comes with the search
   space it needs); such a run sets no concurrency limit, so the scheduler sees every trial.
+- optionally ``PATH_FIELDS`` (default ``("data_dir",)``): the fields whose ``raysign sweep
+  --set FIELD=PATH`` value is made absolute (a trial runs in its own folder), and
+  ``check_fixed(fixed: dict) -> None``: checks the ``--set`` entries (e.g. reads the user's
+  file) on the driver before Ray starts, raising ``ValueError`` with one line.
 - optionally ``MAX_FAILURES`` (default 0): how often Tune restarts a failed trial, from the
   last checkpoint it reported (``ray.tune.report(metrics, checkpoint=...)``); a trainable that
   reports checkpoints resumes from ``ray.tune.get_checkpoint()``.

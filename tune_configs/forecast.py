@@ -60,6 +60,17 @@ def scheduler():
 
 
 USER_FIELDS = ("csv", "target", "time_col", "features", "split")
+PATH_FIELDS = ("csv", "data_dir")
+
+
+def check_fixed(fixed: dict[str, Any]) -> None:
+    """``raysign sweep forecast --set csv=...``: the user's series is read and checked once on
+    the driver (missing file or column, NaNs, too short), before any trial starts."""
+    if fixed.get("csv"):
+        from raysign.forecast.config import ForecastConfig
+        from raysign.forecast.train import load_data
+
+        load_data(config_from_mapping(ForecastConfig, user_series(fixed), name="sweep-forecast"))
 
 
 def user_series(config: dict[str, Any]) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+from typing import Any
 
 from raysign.config import config_from_mapping
 from raysign.topics.config import TopicsConfig
@@ -25,6 +26,13 @@ METRIC = "heldout_perplexity"
 MODE = "min"
 GRID = {"k": [5, 10, 20, 30, 40], "alpha0": [0.1, 1.0, 2.0]}
 QUICK_GRID = {"k": [5, 10], "alpha0": [1.0]}
+PATH_FIELDS = ("input", "vocab", "transform", "data_dir")
+
+
+def check_fixed(fixed: dict[str, Any]) -> None:
+    """``raysign sweep topics --set input=...``: the corpus options are validated once on the
+    driver (a missing file, an unknown format, a bad option) before any trial starts."""
+    config_from_mapping(TopicsConfig, {"k": 2, **fixed})
 
 
 def param_space(quick: bool) -> dict:
