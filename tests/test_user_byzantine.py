@@ -45,6 +45,7 @@ def byzfl():
     if "byzfl" not in sys.modules:
         stub = types.ModuleType("byzfl")
         stub.__path__ = list(spec.submodule_search_locations)
+        stub.__spec__ = spec
         sys.modules["byzfl"] = stub
     return importlib.import_module("byzfl.aggregators")
 
@@ -264,3 +265,11 @@ def test_nnm_trmean_and_mda_return_the_honest_mean_when_3_of_7_lie_far(byzfl, fa
     np.testing.assert_array_equal(make_aggregator("byzfl:MDA", 3)(rows), honest_mean)
     np.testing.assert_allclose(make_aggregator("byzfl:NNM+TrMean", 3)(rows), honest_mean,
                                rtol=0, atol=1e-6)
+
+
+def test_loading_byzfl_for_a_chain_keeps_find_spec_working(byzfl, monkeypatch):
+    """The package stub carries ByzFL's spec: other code asking ``find_spec("byzfl")`` after
+    a chain was built (the ByzFL comparison tests do) gets it instead of a ValueError."""
+    monkeypatch.delitem(sys.modules, "byzfl")
+    aggregators.byzfl_aggregators()
+    assert importlib.util.find_spec("byzfl").name == "byzfl"

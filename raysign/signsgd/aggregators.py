@@ -310,6 +310,7 @@ def byzfl_aggregators() -> types.ModuleType:
                               f"{BYZFL_INSTALL}")
         stub = types.ModuleType("byzfl")
         stub.__path__ = list(spec.submodule_search_locations)
+        stub.__spec__ = spec  # so that importlib.util.find_spec("byzfl") still answers
         sys.modules["byzfl"] = stub
     return importlib.import_module("byzfl.aggregators")
 
