@@ -273,3 +273,13 @@ def test_loading_byzfl_for_a_chain_keeps_find_spec_working(byzfl, monkeypatch):
     monkeypatch.delitem(sys.modules, "byzfl")
     aggregators.byzfl_aggregators()
     assert importlib.util.find_spec("byzfl").name == "byzfl"
+
+
+@pytest.mark.parametrize("spec", ["byzfl:NNM+TrMean", "byzfl:MDA", "byzfl:GeometricMedian"])
+def test_stateless_byzfl_chains_answer_a_round_the_same_after_a_restart(byzfl, spec):
+    """A fresh chain (a restarted vote actor's) gives round 2 what the running one gives."""
+    rng = np.random.default_rng(6)
+    first, second = (rng.standard_normal((7, 20)).astype(np.float32) for _ in range(2))
+    running = make_aggregator(spec, 2)
+    running(first)
+    np.testing.assert_array_equal(running(second), make_aggregator(spec, 2)(second))
