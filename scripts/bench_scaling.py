@@ -74,9 +74,12 @@ WORKLOADS = {
 
 def resnet50_shapes() -> list[tuple[int, ...]]:
     """Parameter shapes of raysign's ResNet-50 built for ImageNet (3 channels, 1000 classes)."""
+    import torch
+
     from raysign.signsgd.models import resnet50
 
-    return [tuple(p.shape) for p in resnet50(3, 1000).parameters()]
+    with torch.device("meta"):  # shapes only: no memory, no initialisation
+        return [tuple(p.shape) for p in resnet50(3, 1000).parameters()]
 
 
 def gpt2_small_shapes(layers: int = 12, width: int = 768, vocab: int = 50257,

@@ -119,3 +119,17 @@ def test_first_crossing_and_machine_checks():
         Machine(bandwidth=0)
     restored = Machine.from_dict(MACHINE.to_dict())
     assert restored == MACHINE
+
+
+def test_extrapolation_layouts_have_the_published_parameter_counts():
+    """GPT-2 small as nanoGPT builds it has 124,439,808 parameters (Hugging Face's gpt2
+    checkpoint's count, tied output layer); raysign's ImageNet ResNet-50 is torchvision's
+    25,557,032 less 7,680 for its 3x3 instead of 7x7 stem (64 x 3 x (49 - 9) weights)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    from bench_scaling import gpt2_small_shapes, resnet50_shapes
+
+    assert LowRankLayout.from_shapes(gpt2_small_shapes()).d == 124_439_808
+    assert LowRankLayout.from_shapes(resnet50_shapes()).d == 25_557_032 - 64 * 3 * (49 - 9)
