@@ -285,6 +285,21 @@ def run_comm(args: argparse.Namespace, run_dir: Path) -> list[dict[str, Any]]:
 
 
 # ----------------------------------------------------------------------------- accuracy
+def waited(hook):
+    """``hook`` with its future waited before DDP calls the next bucket's hook.
+    ``powerSGD_hook`` issues its second all-reduce from a callback thread; with two buckets in
+    flight the ranks issued those in different orders and gloo aborted ("Received data size
+    doesn't match expected size. Is there a distributed collective mismatch"; torch 2.13,
+    the CNN's two buckets). Waiting changes when the exchange happens, not what it computes."""
+
+    def hook_waited(state, bucket):  # no annotations: DDP checks them as objects
+        future = hook(state, bucket)
+        future.wait()
+        return future
+
+    return hook_waited
+
+
 def accuracy_rank(rank: int, world: int, store: str, config: dict, out: str) -> None:
     """One local rank: every hook x learning rate, the same steps, test accuracy."""
     from raysign.data import load_fashion_mnist, shard_indices
@@ -305,7 +320,7 @@ def accuracy_rank(rank: int, world: int, store: str, config: dict, out: str) -> 
             ddp = DistributedDataParallel(model)
             if name != "allreduce":  # DDP's own C++ all-reduce is the baseline
                 state, hook = make_hook(name, model, max(2, steps // 10))
-                ddp.register_comm_hook(state, hook)
+                ddp.register_comm_hook(state, waited(hook) if "powersgd" in name else hook)
             vote = name.startswith("vote")
             optimizer = torch.optim.SGD(ddp.parameters(), lr=lr, momentum=0.0 if vote else 0.9)
             order = np.random.default_rng([config["seed"], rank]).permutation(shard)
