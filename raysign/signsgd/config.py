@@ -51,7 +51,7 @@ class SignSGDConfig:
     # "package.module:name" (a function given here is stored as its import path).
     aggregator: str = "vote"
     vote_shards: int = 1
-    transport: str = "objects"
+    transport: str = "direct"
     lr: float = 1e-3
     momentum: float = 0.9
     weight_decay: float = 0.0
