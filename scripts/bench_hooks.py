@@ -314,7 +314,7 @@ def accuracy_rank(rank: int, world: int, store: str, config: dict, out: str) -> 
     test_y = torch.from_numpy(test.labels[rank::world])
     steps, batch = config["train_steps"], config["batch_size"]
     for name in config["hooks"]:
-        for lr in LR_GRIDS["vote" if name.startswith("vote") else "sgd"]:
+        for lr in config["lrs"]["vote" if name.startswith("vote") else "sgd"]:
             torch.manual_seed(config["seed"])
             model = build_model("cnn")
             ddp = DistributedDataParallel(model)
@@ -359,7 +359,9 @@ def run_accuracy(args: argparse.Namespace, run_dir: Path) -> list[dict[str, Any]
     out = run_dir / "accuracy.jsonl"
     config = {"data_dir": args.data_dir or None, "seed": args.seed,
               "train_steps": args.train_steps, "batch_size": args.batch_size,
-              "hooks": args.accuracy_hooks.split(",")}
+              "hooks": args.accuracy_hooks.split(","),
+              "lrs": {"sgd": [float(x) for x in args.sgd_lrs.split(",")],
+                      "vote": [float(x) for x in args.vote_lrs.split(",")]}}
     with tempfile.TemporaryDirectory() as tmp:
         mp.spawn(accuracy_rank, args=(args.world, f"{tmp}/store", config, str(out)),
                  nprocs=args.world)
@@ -368,7 +370,7 @@ def run_accuracy(args: argparse.Namespace, run_dir: Path) -> list[dict[str, Any]
 
 def accuracy_rows(path: Path) -> list[dict[str, Any]]:
     """The rows of ``accuracy.jsonl``, each hook's best learning rate marked."""
-    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     for name in {r["hook"] for r in rows}:
         mine = [r for r in rows if r["hook"] == name]
         best = max(mine, key=lambda r: r["test_accuracy"])
@@ -445,6 +447,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="as root: the ranks' niceness (e.g. -10 on a busy machine)")
     parser.add_argument("--timeout", type=float, default=900.0, help="per rate, seconds")
     parser.add_argument("--accuracy-hooks", default=",".join(HOOKS))
+    parser.add_argument("--sgd-lrs", default=",".join(map(str, LR_GRIDS["sgd"])),
+                        help="learning rates of fp32 / fp16 / PowerSGD (SGD, momentum 0.9)")
+    parser.add_argument("--vote-lrs", default=",".join(map(str, LR_GRIDS["vote"])),
+                        help="learning rates of the vote hooks (plain SGD)")
     parser.add_argument("--train-steps", type=int, default=200, help="per hook and lr")
     parser.add_argument("--batch-size", type=int, default=32, help="per rank")
     parser.add_argument("--data-dir", default="")
