@@ -31,7 +31,8 @@ _HELP = {
     "num_workers": "data-parallel worker actors (M)",
     "aggregator": "vote (majority vote of packed signs), or an fp32 aggregator: mean "
                   "(parameter server), median, trimmed_mean, krum, multi_krum, "
-                  "centered_clipping",
+                  "centered_clipping; a ByzFL chain such as byzfl:NNM+TrMean; or your own, "
+                  "by import path (mypkg.agg:my_median; docs/byzantine.md)",
     "vote_shards": "vote actors, each owning a contiguous slice of the parameters (S)",
     "transport": "objects (messages as Ray objects, refs through the driver) or direct "
                  "(workers call the vote actors themselves; fastest across nodes)",
@@ -54,7 +55,7 @@ _HELP = {
     "max_steps": "stop after this many steps (0 = use epochs)",
     "num_byzantine": "adversarial workers (must be below half)",
     "attack": "negate, scaled_negate, random, or (seeing the honest messages) colluding, "
-              "alie, ipm",
+              "alie, ipm; or your own, by import path (mypkg.attacks:flip_top_k)",
     "attack_scale": "scale of scaled_negate",
     "clip_tau": "clipping radius of centered_clipping",
     "seed": "seed for initialisation, sharding and batches",
