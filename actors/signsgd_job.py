@@ -34,8 +34,9 @@ _HELP = {
                   "centered_clipping; a ByzFL chain such as byzfl:NNM+TrMean; or your own, "
                   "by import path (mypkg.agg:my_median; docs/byzantine.md)",
     "vote_shards": "vote actors, each owning a contiguous slice of the parameters (S)",
-    "transport": "objects (messages as Ray objects, refs through the driver) or direct "
-                 "(workers call the vote actors themselves; fastest across nodes)",
+    "transport": "direct (the default: workers call the vote actors themselves, no message "
+                 "passes through the driver; fastest across nodes) or objects (messages are "
+                 "task returns held in the driver's memory; docs/signsgd.md)",
     "lr": "learning rate",
     "momentum": "Signum momentum beta (0 = signSGD)",
     "weight_decay": "lambda in x <- x - lr (V + lambda x)",

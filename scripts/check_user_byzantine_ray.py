@@ -8,6 +8,7 @@ built-in ``median`` (the same for 3 workers); prints both runs' test accuracy an
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import tempfile
@@ -21,6 +22,8 @@ from raysign.signsgd.config import SignSGDConfig  # noqa: E402
 
 
 def main() -> int:
+    argparse.ArgumentParser(description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     connect(None)
     results, trainer = {}, None
     with tempfile.TemporaryDirectory() as results_dir:

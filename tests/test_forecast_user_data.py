@@ -211,19 +211,26 @@ def test_config_refuses_a_csv_without_target_and_a_bad_split_before_reading_anyt
     assert ForecastConfig(csv="x.csv", target="y").dataset == "csv"
 
 
-def test_command_line_refuses_a_bad_series_before_ray_starts(tmp_path, capsys):
+def ray_must_not_start(monkeypatch) -> None:
+    """Make starting or joining Ray fail the test (the session's own Ray may be up already)."""
     import ray
 
+    def refuse(*args, **kwargs):
+        raise AssertionError("Ray was started before the input was checked")
+
+    monkeypatch.setattr(ray, "init", refuse)
+
+
+def test_command_line_refuses_a_bad_series_before_ray_starts(tmp_path, capsys, monkeypatch):
     from raysign.cli import main
 
     path = tmp_path / "s.csv"
     user_frame().to_csv(path, index=False)
-    assert not ray.is_initialized()
+    ray_must_not_start(monkeypatch)
     with pytest.raises(SystemExit) as caught:
         main(["forecast", "--csv", str(path), "--target", "lod", "--num-cpus", "1"])
     assert re.fullmatch(r"raysign forecast: .*s\.csv: no column 'lod' \(did you mean 'load'\?\)"
                         r"; columns are .*", str(caught.value))
-    assert not ray.is_initialized()
 
 
 def test_sweep_trials_take_the_user_series_from_raysign_sweep_set(tmp_path):
@@ -247,10 +254,9 @@ def test_sweep_set_refuses_a_bad_series_before_ray_and_keeps_non_path_values(tmp
                                                                                monkeypatch):
     """`raysign sweep forecast --set ...`: the CSV is checked once on the driver, before Ray
     starts; only path fields are made absolute (a target named like a folder stays a name)."""
-    import ray
-
     from raysign.cli import main
 
+    ray_must_not_start(monkeypatch)
     monkeypatch.chdir(tmp_path)
     user_frame().to_csv("s.csv", index=False)
     (tmp_path / "load").mkdir()  # a folder named like the target column
@@ -265,7 +271,6 @@ def test_sweep_set_refuses_a_bad_series_before_ray_and_keeps_non_path_values(tmp
               "--set", short[0], "--set", short[1]])
     assert re.fullmatch(r"raysign sweep: invalid configuration: .*s\.csv: no column 'lod' "
                         r"\(did you mean 'load'\?\); columns are .*", str(caught.value))
-    assert not ray.is_initialized()
 
 
 # ------------------------------------------------------- docs/forecast.md "On your own data"
