@@ -110,12 +110,8 @@ _FIT_HELP = {
     "ground_height": "rows at or below this height are on the ground and left out (m)",
     "near_ground_height": "rows below this height count as near the ground (m)",
     "min_near_ground": "airborne rows below --near-ground-height the fit needs",
-    "gamma": "Lipschitz bound of the spectrally normalised residual network",
-    "width": "hidden units per layer",
-    "depth": "linear layers",
-    "steps": "Adam steps of residual training",
-    "batch_size": "mini-batch size",
-    "lr": "Adam learning rate",
+    # The residual network and its training: the same options as the simulator's runs.
+    **{k: _HELP[k] for k in ("gamma", "width", "depth", "steps", "batch_size", "lr")},
     "seed": "seed of the initial weights and the mini-batches",
 }
 

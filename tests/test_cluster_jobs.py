@@ -46,6 +46,9 @@ netns_cluster = importlib.util.module_from_spec(_spec)
 sys.modules.setdefault("netns_cluster", netns_cluster)
 _spec.loader.exec_module(netns_cluster)
 
+# One network-namespace cluster at a time: these run in one pytest-xdist process.
+pytestmark = pytest.mark.xdist_group("netns")
+
 NODES = 4
 BIN = str(Path(sys.executable).parent)
 # Ray's own messages (ray/dashboard/modules/job/sdk.py; ray/_private/authentication/

@@ -27,6 +27,9 @@ netns_cluster = importlib.util.module_from_spec(_spec)
 sys.modules["netns_cluster"] = netns_cluster
 _spec.loader.exec_module(netns_cluster)
 
+# One network-namespace cluster at a time: these run in one pytest-xdist process.
+pytestmark = pytest.mark.xdist_group("netns")
+
 D = 100_003
 NODES = 2
 
