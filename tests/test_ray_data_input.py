@@ -59,23 +59,29 @@ def config_for(tmp_path, **overrides) -> SignSGDConfig:
 
 
 # ------------------------------------------------------------------------ Ray's accounting
-def driver_object_bytes() -> int:
+def driver_references() -> set:
+    """The object ids in the driver's reference table."""
+    return set(ray._private.worker.global_worker.core_worker.get_all_reference_counts())
+
+
+def driver_object_bytes(before: set) -> int:
     """Bytes of every object in the driver's reference table (owned or borrowed, in its own
-    memory or in the object store), sized by the objects' owners."""
-    core = ray._private.worker.global_worker.core_worker
-    refs = [ray.ObjectRef(bytes.fromhex(oid.decode())) for oid in core.get_all_reference_counts()]
+    memory or in the object store) that was not there ``before`` (the objects of earlier tests
+    in this process are not this run's), sized by the objects' owners."""
+    refs = [ray.ObjectRef(bytes.fromhex(oid.decode())) for oid in driver_references() - before]
     locations = ray.experimental.get_object_locations(refs)
     return sum(int(info.get("object_size") or 0) for info in locations.values())
 
 
 def train(config: SignSGDConfig, workload: Workload) -> tuple[list[np.ndarray], int]:
     """The workers' final parameters and the most the driver referenced after any step."""
+    before = driver_references()
     trainer = SignSGDTrainer(config, progress=False, workload=workload)
     peak = 0
 
     def measure(record: dict) -> None:
         nonlocal peak
-        peak = max(peak, driver_object_bytes())
+        peak = max(peak, driver_object_bytes(before))
 
     try:
         trainer.run(on_record=measure)
