@@ -202,11 +202,13 @@ class DirectVoteActor(VoteActor):
         # the steps whose rounds every expected sender has been answered for (and so removed).
         self._dropped: dict[int, set[int]] = {}
         self._finished: set[int] = set()
+        self._newest = -1  # the newest step a round was opened for
 
     def reset(self, kind: int, aggregate: Callable[[np.ndarray], np.ndarray] | None,
               tag: int = 0) -> None:
         super().reset(kind, aggregate, tag)
         self._rounds, self._dropped, self._finished = {}, {}, set()
+        self._newest = -1
 
     def _close(self, step: int, rnd: _Round) -> None:
         arrived = tuple(s for s in rnd.senders if s in rnd.payloads)
@@ -251,7 +253,9 @@ class DirectVoteActor(VoteActor):
             raise RuntimeError(f"vote shard {self.shard}: the message of worker {sender} for "
                                f"step {step} came after that round closed without it (the "
                                "driver reported the worker dead); refused")
-        if step in self._finished:  # every expected sender was answered: a replay or duplicate
+        # Every expected sender was answered (a replay or duplicate), or the step is older than
+        # a round already opened: its round is gone, and a message never opens it again.
+        if step in self._finished or step < self._newest:
             self.rejected_total += 1
             log.warning("vote shard %d step %d: rejected a message of worker %d after the "
                         "round closed", self.shard, step, sender)
@@ -263,6 +267,7 @@ class DirectVoteActor(VoteActor):
         self._finished = {s for s in self._finished if step - 1 <= s < step}
         dropped = self._dropped.get(step, set())
         rnd = self._rounds[step] = _Round(tuple(s for s in senders if s not in dropped))
+        self._newest = max(self._newest, step)
         return rnd
 
     async def submit(self, step: int, sender: int, payload: Any, senders: tuple[int, ...],
