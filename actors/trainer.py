@@ -404,6 +404,9 @@ class SignSGDTrainer:
             "voters": min(v["num_valid"] for v in vote_stats),
             "rejected": sum(len(v["rejected"]) for v in vote_stats),
             "failed_workers": sorted(failed),
+            # Per vote shard, the sorted ranks whose message counted (None: not reported).
+            "participation": [st.get("counted")
+                              for st in sorted(vote_stats, key=lambda st: st["shard"])],
             **round_stage_times(worker_stats, vote_stats, apply_stats),
         }
         if with_density:
