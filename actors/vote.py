@@ -12,7 +12,8 @@ vote shards). Each round (Algorithm 1 of Bernstein et al., ICLR 2019, server sid
    fp32 aggregator of ``raysign.signsgd.aggregators`` (mean, median, trimmed mean, Krum, Multi-Krum,
    centered clipping, a ByzFL chain ``"byzfl:NNM+TrMean"`` or a user's callable named by
    its import path) over the valid fp32 messages stacked as float32 [n, d];
-3. return one message with the result, which every worker fetches.
+3. return one message with the result, which every worker fetches, and the vote's stats;
+   ``stats["counted"]`` is the sorted list of the sender ranks whose message counted.
 
 If no payload is valid the result message is flagged as an abstention and workers skip the
 update of this slice for the round.
@@ -114,7 +115,7 @@ class VoteActor(VoteDrills):
         if len(senders) != len(payloads):
             raise ValueError(f"vote shard {self.shard} step {step}: {len(payloads)} payloads "
                              f"but senders={tuple(senders)}; give one rank per payload")
-        valid, rejected = [], []
+        valid, rejected, counted = [], [], []
         # Step 1: validate.
         for sender, payload in zip(senders, payloads, strict=True):
             try:
@@ -133,6 +134,7 @@ class VoteActor(VoteDrills):
                 valid.append(values)
             else:
                 valid.append(_read_only_tensor(body).view(torch.int64))
+            counted.append(sender)
         if rejected:
             self.rejected_total += len(rejected)
             log.warning("vote shard %d step %d: rejected %s", self.shard, step, rejected)
@@ -155,7 +157,7 @@ class VoteActor(VoteDrills):
             body[:] = 0
         t_end = time.time()
         return out, {"shard": self.shard, "t_vote_start": t_start, "t_vote_end": t_end,
-                     "num_valid": len(valid), "rejected": rejected}
+                     "num_valid": len(valid), "rejected": rejected, "counted": sorted(counted)}
 
 
 class _Round:
