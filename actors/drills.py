@@ -20,8 +20,23 @@ actor methods (Ray calls them like any other), mixed into the production classes
   signed; direct transport only, the object path carries one message per worker) or
   ``"flip_bit"`` (one body bit of its own message flipped after signing). The vote actors must
   reject each, logging the sender it claims;
+- ``WorkerDrills.crash_in_exchange(step)``: the worker process exits in the middle of the
+  direct exchange of ``step``: after its message for shard 0 went out, before the others;
+- ``WorkerDrills.crash_after_apply(step)``: the worker process exits once it has applied the
+  vote of ``step``, before it reports the round;
 - ``VoteDrills.crash_at(step)``: the vote actor's process exits when it starts voting on
-  ``step`` (a restarted actor has no such plan).
+  ``step`` (a restarted actor has no such plan);
+- ``VoteDrills.crash_collecting(step)``: the direct vote actor's process exits when the second
+  message of ``step`` reaches it, while it is still collecting the round.
+
+``forge_at`` also takes ``"truncate"`` (the worker's own message loses the last 8 bytes of
+its body) and ``"replay"`` (the worker's genuine message of shard s from the previous step is
+sent again, in its own name, for this step: its MAC verifies, its step does not).
+
+With ``$RAYSIGN_DRILL_REJECTIONS`` naming a file, every vote actor appends each message it
+rejects there as a JSON line ``{"step", "shard", "worker", "reason"}`` (``VoteDrills.
+drill_rejected``): a chaos run (``scripts/chaos.py``) checks from it that each forged or
+corrupted message was rejected under the sender it claims, also across vote-actor restarts.
 
 The production code calls the hooks and is otherwise unaware of the drills: ``SignWorker``
 passes every fresh gradient through ``WorkerDrills.drill_gradient`` and every signed message
@@ -33,14 +48,19 @@ first. With no drill planned the hooks do nothing.
 
 from __future__ import annotations
 
+import json
 import os
+import time
 
 import numpy as np
 import torch
 
 from raysign import wire
 
-FORGERIES = ("impersonate", "duplicate", "flip_bit")
+FORGERIES = ("impersonate", "duplicate", "flip_bit", "truncate", "replay")
+REJECTIONS_ENV = "RAYSIGN_DRILL_REJECTIONS"
+# How long a worker planned to die in the middle of the exchange lets its first message leave.
+EXCHANGE_CRASH_DELAY_S = 0.3
 CRASH_CALLS = ("evaluate", "checksum", "state")
 
 
@@ -51,6 +71,9 @@ class WorkerDrills:
     _forgery: tuple[int, str] | None = None  # (step, how) of a planned forged message
     _corrupt_step: int | None = None  # the step after which the replica diverges
     _crash_call: str | None = None  # the call during which the process exits
+    _crash_exchange_step: int | None = None  # the step whose exchange the process dies in
+    _crash_apply_step: int | None = None  # the step after whose update the process dies
+    _sent: dict[int, tuple[int, np.ndarray]] | None = None  # shard -> (step, last message)
     # The worker's own rank, worker count and MAC key (set by ``SignWorker``).
     rank: int
     num_workers: int
@@ -77,6 +100,15 @@ class WorkerDrills:
             raise ValueError(f"crash_during: call={call!r} is not one of {CRASH_CALLS}")
         self._crash_call = call
 
+    def crash_in_exchange(self, step: int) -> None:
+        """Exit the process in the direct exchange of ``step``, once the message for shard 0
+        has been sent (``EXCHANGE_CRASH_DELAY_S`` later), before the next shard's."""
+        self._crash_exchange_step = step
+
+    def crash_after_apply(self, step: int) -> None:
+        """Exit the process once the vote of ``step`` is applied, before the round returns."""
+        self._crash_apply_step = step
+
     def drill_call(self, call: str) -> None:
         """The hook, at the start of ``evaluate``, ``checksum`` and ``state``."""
         if self._crash_call == call:
@@ -93,6 +125,9 @@ class WorkerDrills:
         self._forgery = None
         self._corrupt_step = None
         self._crash_call = None
+        self._crash_exchange_step = None
+        self._crash_apply_step = None
+        self._sent = None
 
     def drill_replica(self, step: int, flat: torch.Tensor) -> None:
         """The hook, after the worker applied the vote of ``step`` to its parameters
@@ -101,6 +136,8 @@ class WorkerDrills:
             with torch.no_grad():
                 flat[0] += 1.0
             self._corrupt_step = None
+        if self._crash_apply_step == step:
+            os._exit(1)
 
     def drill_message(self, step: int, message: np.ndarray,
                       direct: bool) -> tuple[np.ndarray, list[tuple[int, np.ndarray]]]:
@@ -108,6 +145,12 @@ class WorkerDrills:
         worker's, and the extra (claimed sender, message) pairs to send beside it (only
         ``direct``: the object path carries one message per worker, so there an impersonation
         replaces the worker's own message)."""
+        shard = wire.parse_header(message).shard
+        if self._crash_exchange_step == step and direct and shard > 0:
+            time.sleep(EXCHANGE_CRASH_DELAY_S)  # let the message of shard 0 leave
+            os._exit(1)
+        previous = (self._sent or {}).get(shard)
+        self._sent = {**(self._sent or {}), shard: (step, message)}
         if self._forgery is None or self._forgery[0] != step:
             return message, []
         how = self._forgery[1]
@@ -115,6 +158,13 @@ class WorkerDrills:
         if how == "flip_bit":
             wire.body(forged)[0] ^= 1
             return forged, []
+        if how == "truncate":
+            return message[:-8].copy(), []
+        if how == "replay":
+            if previous is None or previous[0] != step - 1:
+                raise RuntimeError(f"forge_at(replay): worker {self.rank} holds no message of "
+                                   f"step {step - 1} for shard {shard}")
+            return (message, [(self.rank, previous[1])]) if direct else (previous[1], [])
         if how == "impersonate":
             victim = (self.rank + 1) % self.num_workers
             h = wire.parse_header(message)
@@ -143,10 +193,35 @@ class VoteDrills:
     """Drills of a ``raysign.actors.vote.VoteActor`` (and ``DirectVoteActor``)."""
 
     _crash_at_step: int | None = None
+    _crash_collecting: tuple[int, int] | None = None  # (step, messages of it seen so far)
 
     def crash_at(self, step: int) -> None:
         """Exit the process when voting on ``step``; the restarted actor has no such plan."""
         self._crash_at_step = step
+
+    def crash_collecting(self, step: int) -> None:
+        """Exit the process when the second message of ``step`` arrives (direct transport)."""
+        self._crash_collecting = (step, 0)
+
+    def drill_submit(self, step: int) -> None:
+        """The hook, at the start of every direct ``submit``: exit on the second message of
+        the step ``crash_collecting`` names."""
+        if self._crash_collecting is not None and self._crash_collecting[0] == step:
+            seen = self._crash_collecting[1] + 1
+            if seen >= 2:
+                os._exit(1)
+            self._crash_collecting = (step, seen)
+
+    def drill_rejected(self, step: int, shard: int, rejections: list[dict]) -> None:
+        """The hook, wherever a vote actor logs rejected messages: append them to the file
+        ``$RAYSIGN_DRILL_REJECTIONS`` names (nothing when it is unset)."""
+        path = os.environ.get(REJECTIONS_ENV)
+        if not path or not rejections:
+            return
+        lines = "".join(json.dumps({"step": step, "shard": shard, "worker": r["worker"],
+                                    "reason": r["reason"]}) + "\n" for r in rejections)
+        with open(path, "a") as fh:
+            fh.write(lines)
 
     def drill_vote(self, step: int) -> None:
         """The hook, at the start of every vote: exit if the crash drill names ``step``."""

@@ -138,6 +138,7 @@ class VoteActor(VoteDrills):
         if rejected:
             self.rejected_total += len(rejected)
             log.warning("vote shard %d step %d: rejected %s", self.shard, step, rejected)
+            self.drill_rejected(step, self.shard, rejected)
         # Step 2: aggregate.
         flags = 0 if valid else wire.FLAG_ABSTAIN
         out = wire.new_message(self.kind, sender=wire.VOTE_SENDER, step=step, shard=self.shard,
@@ -261,6 +262,8 @@ class DirectVoteActor(VoteActor):
             self.rejected_total += 1
             log.warning("vote shard %d step %d: rejected a message of worker %d after the "
                         "round closed", self.shard, step, sender)
+            self.drill_rejected(step, self.shard, [
+                {"worker": sender, "reason": "a message after the round closed"}])
             raise RuntimeError(f"vote shard {self.shard}: a message claiming worker {sender} "
                                f"for step {step} came after that round closed; refused")
         for old in [s for s in self._rounds if s < step]:
@@ -277,6 +280,7 @@ class DirectVoteActor(VoteActor):
         """Worker ``sender``'s message for ``step``; returns the voted message and the vote's
         stats once the messages of all expected ``senders`` are in (or ``timeout`` has
         passed). A sender outside ``senders`` is refused (``ValueError``)."""
+        self.drill_submit(step)
         if sender not in senders:
             raise ValueError(f"vote shard {self.shard}: worker {sender} sent a message for "
                              f"step {step}, but the round's senders are {tuple(senders)}; "
@@ -288,6 +292,7 @@ class DirectVoteActor(VoteActor):
         if refusal is not None:
             rejection = {"worker": sender, "reason": refusal}
             log.warning("vote shard %d step %d: rejected %s", self.shard, step, rejection)
+            self.drill_rejected(step, self.shard, [rejection])
             self.rejected_total += 1
             if rnd.result is None:
                 rnd.rejected.append(rejection)
