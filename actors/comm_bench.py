@@ -13,9 +13,12 @@ every worker holds a synthetic gradient of the model's size d, and one round is
 
 ``CommWorker`` is the worker side of 1 and 5, with the same timestamps as
 ``raysign.actors.worker.SignWorker`` so that ``raysign.actors.trainer.round_stage_times``
-splits a round into the five stages. ``GlooWorker`` is the baseline a user would pick
-instead: PyTorch's
-``torch.distributed`` all-reduce over gloo between the same actors (each on its node's own
+splits a round into the five stages. It runs the trainer's own worker-side code
+(``raysign.signsgd.exchange``: pack into the message body, MAC under the worker's key, and
+validate + unpack the voted message into the update buffer), and the vote actors check every
+MAC as the trainer's do, so its round times describe the trainer's communication.
+``GlooWorker`` is the baseline a user would pick instead: PyTorch's ``torch.distributed``
+all-reduce over gloo between the same actors (each on its node's own
 address), on DDP's 25 MB buckets, and a real DDP training step.
 
 Placement: ``spread_group(M)`` reserves one bundle per node (STRICT_SPREAD); worker i, vote
@@ -29,10 +32,10 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import secrets
 import socket
 import struct
 import time
-import warnings
 from datetime import timedelta
 from typing import Any
 
@@ -42,10 +45,10 @@ import torch
 from ray.util.placement_group import PlacementGroup
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from raysign import wire
 from raysign.actors.trainer import round_stage_times
 from raysign.actors.vote import DirectVoteActor, VoteActor, receive_votes, submit_shards
-from raysign.signs import pack_signs, shard_bounds, unpack_signs
+from raysign.signs import shard_bounds
+from raysign.signsgd.exchange import decode_vote, encode_shard
 
 DDP_BUCKET_BYTES = 25 * 2**20
 _SIOCGIFADDR = 0x8915
@@ -55,13 +58,6 @@ def synthetic_gradient(rank: int, d: int, seed: int = 0) -> torch.Tensor:
     """Worker ``rank``'s synthetic gradient: [d] fp32 standard normal, reproducible."""
     generator = torch.Generator().manual_seed(seed * 100_003 + rank)
     return torch.randn(d, generator=generator)
-
-
-def _readable(array: np.ndarray) -> torch.Tensor:
-    """A tensor view of a read-only object-store array (never written to)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-        return torch.from_numpy(array)
 
 
 def interface_of(ip: str) -> str:
@@ -88,11 +84,13 @@ def node_of(actor: Any) -> str:
 
 
 class CommWorker:
-    """Worker ``rank``: a synthetic gradient [d]; compresses it and applies the S results."""
+    """Worker ``rank``: a synthetic gradient [d]; compresses it and applies the S results.
+    ``key``: its MAC key, as a trainer's worker gets from the driver (None: unsigned)."""
 
-    def __init__(self, rank: int, d: int, num_shards: int, kind: int, seed: int = 0):
+    def __init__(self, rank: int, d: int, num_shards: int, kind: int, seed: int = 0,
+                 key: bytes | None = None):
         torch.set_num_threads(1)
-        self.rank, self.d, self.kind = rank, d, kind
+        self.rank, self.d, self.kind, self._key = rank, d, kind, key
         self.bounds = shard_bounds(d, num_shards)
         self.grad = synthetic_gradient(rank, d, seed)
         self.update = torch.zeros(d)
@@ -111,14 +109,8 @@ class CommWorker:
 
     def _encode(self, step: int, shard: int) -> np.ndarray:
         start, stop = self.bounds[shard]
-        msg = wire.new_message(self.kind, sender=self.rank, step=step, shard=shard,
-                               length=stop - start)
-        body = torch.from_numpy(wire.body(msg))
-        if self.kind == wire.KIND_SIGNS:
-            pack_signs(self.grad[start:stop], out=body)
-        else:
-            body.view(torch.float32).copy_(self.grad[start:stop])
-        return msg
+        return encode_shard(self.kind, self.grad[start:stop], sender=self.rank, step=step,
+                            shard=shard, key=self._key)
 
     def exchange(self, step: int, votes: list[Any], senders: tuple[int, ...],
                  timeout: float) -> tuple[dict, list[dict], dict]:
@@ -141,14 +133,8 @@ class CommWorker:
                 "bytes_received": sum(v.nbytes for v in voted)}
 
     def _apply_shard(self, step: int, shard: int, voted: np.ndarray) -> bool:
-        start, stop = self.bounds[shard]
-        _, body = wire.read_message(voted, kind=self.kind, step=step, shard=shard,
-                                    length=stop - start)
-        if self.kind == wire.KIND_SIGNS:
-            unpack_signs(_readable(body), stop - start, out=self.update[start:stop])
-        else:
-            self.update[start:stop].copy_(_readable(body).view(torch.float32))
-        return True
+        return decode_vote(voted, self.update[slice(*self.bounds[shard])], kind=self.kind,
+                           step=step, shard=shard)
 
     def update_values(self) -> np.ndarray:
         return self.update.numpy().copy()
@@ -177,7 +163,9 @@ def _in_bundle(group: PlacementGroup, index: int) -> PlacementGroupSchedulingStr
 
 
 class VoteRound:
-    """M ``CommWorker`` actors and S ``VoteActor`` shards; worker i and shard i in bundle i."""
+    """M ``CommWorker`` actors and S ``VoteActor`` shards; worker i and shard i in bundle i.
+    As in the trainer, every worker gets its own random MAC key and every vote actor all M
+    keys, so each message is signed and its MAC checked."""
 
     def __init__(self, group: PlacementGroup, num_workers: int, d: int, num_shards: int,
                  kind: int, seed: int = 0, transport: str = "objects"):
@@ -188,12 +176,14 @@ class VoteRound:
             raise ValueError(f"transport={transport!r} must be 'objects' or 'direct'")
         self.num_workers, self.num_shards, self.kind, self.d = num_workers, num_shards, kind, d
         self.transport = transport
+        keys = [secrets.token_bytes(32) for _ in range(num_workers)]
         self.workers = [ray.remote(CommWorker).options(
             num_cpus=0.2, scheduling_strategy=_in_bundle(group, i)).remote(
-                i, d, num_shards, kind, seed) for i in range(num_workers)]
+                i, d, num_shards, kind, seed, key=keys[i]) for i in range(num_workers)]
         vote_cls = DirectVoteActor if transport == "direct" else VoteActor
         self.votes = [ray.remote(vote_cls).options(
-            num_cpus=0.05, scheduling_strategy=_in_bundle(group, j)).remote(j, start, stop, kind)
+            num_cpus=0.05, scheduling_strategy=_in_bundle(group, j)).remote(
+                j, start, stop, kind, keys=keys)
             for j, (start, stop) in enumerate(shard_bounds(d, num_shards))]
 
     def placement(self) -> dict[str, list[str]]:

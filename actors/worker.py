@@ -29,9 +29,10 @@ from raysign.actors.drills import WorkerDrills
 from raysign.actors.ray_data import RayDataSource, read_shard
 from raysign.actors.vote import receive_votes, submit_shards
 from raysign.data import shard_indices
-from raysign.signs import gradient_density, pack_signs, unpack_signs
+from raysign.signs import gradient_density, unpack_signs
 from raysign.signsgd.attacks import OMNISCIENT_ATTACKS, make_crafted_attack
 from raysign.signsgd.config import SignSGDConfig
+from raysign.signsgd.exchange import all_finite, decode_vote, encode_shard
 from raysign.signsgd.replica import Replica
 from raysign.signsgd.workload import WorkloadFunctions, data_length, take_shard
 
@@ -82,6 +83,8 @@ class SignWorker(WorkerDrills):
         self.kind = wire.KIND_SIGNS if config.aggregator == "vote" else wire.KIND_FP32
         self.replica = Replica(config, self.rank, *self._shard(config, shard), _device(),
                                byzantine=byzantine, functions=self._functions)
+        # The voted update of each shard is unpacked here before it is applied (no temporary).
+        self._update = torch.empty_like(self.replica.flat)
         self.cancel_drills()
         self._outbox: tuple[int, tuple[Any, ...]] | None = None
         self._applied: tuple[int | None, set[int]] = (None, set())  # (step, shards applied)
@@ -138,9 +141,9 @@ class SignWorker(WorkerDrills):
         self.drill_gradient(grad)
         t_grad = time.time()
         # A non-finite gradient is skipped (momentum untouched) and the worker abstains.
-        finite = bool(torch.isfinite(grad).all())
+        finite = all_finite(grad)
         vector = self.replica.momentum_and_attack(grad) if finite else torch.zeros_like(grad)
-        finite = finite and bool(torch.isfinite(vector).all())
+        finite = finite and (vector is grad or all_finite(vector))
         flags = 0 if finite else wire.FLAG_ABSTAIN
         stats = {"rank": self.rank, "loss": loss, "t_start": t_start, "t_grad": t_grad,
                  "abstained": bool(flags), "epoch": self.replica.epoch, "lr": self.replica.lr}
@@ -181,16 +184,8 @@ class SignWorker(WorkerDrills):
         return self._outbox[1]
 
     def _encode(self, step: int, shard: int, values: torch.Tensor, flags: int) -> np.ndarray:
-        msg = wire.new_message(self.kind, sender=self.rank, step=step, shard=shard,
-                               length=values.numel(), flags=flags)
-        body = wire.body(msg)
-        if self.kind == wire.KIND_SIGNS:
-            body[:] = pack_signs(values).cpu().numpy()
-        else:
-            body.view(np.float32)[:] = values.detach().cpu().numpy()
-        if self._key is not None:
-            wire.sign_message(msg, self._key)
-        return msg
+        return encode_shard(self.kind, values, sender=self.rank, step=step, shard=shard,
+                            flags=flags, key=self._key)
 
     def craft_omniscient_messages(self, step: int, *honest: np.ndarray) -> tuple[Any, ...]:
         """An omniscient adversary's S messages for ``step``, replacing those of its
@@ -238,14 +233,14 @@ class SignWorker(WorkerDrills):
         if applied_step == step and shard in shards:
             return True
         start, stop = self.bounds[shard]
-        header, body = wire.read_message(voted, kind=self.kind, step=step, shard=shard,
-                                         length=stop - start)
-        if header.abstains:
+        update = self._update[start:stop]
+        signs = self.kind == wire.KIND_SIGNS
+        lr = self.replica.lr
+        # Signs are unpacked times lr_t; the fp32 mean is scaled by lr_t as it is applied.
+        if not decode_vote(voted, update, kind=self.kind, step=step, shard=shard,
+                           scale=lr if signs else 1.0):
             return False
-        if self.kind == wire.KIND_SIGNS:
-            self.replica.apply_signs(torch.from_numpy(body.copy()), start, stop)
-        else:
-            self.replica.apply_mean(torch.from_numpy(body.view(np.float32).copy()), start, stop)
+        self.replica.apply_update(update, start, stop, alpha=1.0 if signs else lr)
         if applied_step != step:
             self._applied = (step, set())
         self._applied[1].add(shard)

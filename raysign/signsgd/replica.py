@@ -173,23 +173,26 @@ class Replica:
     def apply_signs(self, packed: torch.Tensor, start: int = 0, stop: int | None = None) -> None:
         """Step 4 on the slice [start, stop): ``x <- x - lr_t (V + lambda x)``, V from packed."""
         stop = self.d if stop is None else stop
-        part = self.flat[start:stop]
-        lr = self.lr
-        if self.config.weight_decay:
-            part.mul_(1.0 - lr * self.config.weight_decay)
-        step = unpack_signs(packed.to(self.device), stop - start, scale=lr,
+        step = unpack_signs(packed.to(self.device), stop - start, scale=self.lr,
                             dtype=self.flat.dtype)
-        part.sub_(step)
+        self.apply_update(step, start, stop)
 
     @torch.no_grad()
     def apply_mean(self, mean: torch.Tensor, start: int = 0, stop: int | None = None) -> None:
         """The mean aggregator's step 4 on [start, stop): ``x <- x - lr_t (mean + lambda x)``."""
         stop = self.d if stop is None else stop
+        self.apply_update(mean.to(self.device), start, stop, alpha=self.lr)
+
+    @torch.no_grad()
+    def apply_update(self, update: torch.Tensor, start: int, stop: int,
+                     alpha: float = 1.0) -> None:
+        """Step 4 on [start, stop) with the update already unpacked on the replica's device:
+        ``x <- x (1 - lr_t lambda) - alpha update`` (signs unpacked times lr_t: ``alpha`` 1;
+        the fp32 mean: ``alpha`` = lr_t)."""
         part = self.flat[start:stop]
-        lr = self.lr
         if self.config.weight_decay:
-            part.mul_(1.0 - lr * self.config.weight_decay)
-        part.sub_(mean.to(self.device), alpha=lr)
+            part.mul_(1.0 - self.lr * self.config.weight_decay)
+        part.sub_(update, alpha=alpha)
 
     def finish_step(self, step: int) -> None:
         """After every slice of step ``step`` was applied (or abstained): advance the

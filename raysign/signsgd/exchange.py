@@ -1,0 +1,85 @@
+"""The worker side of a round's messages: one encode path and one apply path.
+
+Steps 3 and 4 of Algorithm 1 (Bernstein et al., ICLR 2019) as they touch the wire
+(``raysign.wire``), for one vote shard [start, stop) of the parameters:
+
+3. ``encode_shard``: pack ``sign(m_i)`` of the slice straight into the body of a new message
+   (or copy the fp32 values, for the mean aggregators), then write the sender's MAC;
+4. ``decode_vote``: validate the voted message for (step, shard) and unpack it into the
+   caller's slice of a preallocated buffer (signs times a scale, or the fp32 values).
+
+Before step 3 a worker checks its vector with ``all_finite`` (a non-finite one abstains).
+
+Both the trainer's workers (``raysign.actors.worker.SignWorker``) and the communication
+benchmark's (``raysign.actors.comm_bench.CommWorker``) call these two functions, so the
+benchmark's round times describe the trainer's worker-side work. Neither allocates more than
+the message itself: no packed temporary, no unpacked temporary.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+
+from raysign import wire
+from raysign.signs import pack_signs, unpack_signs
+
+
+def _readable(array: np.ndarray) -> torch.Tensor:
+    """A tensor view of a (possibly read-only, object-store) array that is never written to."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(array)
+
+
+def all_finite(x: torch.Tensor) -> bool:
+    """Whether every entry of ``x`` is finite, in one pass without a temporary of ``x``'s
+    size: torch's min / max propagate NaN, and any infinity is the min or the max. (A
+    ``torch.isfinite(x).all()`` allocates a bool [d] every round.)"""
+    if x.numel() == 0:
+        return True
+    low, high = torch.aminmax(x.detach().reshape(-1))
+    return bool(torch.isfinite(low) & torch.isfinite(high))  # one device sync
+
+
+def encode_shard(kind: int, values: torch.Tensor, *, sender: int, step: int, shard: int,
+                 flags: int = 0, key: bytes | None = None) -> np.ndarray:
+    """Worker ``sender``'s message for vote shard ``shard`` of ``step``: the signs of
+    ``values`` [n] (any float dtype, CPU or CUDA) packed at one bit each (``KIND_SIGNS``) or
+    their fp32 values (``KIND_FP32``), written into the body of the new message; then its MAC
+    under ``key`` (None: unsigned). Returns the message, a 1-D uint8 array."""
+    msg = wire.new_message(kind, sender=sender, step=step, shard=shard,
+                           length=values.numel(), flags=flags)
+    body = torch.from_numpy(wire.body(msg))
+    values = values.detach()
+    if kind == wire.KIND_SIGNS:
+        if values.device.type == "cpu":
+            pack_signs(values, out=body)
+        else:  # packed on the device, then one copy of the packed bytes to the host
+            body.copy_(pack_signs(values))
+    else:
+        body.view(torch.float32).copy_(values)
+    if key is not None:
+        wire.sign_message(msg, key)
+    return msg
+
+
+def decode_vote(voted: np.ndarray, out: torch.Tensor, *, kind: int, step: int, shard: int,
+                scale: float = 1.0) -> bool:
+    """Validate the vote actor's message ``voted`` for (``step``, ``shard``) and write its
+    update into ``out`` [n] (the target slice, on any device): the voted signs as
+    ``+scale`` / ``-scale`` in ``out``'s dtype, or the fp32 values (``scale`` unused).
+    Returns False, leaving ``out`` untouched, if the vote abstained (no valid message).
+    Raises ``raysign.wire.MessageError`` if the message is not that vote's."""
+    header, body = wire.read_message(voted, kind=kind, step=step, shard=shard,
+                                     length=out.numel())
+    if header.abstains:
+        return False
+    packed = _readable(body)
+    if kind == wire.KIND_SIGNS:
+        unpack_signs(packed.to(out.device), out.numel(), scale=scale, dtype=out.dtype, out=out)
+    else:
+        out.copy_(packed.view(torch.float32))
+    return True

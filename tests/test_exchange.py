@@ -1,0 +1,134 @@
+"""The worker side of a round's messages (``raysign.signsgd.exchange``), shared by the trainer's
+workers and the communication benchmark, against numpy and hashlib references. No Ray."""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from raysign import wire
+from raysign.actors.comm_bench import CommWorker
+from raysign.signsgd.config import SignSGDConfig
+from raysign.signsgd.exchange import all_finite, decode_vote, encode_shard
+from raysign.signsgd.replica import Replica
+
+KEY = bytes(range(32))
+
+
+def _reference_mac(message: np.ndarray, key: bytes) -> bytes:
+    """Keyed BLAKE2b (8 bytes) of the header less its MAC field, then the body (wire v2)."""
+    raw = message.tobytes()
+    return hashlib.blake2b(raw[:24] + raw[32:], key=key, digest_size=8).digest()
+
+
+def _reference_signs(values: np.ndarray) -> bytes:
+    """One bit per value (set iff negative), little bit order, padded to whole 64-bit words."""
+    bits = np.packbits(values < 0, bitorder="little").tobytes()
+    return bits + b"\0" * (8 * -(-values.size // 64) - len(bits))
+
+
+@pytest.mark.parametrize("n", [1, 63, 64, 1000, 4097])
+def test_encode_shard_packs_signs_into_the_body_and_signs_it(n):
+    values = torch.randn(n, generator=torch.Generator().manual_seed(n))
+    values[0] = 0.0  # zero is sent as +1 (bit clear)
+    msg = encode_shard(wire.KIND_SIGNS, values, sender=3, step=17, shard=2, flags=0, key=KEY)
+    assert msg.dtype == np.uint8 and msg.ndim == 1
+    assert msg[:4].tobytes() == b"RSGN"
+    assert struct.unpack_from("<IIII", msg, 8) == (3, 17, 2, n)
+    assert msg[32:].tobytes() == _reference_signs(values.numpy())
+    assert msg[24:32].tobytes() == _reference_mac(msg, KEY)
+
+
+def test_encode_shard_copies_fp32_values_and_leaves_unsigned_messages_at_zero_mac():
+    values = torch.randn(257, generator=torch.Generator().manual_seed(1))
+    msg = encode_shard(wire.KIND_FP32, values, sender=0, step=1, shard=0, flags=wire.FLAG_ABSTAIN)
+    np.testing.assert_array_equal(msg[32:].view(np.float32), values.numpy())
+    assert struct.unpack_from("<H", msg, 6)[0] == wire.FLAG_ABSTAIN
+    assert msg[24:32].tobytes() == bytes(8)
+
+
+def _voted(kind: int, body: bytes, n: int, step: int, shard: int, flags: int = 0) -> np.ndarray:
+    """A vote actor's message built by hand from the header layout (sender 0xFFFFFFFF)."""
+    header = struct.pack("<4sBBHIIII", b"RSGN", 2, kind, flags, 0xFFFFFFFF, step, shard, n)
+    msg = np.frombuffer(header + bytes(8) + body, dtype=np.uint8)
+    msg.flags.writeable = False  # as it comes out of the object store
+    return msg
+
+
+def test_decode_vote_unpacks_scaled_signs_into_the_target_slice():
+    n, scale = 1001, 0.0137
+    votes = np.random.default_rng(0).standard_normal(n).astype(np.float32)
+    target = torch.full((n + 10,), 7.0)
+    msg = _voted(wire.KIND_SIGNS, _reference_signs(votes), n, step=5, shard=1)
+    assert decode_vote(msg, target[5 : 5 + n], kind=wire.KIND_SIGNS, step=5, shard=1,
+                       scale=scale)
+    expected = np.where(votes < 0, -np.float32(scale), np.float32(scale))
+    np.testing.assert_array_equal(target[5 : 5 + n].numpy(), expected)
+    assert (target[:5] == 7.0).all() and (target[5 + n :] == 7.0).all()
+
+
+def test_decode_vote_copies_fp32_skips_abstentions_and_refuses_another_steps_vote():
+    n = 33
+    mean = np.linspace(-1, 1, n, dtype=np.float32)
+    out = torch.zeros(n)
+    assert decode_vote(_voted(wire.KIND_FP32, mean.tobytes(), n, 2, 0), out,
+                       kind=wire.KIND_FP32, step=2, shard=0)
+    np.testing.assert_array_equal(out.numpy(), mean)
+    untouched = torch.full((n,), 3.0)
+    assert not decode_vote(_voted(wire.KIND_FP32, bytes(4 * n), n, 2, 0, wire.FLAG_ABSTAIN),
+                           untouched, kind=wire.KIND_FP32, step=2, shard=0)
+    assert (untouched == 3.0).all()
+    with pytest.raises(wire.MessageError, match="step=2 but expected 3"):
+        decode_vote(_voted(wire.KIND_FP32, mean.tobytes(), n, 2, 0), out,
+                    kind=wire.KIND_FP32, step=3, shard=0)
+
+
+def test_comm_bench_worker_signs_its_messages_under_its_key():
+    """The benchmark's worker does the trainer's MAC work: each message carries a MAC that
+    verifies under the worker's key (before, its messages went unsigned)."""
+    worker = CommWorker(rank=1, d=300, num_shards=2, kind=wire.KIND_SIGNS, key=KEY)
+    *messages, stats = worker.compress(step=4)
+    assert len(messages) == 2 and stats["bytes_sent"] == sum(m.nbytes for m in messages)
+    for shard, msg in enumerate(messages):
+        start, stop = worker.bounds[shard]
+        assert msg[24:32].tobytes() == _reference_mac(msg, KEY)
+        assert msg[32:].tobytes() == _reference_signs(worker.grad[start:stop].numpy())
+
+
+def test_applying_a_decoded_vote_is_step_4_of_algorithm_1():
+    """decode_vote (signs times lr) + Replica.apply_update, the trainer worker's apply path:
+    ``x <- x (1 - lr lambda) - lr V`` in float32, computed here with numpy."""
+    config = SignSGDConfig(model="mlp", num_workers=1, lr=0.01, weight_decay=0.1,
+                           vote_shards=1)
+    replica = Replica(config, 0, np.zeros((4, 1, 28, 28), np.float32), np.zeros(4, np.int64))
+    before = replica.flat.numpy().copy()
+    n = 500
+    votes = np.random.default_rng(1).standard_normal(n).astype(np.float32)
+    update = torch.empty(n)
+    assert decode_vote(_voted(wire.KIND_SIGNS, _reference_signs(votes), n, 1, 0), update,
+                       kind=wire.KIND_SIGNS, step=1, shard=0, scale=replica.lr)
+    replica.apply_update(update, 100, 100 + n)
+    lr = np.float32(0.01)
+    expected = before.copy()
+    expected[100 : 100 + n] = (before[100 : 100 + n] * np.float32(1 - 0.01 * 0.1)
+                               - np.where(votes < 0, -lr, lr))
+    np.testing.assert_array_equal(replica.flat.numpy(), expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_all_finite_finds_every_nan_and_infinity_like_numpy(dtype):
+    rng = np.random.default_rng(2)
+    base = rng.standard_normal(4099).astype(np.float32)
+    cases = [base, base * 0]
+    for position in (0, 1, 17, 2048, 4098):
+        for bad in (np.nan, np.inf, -np.inf):
+            x = base.copy()
+            x[position] = bad
+            cases.append(x)
+    for x in cases:
+        assert all_finite(torch.from_numpy(x).to(dtype)) == bool(np.isfinite(x).all())
+    assert all_finite(torch.empty(0))
