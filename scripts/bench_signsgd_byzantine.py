@@ -22,6 +22,15 @@ same inputs (n = 7 vectors of the model's size) when ByzFL is installed (``pip i
 ``--resume`` reads that folder's ``byzantine.csv`` and ``config.json``, runs only the cells not
 yet in it (same model, steps and learning rates), and appends to the same files, so a grid too
 long for one sitting is finished in several.
+
+A cell must be a function of (aggregator, attack, f, seed, model, steps) alone. Each row
+records what could make it otherwise: the fewest voters any round counted against the
+``num_workers`` expected, the rounds that counted fewer, rejected messages, workers that failed
+and were re-synced, whether the honest replicas ended identical, the digest of the final
+parameters (so a re-run can be compared bit for bit, not only to 4 decimals), the workers'
+torch thread count and the code commit; ``environment.json`` holds the rest (torch, numpy, CPU).
+A cell in which any of that happened (``disturbed``) is run again on freshly started actors, up
+to ``--retries`` times; a row still disturbed after that is marked in the tables.
 """
 
 from __future__ import annotations
@@ -33,12 +42,16 @@ import importlib.util
 import itertools
 import json
 import os
+import platform
+import subprocess
 import sys
 import time
 import types
 from pathlib import Path
 
 import numpy as np
+import ray
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -51,6 +64,59 @@ from raysign.signsgd.config import AGGREGATORS, SignSGDConfig  # noqa: E402
 from raysign.signsgd.models import build_model, num_parameters  # noqa: E402
 
 LR = {"vote": 1e-3}  # Signum; every fp32 aggregator uses --fp32-lr
+ROOT = Path(__file__).resolve().parents[1]
+# Marks in tables.md: a cell averaging a disturbed row, or one carried over from an earlier
+# commit and not re-run (``provenance``).
+DISTURBED_MARK, CARRIED_MARK = "†", "*"
+
+
+def participation(records: list[dict], num_workers: int) -> dict:
+    """What a run's per-step records say about who voted: the fewest voters counted in a
+    round (over the vote shards) against the ``num_workers`` expected, the rounds that counted
+    fewer, messages rejected, and the ranks of workers that failed in some round. ``disturbed``
+    is True if any of these departs from a full, clean vote every round."""
+    voters = [int(r["voters"]) for r in records]
+    failed = sorted({int(rank) for r in records for rank in r.get("failed_workers", [])})
+    short = sum(v < num_workers for v in voters)
+    rejected = sum(int(r.get("rejected", 0)) for r in records)
+    return {"expected_voters": num_workers, "min_voters": min(voters, default=0),
+            "short_rounds": short, "rejected": rejected,
+            "failed_workers": ";".join(map(str, failed)),
+            "disturbed": bool(short or rejected or failed or len(records) == 0)}
+
+
+def code_commit() -> str:
+    """The checkout's commit, with ``+dirty`` when tracked files differ from it."""
+    try:
+        commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                                capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain",
+                                "--untracked-files=no"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit + ("+dirty" if dirty else "")
+
+
+def environment() -> dict:
+    """The numerical environment a cell's bits depend on besides the code (the BLAS kernels
+    torch picks differ between CPUs and thread counts)."""
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"commit": code_commit(), "torch": torch.__version__, "numpy": np.__version__,
+            "python": platform.python_version(), "cpu": cpu, "machine": platform.machine(),
+            "blas": torch.__config__.show().splitlines()[3:5]}
+
+
+def _worker_threads(worker) -> int:
+    """The torch thread count inside a worker actor (its float reductions depend on it)."""
+    return ray.get(worker.__ray_call__.remote(lambda self: torch.get_num_threads()))
 
 
 def byzfl_modules():
@@ -92,10 +158,19 @@ def time_aggregators(d: int, f: int, out: RunDir) -> None:
     out.write_csv("aggregator_timing.csv", rows)
 
 
+def marks(rows: list[dict]) -> str:
+    """The table marks for a cell made of ``rows``: ``*`` if one is carried over from an
+    earlier commit and not reproduced, ``†`` if one was disturbed (``participation``)."""
+    carried = any(str(r.get("provenance", "")).endswith("not reproduced") for r in rows)
+    disturbed = any(r.get("disturbed") is True for r in rows)
+    return (CARRIED_MARK if carried else "") + (DISTURBED_MARK if disturbed else "")
+
+
 def markdown_tables(rows: list[dict], worst: list[dict], aggregators_: list[str],
                     adversaries: list[int]) -> str:
     """Two tables for the docs: the worst case over attacks (mean +- std over seeds) per
-    aggregator and adversary count, and every attack at the largest adversary count."""
+    aggregator and adversary count, and every attack at the largest adversary count. A cell
+    carries ``marks`` of the rows it is computed from."""
     seeds = sorted({r["seed"] for r in rows})
     fs = [f for f in adversaries if any(w["adversaries"] == f for w in worst)]
     lines = [f"Worst case over attacks, mean +- std over seeds {seeds}:", "",
@@ -105,8 +180,9 @@ def markdown_tables(rows: list[dict], worst: list[dict], aggregators_: list[str]
         cells = []
         for f in fs:
             w = [w for w in worst if w["aggregator"] == agg and w["adversaries"] == f]
+            used = [r for r in rows if r["aggregator"] == agg and r["adversaries"] == f]
             cells.append(f"{w[0]['worst_case_accuracy']:.3f} +- {w[0]['spread']:.3f}"
-                         if w else "-")
+                         f"{marks(used)}" if w else "-")
         lines.append(f"| {agg} | " + " | ".join(cells) + " |")
     top = max(fs) if fs else 0
     attacks = sorted({r["attack"] for r in rows if r["adversaries"] == top})
@@ -115,10 +191,16 @@ def markdown_tables(rows: list[dict], worst: list[dict], aggregators_: list[str]
     for agg in aggregators_:
         cells = []
         for attack in attacks:
-            accs = [r["test_accuracy"] for r in rows if r["aggregator"] == agg
+            used = [r for r in rows if r["aggregator"] == agg
                     and r["attack"] == attack and r["adversaries"] == top]
-            cells.append(f"{np.mean(accs):.3f}" if accs else "-")
+            cells.append(f"{np.mean([r['test_accuracy'] for r in used]):.3f}{marks(used)}"
+                         if used else "-")
         lines.append(f"| {agg} | " + " | ".join(cells) + " |")
+    if any(marks([r]) for r in rows):
+        lines += ["", f"{CARRIED_MARK}: includes a row carried over from an earlier commit and "
+                  f"not reproduced (its provenance column); {DISTURBED_MARK}: includes a row in "
+                  "which a round counted fewer voters than workers, a message was rejected or a "
+                  "worker failed."]
     return "\n".join(lines) + "\n"
 
 
@@ -179,16 +261,21 @@ def resume(args: argparse.Namespace) -> tuple[RunDir, list[dict]]:
     saved = json.loads(config_path.read_text())
     for field, default in GRID_FIELDS.items():
         setattr(args, field, saved[field] if default is None else saved.get(field, default))
-    rows = []
-    if csv_path.is_file():
-        with open(csv_path, newline="") as fh:
-            for r in csv.DictReader(fh):
-                rows.append({"aggregator": r["aggregator"], "attack": r["attack"],
-                             "adversaries": int(r["adversaries"]), "seed": int(r["seed"]),
-                             "test_accuracy": float(r["test_accuracy"]),
-                             "steps": int(r["steps"]), "wall_seconds": float(r["wall_seconds"])})
+    rows = read_rows(csv_path) if csv_path.is_file() else []
     print(f"resuming {folder}: {len(rows)} cells already measured", flush=True)
     return RunDir(folder), rows
+
+
+def read_rows(path: Path) -> list[dict]:
+    """The rows of a ``byzantine.csv``, typed; columns an older file lacks stay absent."""
+    types_ = {"adversaries": int, "seed": int, "test_accuracy": float, "steps": int,
+              "wall_seconds": float, "expected_voters": int, "min_voters": int,
+              "short_rounds": int, "rejected": int, "resyncs": int, "worker_threads": int,
+              "attempts": int, "load_average": float,
+              "disturbed": lambda v: v == "True", "replicas_identical": lambda v: v == "True"}
+    with open(path, newline="") as fh:
+        return [{k: types_[k](v) if k in types_ and v != "" else v for k, v in r.items()}
+                for r in csv.DictReader(fh)]
 
 
 def label(aggregator: str, clip_tau: float) -> str:
@@ -198,11 +285,37 @@ def label(aggregator: str, clip_tau: float) -> str:
     return aggregator
 
 
+def run_cell(trainer, config: SignSGDConfig, retries: int):
+    """One cell on ``trainer`` (None: start one), run again on freshly started actors while
+    disturbed (``participation``), at most ``retries`` more times. Returns the trainer, the
+    summary and the cell's record fields."""
+    for attempt in range(1, retries + 2):
+        if trainer is None:
+            trainer = SignSGDTrainer(config, progress=False)
+        else:
+            trainer.reconfigure(config)  # same actors, fresh replicas: no start-up cost
+        records: list[dict] = []
+        summary = trainer.run(on_record=records.append)
+        fields = participation(records, config.num_workers)
+        fields["disturbed"] = bool(fields["disturbed"] or summary.resyncs
+                                   or not summary.replicas_identical)
+        fields.update(resyncs=summary.resyncs, replicas_identical=summary.replicas_identical,
+                      param_digest=ray.get(trainer.workers[trainer.honest[0]].checksum.remote()),
+                      worker_threads=_worker_threads(trainer.workers[0]), attempts=attempt)
+        if not fields["disturbed"] or attempt > retries:
+            return trainer, summary, fields
+        print(f"  {config.name}: disturbed ({fields}); again on fresh actors", flush=True)
+        trainer.shutdown()
+        trainer = None
+    raise AssertionError("unreachable")
+
+
 def run_grid(args: argparse.Namespace, rows: list[dict], done: set, out: RunDir) -> list[dict]:
     """Every cell not in ``done``, on one set of actors reconfigured from cell to cell (the
     start-up of 8 processes would otherwise cost more than 150 training steps)."""
     trainer = None
     worst: list[dict] = []
+    commit = code_commit()
     try:
         # Seeds outermost: after each seed the worst-case table and the figure cover every seed
         # finished so far, so a long grid stopped early still leaves complete, usable results.
@@ -219,19 +332,19 @@ def run_grid(args: argparse.Namespace, rows: list[dict], done: set, out: RunDir)
                                        max_steps=args.max_steps, seed=seed, num_workers=7,
                                        clip_tau=args.clip_tau, results_dir=str(out.path),
                                        name=f"{agg}-{attack}-{f}-{seed}")
-                if trainer is None:
-                    trainer = SignSGDTrainer(config, progress=False)
-                else:
-                    trainer.reconfigure(config)  # same actors, fresh replicas: no start-up cost
-                summary = trainer.run()
+                trainer, summary, fields = run_cell(trainer, config, args.retries)
+                load = os.getloadavg()[0]
                 rows.append({"aggregator": label(agg, args.clip_tau), "attack": attack,
                              "adversaries": f, "seed": seed,
                              "test_accuracy": summary.test_accuracy, "steps": summary.steps,
-                             "wall_seconds": summary.wall_seconds})
+                             "wall_seconds": summary.wall_seconds, **fields,
+                             "load_average": round(load, 1), "provenance": commit})
                 out.write_csv("byzantine.csv", rows)
                 print(f"[seed {seed}: {i}/{len(cells)}] {agg:17s} {attack:13s} f={f}: "
                       f"{summary.test_accuracy:.4f}  ({summary.wall_seconds:.0f} s, load "
-                      f"average {os.getloadavg()[0]:.1f})", flush=True)
+                      f"average {load:.1f}, min voters {fields['min_voters']}/7, "
+                      f"{'DISTURBED' if fields['disturbed'] else 'clean'}, "
+                      f"digest {fields['param_digest'][:8]})", flush=True)
             worst = summarise(rows, [label(a, args.clip_tau) for a in args.aggregators],
                               args.adversaries, args.model, out)
     finally:
@@ -257,6 +370,10 @@ def main() -> int:
                         help="MLP, 150 steps, adversaries 0 and 3, seed 0")
     parser.add_argument("--results-dir", default="runs")
     parser.add_argument("--address", default=None)
+    parser.add_argument("--retries", type=int, default=2,
+                        help="run a disturbed cell (a round with fewer voters than workers, a "
+                             "rejected message, a failed worker) again on fresh actors up to "
+                             "this many times")
     parser.add_argument("--resume", default=None, metavar="DIR",
                         help="finish the grid of an earlier run folder (its config is used)")
     args = parser.parse_args()
@@ -269,6 +386,11 @@ def main() -> int:
         out = RunDir.create(args.results_dir, "bench_signsgd_byzantine")
         out.write_json("config.json", vars(args))
         time_aggregators(num_parameters(build_model(args.model)), max(args.adversaries), out)
+    # One entry per sitting (a --resume may run on another machine or commit).
+    env_path = out.file("environment.json")
+    sittings = json.loads(env_path.read_text()) if env_path.is_file() else []
+    out.write_json("environment.json", [*sittings, {
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"), **environment()}])
     done = {(r["aggregator"], r["attack"], r["adversaries"], r["seed"]) for r in rows}
     connect(args.address)
     worst = run_grid(args, rows, done, out)
