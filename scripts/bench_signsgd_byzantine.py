@@ -114,9 +114,13 @@ def environment() -> dict:
             "blas": torch.__config__.show().splitlines()[3:5]}
 
 
-def _worker_threads(worker) -> int:
-    """The torch thread count inside a worker actor (its float reductions depend on it)."""
-    return ray.get(worker.__ray_call__.remote(lambda self: torch.get_num_threads()))
+def replica_facts(trainer: SignSGDTrainer) -> dict:
+    """After a run: the digest of the first honest replica's parameters (the honest replicas
+    were checked identical) and the torch thread count inside a worker (float reductions
+    depend on it)."""
+    return {"param_digest": ray.get(trainer.workers[trainer.honest[0]].checksum.remote()),
+            "worker_threads": ray.get(trainer.workers[0].__ray_call__.remote(
+                lambda self: torch.get_num_threads()))}
 
 
 def byzfl_modules():
@@ -285,13 +289,15 @@ def label(aggregator: str, clip_tau: float) -> str:
     return aggregator
 
 
-def run_cell(trainer, config: SignSGDConfig, retries: int):
-    """One cell on ``trainer`` (None: start one), run again on freshly started actors while
-    disturbed (``participation``), at most ``retries`` more times. Returns the trainer, the
-    summary and the cell's record fields."""
+def run_cell(trainer, config: SignSGDConfig, retries: int, start=SignSGDTrainer,
+             facts=replica_facts):
+    """One cell on ``trainer`` (reconfigured; None: ``start`` one), run again on freshly
+    started actors while disturbed (``participation``, a re-sync, or honest replicas that
+    differed), at most ``retries`` more times. Returns the trainer, the summary and the
+    cell's record fields (``facts(trainer)`` among them)."""
     for attempt in range(1, retries + 2):
         if trainer is None:
-            trainer = SignSGDTrainer(config, progress=False)
+            trainer = start(config, progress=False)
         else:
             trainer.reconfigure(config)  # same actors, fresh replicas: no start-up cost
         records: list[dict] = []
@@ -300,14 +306,13 @@ def run_cell(trainer, config: SignSGDConfig, retries: int):
         fields["disturbed"] = bool(fields["disturbed"] or summary.resyncs
                                    or not summary.replicas_identical)
         fields.update(resyncs=summary.resyncs, replicas_identical=summary.replicas_identical,
-                      param_digest=ray.get(trainer.workers[trainer.honest[0]].checksum.remote()),
-                      worker_threads=_worker_threads(trainer.workers[0]), attempts=attempt)
+                      **facts(trainer), attempts=attempt)
         if not fields["disturbed"] or attempt > retries:
             return trainer, summary, fields
         print(f"  {config.name}: disturbed ({fields}); again on fresh actors", flush=True)
         trainer.shutdown()
         trainer = None
-    raise AssertionError("unreachable")
+    raise AssertionError("unreachable: the last attempt returns")
 
 
 def run_grid(args: argparse.Namespace, rows: list[dict], done: set, out: RunDir) -> list[dict]:
