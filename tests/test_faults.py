@@ -1,5 +1,10 @@
 """Faults and bad input on local Ray: dead workers and vote actors, NaN gradients,
-checkpoints that resume bit-identically, and checkpoints that must be refused."""
+checkpoints that resume bit-identically, and checkpoints that must be refused.
+
+Starting a trainer's worker and vote processes costs far more than a tiny run, so the runs
+share one started trainer while their shape (worker count, vote shards, transport) stays the
+same: ``reconfigure`` gives every worker a fresh replica in its process, as the
+fault-outside-the-round drills do. A resume after a killed driver starts new processes."""
 
 from __future__ import annotations
 
@@ -17,7 +22,8 @@ from raysign.signsgd.checkpoint import CheckpointError, load_checkpoint, save_ch
 from raysign.signsgd.config import SignSGDConfig
 from raysign.signsgd.replica import Replica
 
-pytestmark = pytest.mark.ray
+# One process (under pytest -n 2) for the tests that share a started trainer.
+pytestmark = [pytest.mark.ray, pytest.mark.xdist_group("faults-started-trainer")]
 
 
 def tiny(tmp_path, **overrides) -> SignSGDConfig:
@@ -31,11 +37,62 @@ class Stop(Exception):
     pass
 
 
-def run(config, on_record=None, resume=None):
+class StartedTrainer:
+    """One started trainer at a time (its workers share out all of Ray's CPUs, so a second
+    could not start beside it): ``for_config`` reconfigures it when the shape is the same,
+    else shuts it down and starts one for ``config``."""
+
+    def __init__(self):
+        self.trainer: SignSGDTrainer | None = None
+
+    def for_config(self, config: SignSGDConfig) -> SignSGDTrainer:
+        held = self.trainer
+        if held is not None and held.workers and all(
+                getattr(held.config, f) == getattr(config, f)
+                for f in SignSGDTrainer.RESHAPING_FIELDS):
+            held.reconfigure(config)
+            return held
+        self.close()
+        self.trainer = SignSGDTrainer(config, progress=False)
+        self.trainer.start()
+        return self.trainer
+
+    def close(self) -> None:
+        if self.trainer is not None:
+            self.trainer.shutdown()
+            self.trainer = None
+
+
+@pytest.fixture(scope="module")
+def started(ray_session):
+    held = StartedTrainer()
+    yield held
+    held.close()
+
+
+@pytest.fixture(scope="module", params=["objects", "direct"])
+def transport(request) -> str:
+    """Module-scoped, so pytest runs every test of one transport before the other's and the
+    tests of one shape reuse one trainer."""
+    return request.param
+
+
+def run(started, config, on_record=None):
+    trainer = started.for_config(config)
+    try:
+        summary = trainer.run(on_record=on_record(trainer) if on_record else None)
+        params = ray.get(trainer.workers[0].parameters.remote())
+    except BaseException:
+        started.close()
+        raise
+    return summary, params
+
+
+def resume_in_new_processes(config, checkpoint):
+    """As a restarted driver resumes: a new trainer, new worker and vote processes."""
     trainer = SignSGDTrainer(config, progress=False)
     try:
-        summary = trainer.run(on_record=on_record(trainer) if on_record else None,
-                              resume=resume)
+        summary = trainer.run(resume=checkpoint)
         params = ray.get(trainer.workers[0].parameters.remote())
     finally:
         trainer.shutdown()
@@ -43,9 +100,9 @@ def run(config, on_record=None, resume=None):
 
 
 def test_run_killed_while_saving_resumes_from_the_previous_checkpoint_bit_identically(
-        ray_session, tmp_path, monkeypatch):
+        started, tmp_path, monkeypatch):
     config = tiny(tmp_path, max_steps=7, checkpoint_every=3)
-    _, uninterrupted = run(config)
+    _, uninterrupted = run(started, config)
     replace = os.replace
 
     def dies_in_the_step_6_save(src, dst):
@@ -55,24 +112,23 @@ def test_run_killed_while_saving_resumes_from_the_previous_checkpoint_bit_identi
             raise Stop
         replace(src, dst)
 
-    interrupted = SignSGDTrainer(config, progress=False)
+    interrupted = started.for_config(config)
     with pytest.raises(Stop), monkeypatch.context() as patch:
         patch.setattr(os, "replace", dies_in_the_step_6_save)
         try:
             interrupted.run()
         finally:
-            interrupted.shutdown()
+            started.close()  # the driver and its processes are gone
     checkpoint = interrupted.run_dir.file("checkpoint.pt")
     assert load_checkpoint(checkpoint)["step"] == 3  # the previous one, intact
-    summary, resumed = run(config, resume=checkpoint)
+    summary, resumed = resume_in_new_processes(config, checkpoint)
     assert resumed.tobytes() == uninterrupted.tobytes()
     steps = [r["step"] for r in read_jsonl(interrupted.run_dir.file("metrics.jsonl"))]
     assert steps == list(range(1, 8))
     assert summary.replicas_identical
 
 
-@pytest.mark.parametrize("transport", ["objects", "direct"])
-def test_dead_worker_is_left_out_restarted_and_resynced(ray_session, tmp_path, transport):
+def test_dead_worker_is_left_out_restarted_and_resynced(started, tmp_path, transport):
     def crash_worker_1(trainer):
         def hook(record):
             if record["step"] == 2:
@@ -91,7 +147,7 @@ def test_dead_worker_is_left_out_restarted_and_resynced(ray_session, tmp_path, t
                 positions.update({r: (s["epoch"], s["cursor"]) for r, s in enumerate(states)})
         return hook
 
-    summary, _ = run(tiny(tmp_path, num_workers=4, transport=transport),
+    summary, _ = run(started, tiny(tmp_path, num_workers=4, transport=transport),
                      crash_worker_1_and_record_positions)
     # The restarted worker's data stream was moved to where it would be without the crash.
     assert positions[1] == positions[0] == (0, 6 * 16)
@@ -103,33 +159,34 @@ def test_dead_worker_is_left_out_restarted_and_resynced(ray_session, tmp_path, t
     assert summary.resyncs >= 1 and summary.replicas_identical
 
 
-@pytest.mark.parametrize("transport", ["objects", "direct"])
-def test_dead_vote_actor_is_restarted_and_its_round_retried(ray_session, tmp_path, transport):
+def test_dead_vote_actor_is_restarted_and_its_round_retried(started, tmp_path, transport):
     def crash_vote_at_3(trainer):
         def hook(record):
             if record["step"] == 1:
                 ray.get(trainer.votes[0].crash_at.remote(3))
         return hook
 
-    summary, params = run(tiny(tmp_path, vote_shards=2, transport=transport), crash_vote_at_3)
+    config = tiny(tmp_path, vote_shards=2, transport=transport)
+    # The reference first, so that it runs before any actor of this trainer was restarted.
+    _, undisturbed = run(started, config)
+    summary, params = run(started, config, crash_vote_at_3)
     records = read_jsonl(f"{summary.run_dir}/metrics.jsonl")
     assert [r["step"] for r in records] == list(range(1, 7))
     assert all(r["voters"] == 3 and not r["failed_workers"] for r in records)
     assert summary.replicas_identical
     # The retried vote is the same vote: the run equals one without the crash.
-    _, undisturbed = run(tiny(tmp_path, vote_shards=2, transport=transport))
     assert params.tobytes() == undisturbed.tobytes()
 
 
-@pytest.mark.parametrize("transport", ["objects", "direct"])
-def test_nan_gradient_is_an_abstention_not_a_crash(ray_session, tmp_path, transport):
+def test_nan_gradient_is_an_abstention_not_a_crash(started, tmp_path, transport):
     def poison_worker_0(trainer):
         def hook(record):
             if record["step"] == 2:
                 ray.get(trainer.workers[0].poison_next_gradient.remote(10))
         return hook
 
-    summary, params = run(tiny(tmp_path, vote_shards=2, transport=transport), poison_worker_0)
+    summary, params = run(started, tiny(tmp_path, vote_shards=2, transport=transport),
+                          poison_worker_0)
     records = read_jsonl(f"{summary.run_dir}/metrics.jsonl")
     step3 = records[2]
     assert step3["rejected"] == 2 and step3["voters"] == 2  # both shards, 2 of 3 voted
