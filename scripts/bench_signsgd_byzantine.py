@@ -315,6 +315,38 @@ def run_cell(trainer, config: SignSGDConfig, retries: int, start=SignSGDTrainer,
     raise AssertionError("unreachable: the last attempt returns")
 
 
+def cell_key(row: dict) -> tuple:
+    return row["aggregator"], row["attack"], row["adversaries"], row["seed"]
+
+
+def is_carried(row: dict) -> bool:
+    """A row copied from an earlier commit's table, not re-run here (``carry_over``)."""
+    return str(row.get("provenance", "")).endswith("not reproduced")
+
+
+def carry_over(rows: list[dict], earlier: list[dict], commit: str) -> list[dict]:
+    """``rows`` plus every row of ``earlier`` (a committed table from ``commit``) for a cell
+    ``rows`` lacks, its provenance ``"<commit>, not reproduced"``: the tables stay complete,
+    marked, and a ``--resume`` re-runs exactly those cells."""
+    have = {cell_key(r) for r in rows}
+    return rows + [{**r, "provenance": f"{commit}, not reproduced"} for r in earlier
+                   if cell_key(r) not in have]
+
+
+def measured(rows: list[dict]) -> set[tuple]:
+    """The cells a ``--resume`` need not run: those measured, not carried over."""
+    return {cell_key(r) for r in rows if not is_carried(r)}
+
+
+def put_row(rows: list[dict], row: dict) -> None:
+    """Put a measured row in place of a carried-over row of the same cell, or append it."""
+    for i, r in enumerate(rows):
+        if cell_key(r) == cell_key(row):
+            rows[i] = row
+            return
+    rows.append(row)
+
+
 def run_grid(args: argparse.Namespace, rows: list[dict], done: set, out: RunDir) -> list[dict]:
     """Every cell not in ``done``, on one set of actors reconfigured from cell to cell (the
     start-up of 8 processes would otherwise cost more than 150 training steps)."""
@@ -339,11 +371,11 @@ def run_grid(args: argparse.Namespace, rows: list[dict], done: set, out: RunDir)
                                        name=f"{agg}-{attack}-{f}-{seed}")
                 trainer, summary, fields = run_cell(trainer, config, args.retries)
                 load = os.getloadavg()[0]
-                rows.append({"aggregator": label(agg, args.clip_tau), "attack": attack,
-                             "adversaries": f, "seed": seed,
-                             "test_accuracy": summary.test_accuracy, "steps": summary.steps,
-                             "wall_seconds": summary.wall_seconds, **fields,
-                             "load_average": round(load, 1), "provenance": commit})
+                put_row(rows, {"aggregator": label(agg, args.clip_tau), "attack": attack,
+                               "adversaries": f, "seed": seed,
+                               "test_accuracy": summary.test_accuracy, "steps": summary.steps,
+                               "wall_seconds": summary.wall_seconds, **fields,
+                               "load_average": round(load, 1), "provenance": commit})
                 out.write_csv("byzantine.csv", rows)
                 print(f"[seed {seed}: {i}/{len(cells)}] {agg:17s} {attack:13s} f={f}: "
                       f"{summary.test_accuracy:.4f}  ({summary.wall_seconds:.0f} s, load "
@@ -380,7 +412,13 @@ def main() -> int:
                              "rejected message, a failed worker) again on fresh actors up to "
                              "this many times")
     parser.add_argument("--resume", default=None, metavar="DIR",
-                        help="finish the grid of an earlier run folder (its config is used)")
+                        help="finish the grid of an earlier run folder (its config is used); "
+                             "carried-over rows are run again")
+    parser.add_argument("--carry-over", nargs=2, metavar=("CSV", "COMMIT"), default=None,
+                        help="fill the cells not measured here with the rows of an earlier "
+                             "byzantine.csv from COMMIT, marked 'COMMIT, not reproduced'")
+    parser.add_argument("--no-run", action="store_true",
+                        help="only write the CSV and tables (after --resume / --carry-over)")
     args = parser.parse_args()
     if args.quick:
         args.model, args.max_steps, args.adversaries, args.seeds = "mlp", 150, [0, 3], [0]
@@ -391,14 +429,21 @@ def main() -> int:
         out = RunDir.create(args.results_dir, "bench_signsgd_byzantine")
         out.write_json("config.json", vars(args))
         time_aggregators(num_parameters(build_model(args.model)), max(args.adversaries), out)
-    # One entry per sitting (a --resume may run on another machine or commit).
-    env_path = out.file("environment.json")
-    sittings = json.loads(env_path.read_text()) if env_path.is_file() else []
-    out.write_json("environment.json", [*sittings, {
-        "started": time.strftime("%Y-%m-%d %H:%M:%S"), **environment()}])
-    done = {(r["aggregator"], r["attack"], r["adversaries"], r["seed"]) for r in rows}
-    connect(args.address)
-    worst = run_grid(args, rows, done, out)
+    if args.carry_over:
+        rows = carry_over(rows, read_rows(Path(args.carry_over[0])), args.carry_over[1])
+        out.write_csv("byzantine.csv", rows)
+    if args.no_run:
+        worst = summarise(rows, [label(a, args.clip_tau) for a in args.aggregators],
+                          args.adversaries, args.model, out)
+    else:
+        # One entry per sitting (a --resume may run on another machine or commit).
+        env_path = out.file("environment.json")
+        sittings = json.loads(env_path.read_text()) if env_path.is_file() else []
+        out.write_json("environment.json", [*sittings, {
+            "started": time.strftime("%Y-%m-%d %H:%M:%S"), **environment()}])
+        done = measured(rows)
+        connect(args.address)
+        worst = run_grid(args, rows, done, out)
     for w in worst:
         print(f"{w['aggregator']:17s} f={w['adversaries']}: worst case "
               f"{w['worst_case_accuracy']:.4f} +- {w['spread']:.4f} over {w['seeds']} seeds")

@@ -143,3 +143,21 @@ def test_rows_read_back_typed_from_old_and_new_csv(tmp_path):
     assert bench.read_rows(tmp_path / "old.csv") == [old]
     (read,) = bench.read_rows(tmp_path / "new.csv")
     assert read == new and read["disturbed"] is False and isinstance(read["min_voters"], int)
+
+
+def test_carried_over_rows_fill_the_table_marked_and_are_replaced_when_measured():
+    def row(agg, acc, **extra):
+        return {"aggregator": agg, "attack": "alie", "adversaries": 3, "seed": 0,
+                "test_accuracy": acc, **extra}
+
+    measured_here = [row("vote", 0.6623, provenance="6f7925b")]
+    committed = [row("vote", 0.6623), row("median", 0.7149)]
+    rows = bench.carry_over(measured_here, committed, "c1ce48e")
+    assert rows == [row("vote", 0.6623, provenance="6f7925b"),
+                    row("median", 0.7149, provenance="c1ce48e, not reproduced")]
+    # A resume runs the carried cell again and its row takes the carried row's place.
+    assert bench.measured(rows) == {("vote", "alie", 3, 0)}
+    bench.put_row(rows, row("median", 0.6788, provenance="6f7925b"))
+    assert rows == [row("vote", 0.6623, provenance="6f7925b"),
+                    row("median", 0.6788, provenance="6f7925b")]
+    assert bench.measured(rows) == {("vote", "alie", 3, 0), ("median", "alie", 3, 0)}
