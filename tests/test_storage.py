@@ -172,27 +172,25 @@ def test_resume_from_a_uri_is_bit_identical_to_an_uninterrupted_run(ray_session,
     from raysign.actors.trainer import SignSGDTrainer
 
     local = tmp_path / "local"
-    uninterrupted = SignSGDTrainer(tiny_config(str(local), max_steps=7, checkpoint_every=3),
-                                   progress=False)
-    try:
-        uninterrupted.run()
-    finally:
-        uninterrupted.shutdown()
-    expected = read_checkpoint(only_run_folder(local / "signsgd") / "checkpoint.pt")
-
     store = tmp_path / "store"
-    interrupted = SignSGDTrainer(tiny_config(f"file://{store}", max_steps=7,
-                                             checkpoint_every=3), progress=False)
+    # The uninterrupted run and the interrupted one share the started worker processes
+    # (``reconfigure``: a fresh replica in each, the only other change the results_dir);
+    # the resume below is a new driver with new processes.
+    trainer = SignSGDTrainer(tiny_config(str(local), max_steps=7, checkpoint_every=3),
+                             progress=False)
 
     def die_after_step_4(record):
         if record["step"] == 4:
             raise Stop  # the driver dies after step 4; the last checkpoint is step 3
 
-    with pytest.raises(Stop):
-        try:
-            interrupted.run(on_record=die_after_step_4)
-        finally:
-            interrupted.shutdown()
+    try:
+        trainer.run()
+        expected = read_checkpoint(only_run_folder(local / "signsgd") / "checkpoint.pt")
+        trainer.reconfigure(tiny_config(f"file://{store}", max_steps=7, checkpoint_every=3))
+        with pytest.raises(Stop):
+            trainer.run(on_record=die_after_step_4)
+    finally:
+        trainer.shutdown()
     run = only_run_folder(store / "signsgd")
     assert read_checkpoint(run / "checkpoint.pt")["step"] == 3
     shutil.rmtree(cache)  # the machine is lost: only the destination remains
