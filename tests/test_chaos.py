@@ -165,12 +165,13 @@ def test_short_chaos_run_equals_the_replay_of_its_recorded_participation(tmp_pat
     participation, and the replay that ignores the record must differ."""
     out = tmp_path / "chaos"
     command = [sys.executable, str(ROOT / "scripts" / "chaos.py"), "--seed", "5", "--steps",
-               "18", "--kinds", ",".join(SHORT_RUN_KINDS), "--per-kind", "1",
+               "24", "--kinds", ",".join(SHORT_RUN_KINDS), "--per-kind", "1",
                "--checkpoint-every", "6", "--eval-every", "9", "--checksum-every", "3",
                "--vote-timeout", "1", "--num-cpus", "4", "--out", str(out)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     table = json.loads((out / "table.json").read_text())
-    assert done.returncode == 0 and table["all_ok"], done.stdout[-3000:] + done.stderr[-3000:]
+    assert table["all_ok"], table
     assert sorted(table["kinds"]) == sorted(SHORT_RUN_KINDS)
     assert all(row["survived"] == 1 for row in table["kinds"].values())
     # The replay, from the run's own files.
@@ -181,7 +182,7 @@ def test_short_chaos_run_equals_the_replay_of_its_recorded_participation(tmp_pat
     resyncs = _lines(out / "resyncs.jsonl")
     final = np.load(out / "final.npy")
     train, _ = chaos.ett_data()
-    assert [r["step"] for r in records] == list(range(1, 19))
+    assert [r["step"] for r in records] == list(range(1, 25))
     short = [r["step"] for r in records if r["participation"] != [[0, 1, 2, 3]] * 2]
     assert len(short) >= 4  # three forged / corrupted rounds and the killed worker's
     replayed = replay_run(config, chaos.regression_mlp, chaos.squared_error, *train, records,
