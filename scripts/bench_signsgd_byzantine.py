@@ -25,12 +25,13 @@ long for one sitting is finished in several.
 
 A cell must be a function of (aggregator, attack, f, seed, model, steps) alone. Each row
 records what could make it otherwise: the fewest voters any round counted against the
-``num_workers`` expected, the rounds that counted fewer, rejected messages, workers that failed
-and were re-synced, whether the honest replicas ended identical, the digest of the final
-parameters (so a re-run can be compared bit for bit, not only to 4 decimals), the workers'
-torch thread count and the code commit; ``environment.json`` holds the rest (torch, numpy, CPU).
-A cell in which any of that happened (``disturbed``) is run again on freshly started actors, up
-to ``--retries`` times; a row still disturbed after that is marked in the tables.
+``num_workers`` expected, the rounds that counted fewer (apart from rounds in which a diverged
+model made every worker abstain), rejected messages, workers that failed and were re-synced,
+whether the honest replicas ended identical, the digest of the final parameters (so a re-run
+can be compared bit for bit, not only to 4 decimals), the workers' torch thread count and the
+code commit; ``environment.json`` holds the rest (torch, numpy, CPU). A cell in which any of
+that happened (``disturbed``) is run again on freshly started actors, up to ``--retries``
+times; a row still disturbed after that is marked in the tables.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ import importlib
 import importlib.util
 import itertools
 import json
+import math
 import os
 import platform
 import subprocess
@@ -72,17 +74,20 @@ DISTURBED_MARK, CARRIED_MARK = "†", "*"
 
 def participation(records: list[dict], num_workers: int) -> dict:
     """What a run's per-step records say about who voted: the fewest voters counted in a
-    round (over the vote shards) against the ``num_workers`` expected, the rounds that counted
-    fewer, messages rejected, and the ranks of workers that failed in some round. ``disturbed``
-    is True if any of these departs from a full, clean vote every round."""
+    round (over the vote shards) against the ``num_workers`` expected; the rounds that counted
+    fewer while the honest loss was finite (``short_rounds``: a worker dropped, timed out or
+    rejected) and those whose honest loss was not (``diverged_rounds``: the model diverged and
+    the workers abstain, part of the computation, the same on every re-run); messages rejected;
+    the ranks of workers that failed. ``disturbed``: a short round or a failed worker."""
     voters = [int(r["voters"]) for r in records]
     failed = sorted({int(rank) for r in records for rank in r.get("failed_workers", [])})
-    short = sum(v < num_workers for v in voters)
+    finite = [math.isfinite(float(r.get("loss", 0.0))) for r in records]
+    short = sum(v < num_workers and ok for v, ok in zip(voters, finite, strict=True))
     rejected = sum(int(r.get("rejected", 0)) for r in records)
     return {"expected_voters": num_workers, "min_voters": min(voters, default=0),
-            "short_rounds": short, "rejected": rejected,
-            "failed_workers": ";".join(map(str, failed)),
-            "disturbed": bool(short or rejected or failed or len(records) == 0)}
+            "short_rounds": short, "diverged_rounds": finite.count(False),
+            "rejected": rejected, "failed_workers": ";".join(map(str, failed)),
+            "disturbed": bool(short or failed or len(records) == 0)}
 
 
 def code_commit() -> str:
@@ -274,8 +279,8 @@ def read_rows(path: Path) -> list[dict]:
     """The rows of a ``byzantine.csv``, typed; columns an older file lacks stay absent."""
     types_ = {"adversaries": int, "seed": int, "test_accuracy": float, "steps": int,
               "wall_seconds": float, "expected_voters": int, "min_voters": int,
-              "short_rounds": int, "rejected": int, "resyncs": int, "worker_threads": int,
-              "attempts": int, "load_average": float,
+              "short_rounds": int, "diverged_rounds": int, "rejected": int, "resyncs": int,
+              "worker_threads": int, "attempts": int, "load_average": float,
               "disturbed": lambda v: v == "True", "replicas_identical": lambda v: v == "True"}
     with open(path, newline="") as fh:
         return [{k: types_[k](v) if k in types_ and v != "" else v for k, v in r.items()}

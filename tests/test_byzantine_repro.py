@@ -21,19 +21,34 @@ from raysign.results import RunDir  # noqa: E402
 from raysign.signsgd.config import SignSGDConfig  # noqa: E402
 
 
-def record(step: int, voters: int = 7, rejected: int = 0, failed: tuple = ()) -> dict:
-    return {"step": step, "voters": voters, "rejected": rejected, "failed_workers": list(failed)}
+def record(step: int, voters: int = 7, rejected: int = 0, failed: tuple = (),
+           loss: float = 2.0) -> dict:
+    return {"step": step, "voters": voters, "rejected": rejected, "failed_workers": list(failed),
+            "loss": loss}
 
 
 def test_participation_counts_short_rounds_rejections_and_failed_workers():
     records = [record(1), record(2, voters=6, failed=(3,)), record(3, voters=5, rejected=2,
                                                                       failed=(5, 3))]
     assert bench.participation(records, 7) == {
-        "expected_voters": 7, "min_voters": 5, "short_rounds": 2, "rejected": 2,
-        "failed_workers": "3;5", "disturbed": True}
+        "expected_voters": 7, "min_voters": 5, "short_rounds": 2, "diverged_rounds": 0,
+        "rejected": 2, "failed_workers": "3;5", "disturbed": True}
     clean = bench.participation([record(1), record(2)], 7)
     assert clean["disturbed"] is False and clean["min_voters"] == 7
     assert clean["short_rounds"] == 0 and clean["failed_workers"] == ""
+
+
+def test_a_timed_out_worker_disturbs_a_cell_but_a_diverged_model_does_not():
+    # A live worker whose message missed the round (rejected, finite loss) vs every worker
+    # abstaining once the model diverged (non-finite honest loss): the second is the same on
+    # every re-run of the cell.
+    timed_out = bench.participation([record(1), record(2, voters=6, rejected=1)], 7)
+    assert timed_out["short_rounds"] == 1 and timed_out["disturbed"] is True
+    diverged = bench.participation(
+        [record(1), record(2, voters=0, rejected=7, loss=float("nan")),
+         record(3, voters=0, rejected=7, loss=float("inf"))], 7)
+    assert diverged["diverged_rounds"] == 2 and diverged["short_rounds"] == 0
+    assert diverged["min_voters"] == 0 and diverged["disturbed"] is False
 
 
 @dataclass
