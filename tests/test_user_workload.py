@@ -262,11 +262,17 @@ class ObservedRun:
     digests: list[str]
 
 
-def observe_run(config: SignSGDConfig, workload: Workload) -> ObservedRun:
-    trainer = SignSGDTrainer(config, progress=False, workload=workload)
+def observe_run(config: SignSGDConfig, workload: Workload | None,
+                started: SignSGDTrainer | None = None) -> ObservedRun:
+    """Run ``config`` on a new trainer of ``workload``, or on the ``started`` trainer (its
+    workload, its processes, a fresh replica in each: ``reconfigure``), which stays up."""
+    if started is not None:
+        started.reconfigure(config)
+    trainer = started or SignSGDTrainer(config, progress=False, workload=workload)
     records: list[dict] = []
     try:
-        trainer.start()
+        if started is None:
+            trainer.start()
         worker0 = trainer.workers[0]
         parameters = [ray.get(worker0.parameters.remote())]
 
@@ -277,7 +283,8 @@ def observe_run(config: SignSGDConfig, workload: Workload) -> ObservedRun:
         summary = trainer.run(on_record=on_record)
         digests = ray.get([w.checksum.remote() for w in trainer.workers])
     finally:
-        trainer.shutdown()
+        if started is None:
+            trainer.shutdown()
     return ObservedRun(summary, parameters, records, digests)
 
 
@@ -383,32 +390,50 @@ def test_lazy_dataset_with_custom_loss_and_cosine_schedule_equals_numpy_algorith
     assert set(run.summary.test_metrics) == {"test_accuracy", "test_loss"}
 
 
-@pytest.mark.ray
-@pytest.mark.parametrize("feature", ["bf16", "clip"])
-def test_autocast_and_clipping_change_the_run_as_the_reference_does(
-        ray_session, one_torch_thread, tmp_path, ett, feature):
-    """bf16 autocast: the run is the reference with a bf16 forward pass and loss, and leaves
-    the fp32 trajectory. Clipping to a tiny norm: the reference with every gradient scaled to
-    that norm, and also a different trajectory."""
-    base = dict(num_workers=3, max_steps=5, weight_decay=0.01)
-    if feature == "bf16":
-        config = config_for(tmp_path, precision="bf16", **base)
-        options = Options(autocast=torch.bfloat16)
-    else:
-        config = config_for(tmp_path, clip_grad_norm=1e-3, **base)
-        options = Options(clip=1e-3)
-    lrs = [config.lr] * 5
-    run = observe_run(config, regression_workload(ett))
-    expected = reference_run(config, regression_mlp, squared_error, *ett["train"], lrs, options)
-    assert_run_equals_reference(config, run, expected, lrs)
-    plain = reference_run(config, regression_mlp, squared_error, *ett["train"], lrs, Options())
-    differing = sum(int((a != b).sum()) for a, b in zip(expected.votes, plain.votes, strict=True))
-    assert differing > 0 and not np.array_equal(run.parameters[-1], plain.parameters[-1])
-    if feature == "clip":
-        norms = [n for oracle in expected.oracles for n in oracle.norms]
-        assert len(norms) == 15 and min(norms) > 1e-3  # every gradient was clipped
-    else:  # bf16 rounds the forward pass; most coordinates still vote as in fp32
-        assert differing < 0.25 * sum(v.size for v in plain.votes)
+@pytest.mark.xdist_group("user-workload-regression-trainer")  # one process, one trainer
+class TestOneStartedTrainer:
+    """Runs of the plain regression workload on 3 workers that differ only in fields a
+    started trainer can take (``reconfigure``: a fresh replica in every worker process): one
+    trainer for them all, shut down when the class is done (its workers hold every CPU)."""
+
+    @pytest.fixture(scope="class")
+    def regression_trainer(self, ray_session, ett, tmp_path_factory):
+        config = config_for(tmp_path_factory.mktemp("regression"), num_workers=3)
+        trainer = SignSGDTrainer(config, progress=False, workload=regression_workload(ett))
+        try:
+            trainer.start()
+            yield trainer
+        finally:
+            trainer.shutdown()
+
+    @pytest.mark.ray
+    @pytest.mark.parametrize("feature", ["bf16", "clip"])
+    def test_autocast_and_clipping_change_the_run_as_the_reference_does(
+            self, regression_trainer, one_torch_thread, tmp_path, ett, feature):
+        """bf16 autocast: the run is the reference with a bf16 forward pass and loss, and leaves
+        the fp32 trajectory. Clipping to a tiny norm: the reference with every gradient scaled to
+        that norm, and also a different trajectory."""
+        base = dict(num_workers=3, max_steps=5, weight_decay=0.01)
+        if feature == "bf16":
+            config = config_for(tmp_path, precision="bf16", **base)
+            options = Options(autocast=torch.bfloat16)
+        else:
+            config = config_for(tmp_path, clip_grad_norm=1e-3, **base)
+            options = Options(clip=1e-3)
+        lrs = [config.lr] * 5
+        run = observe_run(config, None, started=regression_trainer)
+        train = ett["train"]
+        expected = reference_run(config, regression_mlp, squared_error, *train, lrs, options)
+        assert_run_equals_reference(config, run, expected, lrs)
+        plain = reference_run(config, regression_mlp, squared_error, *train, lrs, Options())
+        differing = sum(int((a != b).sum())
+                        for a, b in zip(expected.votes, plain.votes, strict=True))
+        assert differing > 0 and not np.array_equal(run.parameters[-1], plain.parameters[-1])
+        if feature == "clip":
+            norms = [n for oracle in expected.oracles for n in oracle.norms]
+            assert len(norms) == 15 and min(norms) > 1e-3  # every gradient was clipped
+        else:  # bf16 rounds the forward pass; most coordinates still vote as in fp32
+            assert differing < 0.25 * sum(v.size for v in plain.votes)
 
 
 def test_accumulated_gradient_is_the_mean_of_consecutive_micro_batch_gradients(
@@ -460,8 +485,6 @@ def test_resume_mid_schedule_is_bit_identical_to_an_uninterrupted_run(ray_sessio
         finally:
             trainer.shutdown()
 
-    uninterrupted = final_parameters(SignSGDTrainer(config, progress=False, workload=workload))
-
     class Stop(Exception):
         pass
 
@@ -469,9 +492,17 @@ def test_resume_mid_schedule_is_bit_identical_to_an_uninterrupted_run(ray_sessio
         if record["step"] == 4:
             raise Stop  # the driver dies after step 4; the last checkpoint is step 3
 
+    # The uninterrupted and the interrupted run share the started worker processes
+    # (``reconfigure``: a fresh replica in each); the resume is a new driver, new processes.
     interrupted = SignSGDTrainer(config, progress=False, workload=workload)
-    with pytest.raises(Stop):
-        final_parameters(interrupted, on_record=stop_after_step_4)
+    try:
+        interrupted.run()
+        uninterrupted = ray.get([w.parameters.remote() for w in interrupted.workers])
+        interrupted.reconfigure(config)
+        with pytest.raises(Stop):
+            interrupted.run(on_record=stop_after_step_4)
+    finally:
+        interrupted.shutdown()
     checkpoint = interrupted.run_dir.file("checkpoint.pt")
     saved = torch.load(checkpoint, weights_only=True)
     assert saved["step"] == 3
