@@ -1,4 +1,4 @@
-"""Training data given as a ``ray.data.Dataset``: each worker reads its own shard in the cluster.
+"""Data given as a ``ray.data.Dataset``: each worker reads its own shard in the cluster.
 
 ``Workload(train_data=dataset, columns=("x", "y"))`` hands the trainer a Dataset (a plan; its
 blocks are produced by Ray Data tasks, not by the driver). The driver reads nothing itself:
@@ -10,7 +10,12 @@ blocks are produced by Ray Data tasks, not by the driver). The driver reads noth
    (``read_shard``): the same rows, in the same order, as arrays of the same data would give
    that worker, so the run equals the run on those arrays. A checkpoint holds the data
    position as for arrays; a resume reads the Dataset again and needs it to yield the same N
-   rows in the same order (a deterministic pipeline; resuming is not covered by a test yet).
+   rows in the same order (a deterministic pipeline), and then ends bit-identical to an
+   uninterrupted run (``tests/test_ray_data_input.py``).
+
+A ``ray.data.Dataset`` test set (``Workload(test_data=dataset)``, the same ``columns``) is
+probed the same way, and the worker that evaluates reads it in order, in batches, every
+evaluation (``raysign.signsgd.workload.eval_batches``); the driver never reads it.
 
 The cost of that determinism: each of the M workers streams all N rows once at start (and
 after a restart) and keeps N / M. The reading tasks need CPUs beside the workers', so the
@@ -19,29 +24,18 @@ trainer keeps ``READ_CPUS`` free of worker actors.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import ray
 
 from raysign.config import ConfigError
+from raysign.signsgd.workload import RayDataSource
 
-# CPUs the trainer leaves to Ray Data's reading tasks when the training set is a Dataset.
+__all__ = ["READ_CPUS", "RayDataSource", "probe", "read_shard"]
+
+# CPUs the trainer leaves to Ray Data's reading tasks when a data set is a Dataset.
 READ_CPUS = 1.0
-
-
-@dataclass(frozen=True)
-class RayDataSource:
-    """What a worker receives for a Dataset training set: the Dataset (its plan), the
-    (inputs, targets) column names and the row count N the driver's probe found."""
-
-    dataset: Any
-    columns: tuple[str, str]
-    num_rows: int
-
-    def __len__(self) -> int:
-        return self.num_rows
 
 
 def _probe(dataset: Any, columns: tuple[str, str], batch_size: int) -> tuple[Any, ...]:
@@ -75,15 +69,10 @@ def read_shard(source: RayDataSource, indices: np.ndarray) -> tuple[np.ndarray, 
     the order of ``indices``, reading the Dataset once in its own order."""
     position = np.full(source.num_rows, -1, dtype=np.int64)
     position[indices] = np.arange(len(indices))
-    dataset = source.dataset
-    dataset.context.execution_options.preserve_order = True
     inputs = targets = None
     start = 0
-    for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
-        x, y = batch[source.columns[0]], batch[source.columns[1]]
+    for x, y in source.batches(None):
         stop = start + len(x)
-        if stop > source.num_rows:
-            _count_changed(stop, source.num_rows)
         mine = position[start:stop]
         keep = mine >= 0
         if inputs is None:
@@ -92,12 +81,4 @@ def read_shard(source: RayDataSource, indices: np.ndarray) -> tuple[np.ndarray, 
         inputs[mine[keep]] = x[keep]
         targets[mine[keep]] = y[keep]
         start = stop
-    if start != source.num_rows:
-        _count_changed(start, source.num_rows)
     return inputs, targets
-
-
-def _count_changed(rows: int, counted: int) -> None:
-    raise RuntimeError(f"the ray.data.Dataset yielded {'at least ' if rows > counted else ''}"
-                       f"{rows} rows where the driver's probe counted {counted}: the training "
-                       "set must yield the same rows every time it is read")

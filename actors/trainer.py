@@ -10,8 +10,8 @@ file holds its state, start-up, reconfiguration and the run loop.
 
 What is trained is a workload (``raysign.signsgd.workload``): the built-in one the config
 names, or ``workload=Workload(model_fn, loss_fn, train_data, ...)``, checked on the driver
-before any actor starts (see docs/api.md). A ``ray.data.Dataset`` training set is read inside
-the cluster (``raysign.actors.ray_data``).
+before any actor starts (see docs/api.md). A ``ray.data.Dataset`` training or test set is
+read inside the cluster (``raysign.actors.ray_data``).
 """
 
 from __future__ import annotations
@@ -67,15 +67,22 @@ class SignSGDTrainer(RoundProtocol, ReplicaRecovery, RunCheckpoints):
                  progress: bool = True, worker_options: ActorResources | None = None, *,
                  workload: Workload | None = None):
         self.workload = workload
-        # A ray.data.Dataset training set: its row count and first batch, read by a task.
+        # A ray.data.Dataset training or test set: its row count and first batch, read by a
+        # task.
         self._ray_data: RayDataSource | None = None
-        sample = None
+        self._ray_test: RayDataSource | None = None
+        sample = test_sample = None
         if workload is not None and is_ray_dataset(workload.train_data):
             columns = tuple(workload.columns)
             num_rows, batch = probe(workload.train_data, columns, config.batch_size)
             self._ray_data = RayDataSource(workload.train_data, columns, num_rows)
             sample = (num_rows, batch)
-        self._checked_parameters = (check_workload(workload, config, ray.cloudpickle, sample)
+        if workload is not None and is_ray_dataset(workload.test_data):
+            columns = tuple(workload.columns)
+            num_rows, test_sample = probe(workload.test_data, columns, config.batch_size)
+            self._ray_test = RayDataSource(workload.test_data, columns, num_rows)
+        self._checked_parameters = (check_workload(workload, config, ray.cloudpickle, sample,
+                                                   test_sample)
                                     if workload is not None else None)
         self.config = config
         self.worker_options = worker_options
@@ -102,6 +109,8 @@ class SignSGDTrainer(RoundProtocol, ReplicaRecovery, RunCheckpoints):
             test = self.workload.test_data
             train = ((self._ray_data, None) if self._ray_data is not None
                      else data_parts(self.workload.train_data))
+            if self._ray_test is not None:
+                return train, (self._ray_test, None)
             return train, (data_parts(test) if test is not None else None)
         train, test = load_images(cfg.dataset, cfg.data_dir)
         if cfg.train_subset:
@@ -130,7 +139,8 @@ class SignSGDTrainer(RoundProtocol, ReplicaRecovery, RunCheckpoints):
         self.workers, self.votes, self.placement_group = start_actors(
             cfg, self.bounds, self.train_refs, self._vote_setup(),
             functions=self.workload.functions if self.workload is not None else None,
-            worker_options=self.worker_options, streamed=self._ray_data is not None)
+            worker_options=self.worker_options,
+            streamed=self._ray_data is not None or self._ray_test is not None)
         sizes = ray.get([w.num_parameters.remote() for w in self.workers])
         if set(sizes) != {self.d}:
             raise RuntimeError(f"workers disagree on the parameter count: {sizes}")

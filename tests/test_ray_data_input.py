@@ -1,15 +1,20 @@
-"""A ``ray.data.Dataset`` as the vote trainer's training set (issue #18 item 1).
+"""A ``ray.data.Dataset`` as the vote trainer's training and test set (issue #18 item 1).
 
 The Dataset's blocks are generated inside the cluster (``ray.data.range(n).map_batches``);
 every worker reads it and keeps its shard (``raysign.actors.ray_data``). What the driver holds
 is read from Ray's own accounting: the driver's reference table (its core worker) and each
 object's size as its owner reports it (``ray.experimental.get_object_locations``), never from
-raysign's counters. The same data given as numpy arrays is the reference for the results.
+raysign's counters. The same data given as numpy arrays is the reference for the results; a
+run resumed from its checkpoint is compared with the same run left alone.
 """
 
 from __future__ import annotations
 
+import shutil
 import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -28,6 +33,8 @@ ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 ROWS = 6000
 FEATURES = 32
+SMALL_ROWS = 600  # the training set of the cheaper tests below
+TEST_ROWS = 20500  # 21 evaluation batches of 1000 rows, the last one shorter
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
@@ -48,8 +55,12 @@ def linear_classifier() -> nn.Module:
     return nn.Sequential(nn.Linear(FEATURES, 16), nn.ReLU(), nn.Linear(16, 3))
 
 
-def generated_dataset():
-    return ray.data.range(ROWS, override_num_blocks=6).map_batches(make_xy)
+def make_test_xy(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return features_of(batch["id"] + ROWS)  # rows ROWS, ROWS + 1, ...: unseen in training
+
+
+def generated_dataset(rows: int = ROWS, make=make_xy):
+    return ray.data.range(rows, override_num_blocks=6).map_batches(make)
 
 
 def config_for(tmp_path, **overrides) -> SignSGDConfig:
@@ -133,11 +144,13 @@ def test_dataset_without_two_column_names_is_refused_when_built(ray_session, col
                  columns=columns)
 
 
-def test_columns_without_a_ray_dataset_and_a_ray_test_set_are_refused(ray_session):
+def test_columns_without_a_ray_dataset_and_a_ray_test_set_without_columns_are_refused(
+        ray_session):
     arrays = (np.zeros((4, FEATURES), np.float32), np.zeros(4, np.int64))
     with pytest.raises(ConfigError, match="workload.columns=.*only for a ray.data.Dataset"):
-        Workload(linear_classifier, functional.cross_entropy, arrays, columns=("x", "y"))
-    with pytest.raises(ConfigError, match="workload.test_data is a ray.data.Dataset"):
+        Workload(linear_classifier, functional.cross_entropy, arrays, columns=("x", "y"),
+                 test_data=arrays)
+    with pytest.raises(ConfigError, match="a ray.data.Dataset test_data needs columns="):
         Workload(linear_classifier, functional.cross_entropy, arrays,
                  test_data=ray.data.range(10))
 
@@ -165,3 +178,97 @@ def test_read_shard_keeps_the_rows_of_its_indices_in_their_order_and_refuses_a_n
             [{k: v[:49] for k, v in data.items()}]), ("x", "y"), 50), indices)
     with pytest.raises(RuntimeError, match="yielded at least 57 rows .* counted 50"):
         read_shard(RayDataSource(ListedDataset(batches + batches[:1]), ("x", "y"), 50), indices)
+
+
+
+# ------------------------------------- a test set as a ray.data.Dataset, and a resumed run
+@dataclass
+class LeftAlone:
+    """A 4-step run on generated training and test Datasets, left alone: its summary, the
+    driver's referenced bytes after every step, every worker's final state, worker 0's
+    metrics on the test rows given as arrays, and a copy of its step-2 checkpoint."""
+
+    summary: Any
+    peaks: list[int]
+    states: list[dict]
+    metrics_of_arrays: dict[str, float]
+    parameters: np.ndarray
+    checkpoint_at_step_2: Path
+
+
+def ray_data_workload() -> Workload:
+    return Workload(linear_classifier, functional.cross_entropy, generated_dataset(SMALL_ROWS),
+                    test_data=generated_dataset(TEST_ROWS, make_test_xy), columns=("x", "y"))
+
+
+def resumable_config(folder: Path) -> SignSGDConfig:
+    return config_for(folder, max_steps=4, checkpoint_every=2)
+
+
+@pytest.fixture(scope="module")
+def left_alone(ray_session, tmp_path_factory) -> LeftAlone:
+    folder = tmp_path_factory.mktemp("left-alone")
+    saved = folder / "saved-at-step-2"
+    saved.mkdir()
+    before = driver_references()
+    trainer = SignSGDTrainer(resumable_config(folder), progress=False,
+                             workload=ray_data_workload())
+    peaks = []
+
+    def after_each_step(record: dict) -> None:
+        peaks.append(driver_object_bytes(before))
+        if record["step"] == 2:
+            shutil.copy(trainer.run_dir.file("checkpoint.pt"), saved / "checkpoint.pt")
+
+    test = features_of(np.arange(ROWS, ROWS + TEST_ROWS))
+    try:
+        summary = trainer.run(on_record=after_each_step)
+        # The same rows as arrays, evaluated by the same worker (worker 0 is the first honest
+        # replica, which the trainer's evaluation uses).
+        as_arrays = ray.get(trainer.workers[0].evaluate.remote(test["x"], test["y"]))
+        states = ray.get([w.state.remote() for w in trainer.workers])
+        parameters = ray.get(trainer.workers[0].parameters.remote())
+    finally:
+        trainer.shutdown()
+    return LeftAlone(summary, peaks, states, as_arrays, parameters, saved / "checkpoint.pt")
+
+
+@pytest.mark.ray
+@pytest.mark.xdist_group("ray-data-left-alone")  # one run for both
+def test_generated_test_set_is_evaluated_in_the_cluster_with_the_metrics_of_arrays(
+        left_alone):
+    test = features_of(np.arange(ROWS, ROWS + TEST_ROWS))
+    assert left_alone.summary.test_metrics == left_alone.metrics_of_arrays
+    # Plain torch on the trained parameters: the mean cross-entropy over all test rows.
+    model = linear_classifier()
+    torch.nn.utils.vector_to_parameters(torch.from_numpy(left_alone.parameters.copy()),
+                                        model.parameters())
+    with torch.no_grad():
+        reference = float(functional.cross_entropy(model(torch.from_numpy(test["x"])),
+                                                   torch.from_numpy(test["y"])))
+    assert left_alone.summary.test_metrics["test_loss"] == pytest.approx(reference, rel=1e-5)
+    # Neither Dataset's rows reach the driver: less than 1/50 of the test set after every step.
+    test_bytes = test["x"].nbytes + test["y"].nbytes
+    assert max(left_alone.peaks) < test_bytes / 50, (left_alone.peaks, test_bytes)
+
+
+@pytest.mark.ray
+@pytest.mark.xdist_group("ray-data-left-alone")  # one run for both
+def test_ray_data_run_resumed_from_its_checkpoint_ends_bit_identical_to_the_run_left_alone(
+        left_alone, tmp_path):
+    resumed = SignSGDTrainer(resumable_config(tmp_path), progress=False,
+                             workload=ray_data_workload())
+    try:
+        summary = resumed.run(resume=left_alone.checkpoint_at_step_2)
+        states = ray.get([w.state.remote() for w in resumed.workers])
+    finally:
+        resumed.shutdown()
+    assert summary.steps == 2  # steps 3 and 4, after the checkpoint of step 2
+    for mine, theirs in zip(states, left_alone.states, strict=True):
+        assert mine["flat"].numpy().tobytes() == theirs["flat"].numpy().tobytes()
+        assert mine["momentum"].numpy().tobytes() == theirs["momentum"].numpy().tobytes()
+        # Each worker read its own shard again and continued from its own position in it:
+        # 4 batches of 16 into the first pass over its 300 rows.
+        assert (mine["epoch"], mine["cursor"]) == (theirs["epoch"], theirs["cursor"]) == (0, 64)
+        assert torch.equal(mine["order"], theirs["order"])
+    assert summary.test_metrics == left_alone.summary.test_metrics

@@ -15,7 +15,9 @@ the run's numbers stay in ``SignSGDConfig``:
   object is pickled once and read by index on the workers, a ``ray.data.Dataset`` is read by
   every worker inside the cluster, keeping its shard (``raysign.actors.ray_data``; this
   module only carries the object and never imports Ray);
-- ``test_data``: arrays or a torch Dataset, or None for no evaluation;
+- ``test_data``: arrays, a torch Dataset or a ``ray.data.Dataset`` (the same ``columns``),
+  or None for no evaluation. A ``ray.data.Dataset`` is read in order, in batches, by the
+  worker that evaluates, every evaluation (``eval_batches``);
 - ``eval_fn(model, batches) -> dict[str, float]``: ``batches`` iterates once over the test
   set's ``(inputs, targets)`` batches; the model is in eval mode under ``torch.no_grad``.
   Default: ``{"test_loss": ...}``, the sample-weighted mean of ``loss_fn``;
@@ -82,28 +84,32 @@ class Workload:
     test_data: Any = None
     eval_fn: Callable[[nn.Module, Iterable[Batch]], Mapping[str, float]] | None = None
     lr_scheduler_fn: Callable[[torch.optim.Optimizer], Any] | None = None
-    columns: tuple[str, str] | None = None  # a ray.data.Dataset's (inputs, targets) columns
+    # The (inputs, targets) columns of a ray.data.Dataset train_data or test_data (both).
+    columns: tuple[str, str] | None = None
 
     def __post_init__(self) -> None:
         for name in _CALLABLES:
             fn = getattr(self, name)
             if not callable(fn) and not (fn is None and name in ("eval_fn", "lr_scheduler_fn")):
                 raise ConfigError(f"workload.{name}={fn!r} is not callable")
-        if is_ray_dataset(self.train_data):
+        streamed = [f for f in ("train_data", "test_data") if is_ray_dataset(getattr(self, f))]
+        if streamed:
             columns = self.columns
             if (not isinstance(columns, (tuple, list)) or len(columns) != 2
                     or not all(isinstance(c, str) for c in columns)):
-                raise ConfigError(f"workload.columns={columns!r}: a ray.data.Dataset training "
-                                  "set needs columns=(inputs column, targets column), two "
-                                  "column names")
-        else:
-            if self.columns is not None:
-                raise ConfigError(f"workload.columns={self.columns!r} is only for a "
-                                  "ray.data.Dataset train_data; got "
-                                  f"{type(self.train_data).__name__}")
+                raise ConfigError(f"workload.columns={columns!r}: a ray.data.Dataset "
+                                  f"{streamed[0]} needs columns=(inputs column, targets "
+                                  "column), two column names")
+        elif self.columns is not None:
+            raise ConfigError(f"workload.columns={self.columns!r} is only for a "
+                              "ray.data.Dataset train_data or test_data; got "
+                              f"{type(self.train_data).__name__} and "
+                              f"{type(self.test_data).__name__}")
+        if "train_data" not in streamed:
             _check_data_form("train_data", self.train_data)
         if self.test_data is not None:
-            _check_data_form("test_data", self.test_data)
+            if "test_data" not in streamed:
+                _check_data_form("test_data", self.test_data)
         elif self.eval_fn is not None:
             raise ConfigError("workload.eval_fn is given but workload.test_data is None: give "
                               "the test set it evaluates on")
@@ -148,11 +154,41 @@ def is_ray_dataset(data: Any) -> bool:
                for c in type(data).__mro__)
 
 
+@dataclass(frozen=True)
+class RayDataSource:
+    """A ``ray.data.Dataset`` as a worker receives it: the Dataset (its plan), the (inputs,
+    targets) column names and the row count N the driver's probe found
+    (``raysign.actors.ray_data.probe``). Only the Dataset's own methods read it, so this
+    module never imports Ray."""
+
+    dataset: Any
+    columns: tuple[str, str]
+    num_rows: int
+
+    def __len__(self) -> int:
+        return self.num_rows
+
+    def batches(self, size: int | None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Every row in the Dataset's own order (``preserve_order``) as (inputs [n, ...],
+        targets [n, ...]) numpy batches of ``size`` rows, the last one shorter (None: Ray
+        Data's blocks as they come). ``RuntimeError`` if the Dataset yields another number
+        of rows than N."""
+        self.dataset.context.execution_options.preserve_order = True
+        rows = 0
+        for batch in self.dataset.iter_batches(batch_size=size, batch_format="numpy"):
+            x, y = batch[self.columns[0]], batch[self.columns[1]]
+            rows += len(x)
+            if rows > self.num_rows:
+                break
+            yield x, y
+        if rows != self.num_rows:
+            more = "at least " if rows > self.num_rows else ""
+            raise RuntimeError(f"the ray.data.Dataset yielded {more}{rows} rows where the "
+                               f"driver's probe counted {self.num_rows}: a ray.data.Dataset "
+                               "must yield the same rows every time it is read")
+
+
 def _check_data_form(field: str, data: Any) -> None:
-    if is_ray_dataset(data):
-        raise ConfigError(f"workload.{field} is a ray.data.Dataset, which only train_data "
-                          "can be; give the test set as (inputs, targets) numpy arrays or a "
-                          "torch Dataset")
     if isinstance(data, (tuple, list)):
         if len(data) != 2 or not all(isinstance(a, np.ndarray) for a in data):
             raise ConfigError(f"workload.{field} must be (inputs, targets) numpy arrays, got "
@@ -229,7 +265,14 @@ def shard_batches(inputs: Any, targets: Any = None) -> ArrayBatches | DatasetBat
 
 def eval_batches(inputs: Any, targets: Any = None, device: str | torch.device = "cpu",
                  batch: int = EVAL_BATCH) -> Iterator[Batch]:
-    """The test set in order, ``batch`` samples at a time, on ``device``."""
+    """The test set in order, ``batch`` samples at a time, on ``device``: arrays, a torch
+    Dataset (``targets`` None) or a ``RayDataSource`` (``targets`` None), which is read here,
+    in the Dataset's order, in the same batches as its rows given as arrays."""
+    if isinstance(inputs, RayDataSource):
+        for x, y in inputs.batches(batch):
+            yield (_to(torch.from_numpy(np.array(x)), device),
+                   _to(torch.from_numpy(np.array(y)), device))
+        return
     n = data_length(inputs, targets)
     reader = DatasetBatches(inputs) if targets is None else None
     for start in range(0, n, batch):
@@ -302,12 +345,15 @@ def config_lr_scheduler_fn(config: Any) -> Callable[[torch.optim.Optimizer], Any
 
 # ---------------------------------------------------------------------------- checks
 def check_workload(workload: Workload, config: Any, pickler: Any = cloudpickle,
-                   train_sample: tuple[int, Batch] | None = None) -> int:
+                   train_sample: tuple[int, Batch] | None = None,
+                   test_sample: Batch | None = None) -> int:
     """Check ``workload`` on this process before any actor starts (see the module docstring);
     ``pickler`` is the serialiser that ships it (Ray's copy of cloudpickle). ``train_sample``:
     for a ``ray.data.Dataset`` training set, its row count N and first ``(inputs, targets)``
-    arrays, read in the cluster by the caller (``raysign.actors.ray_data.probe``). Returns the
-    number of trainable parameters. Raises ``ConfigError`` naming the callable at fault."""
+    arrays, read in the cluster by the caller (``raysign.actors.ray_data.probe``);
+    ``test_sample``: for a ``ray.data.Dataset`` test set, its first ``(inputs, targets)``
+    arrays, read the same way. Returns the number of trainable parameters. Raises
+    ``ConfigError`` naming the callable at fault."""
     for name in _CALLABLES:
         fn = getattr(workload, name)
         if fn is not None:
@@ -347,8 +393,14 @@ def check_workload(workload: Workload, config: Any, pickler: Any = cloudpickle,
         x, y = _first_batch(*train, config.batch_size)
     _check_loss(workload, model, params, x, y, config.precision, device)
     if workload.test_data is not None:
-        test = data_parts(workload.test_data)
-        batch = next(eval_batches(*test, batch=min(config.batch_size, data_length(*test))))
+        if is_ray_dataset(workload.test_data):
+            if test_sample is None:
+                raise ValueError("check_workload needs test_sample for a ray.data.Dataset "
+                                 "test_data")
+            batch = ArrayBatches(*test_sample).batch(np.arange(len(test_sample[1])))
+        else:
+            test = data_parts(workload.test_data)
+            batch = next(eval_batches(*test, batch=min(config.batch_size, data_length(*test))))
         _check_eval(workload.functions.eval_fn, "workload.eval_fn" if workload.eval_fn else
                     "workload.loss_fn (the default eval_fn: mean test loss)", model, batch,
                     config.precision, device)
