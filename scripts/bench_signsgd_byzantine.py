@@ -297,16 +297,27 @@ def label(aggregator: str, clip_tau: float) -> str:
 def run_cell(trainer, config: SignSGDConfig, retries: int, start=SignSGDTrainer,
              facts=replica_facts):
     """One cell on ``trainer`` (reconfigured; None: ``start`` one), run again on freshly
-    started actors while disturbed (``participation``, a re-sync, or honest replicas that
-    differed), at most ``retries`` more times. Returns the trainer, the summary and the
-    cell's record fields (``facts(trainer)`` among them)."""
+    started actors while disturbed (``participation``, a re-sync, honest replicas that
+    differed, or a run that raised), at most ``retries`` more times. Returns the trainer, the
+    summary and the cell's record fields (``facts(trainer)`` among them)."""
     for attempt in range(1, retries + 2):
         if trainer is None:
             trainer = start(config, progress=False)
         else:
             trainer.reconfigure(config)  # same actors, fresh replicas: no start-up cost
         records: list[dict] = []
-        summary = trainer.run(on_record=records.append)
+        try:
+            summary = trainer.run(on_record=records.append)
+        except (RuntimeError, ray.exceptions.RayError) as err:
+            # A run that a fault ended (e.g. a worker killed for memory and restarted with
+            # the first cell's configuration) is disturbed too: fresh actors, while retries last.
+            print(f"  {config.name}: failed ({err.__class__.__name__}: "
+                  f"{str(err).splitlines()[0][:200]}); again on fresh actors", flush=True)
+            trainer.shutdown()
+            trainer = None
+            if attempt > retries:
+                raise
+            continue
         fields = participation(records, config.num_workers)
         fields["disturbed"] = bool(fields["disturbed"] or summary.resyncs
                                    or not summary.replicas_identical)

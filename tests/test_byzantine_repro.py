@@ -176,3 +176,21 @@ def test_carried_over_rows_fill_the_table_marked_and_are_replaced_when_measured(
     assert rows == [row("vote", 0.6623, provenance="6f7925b"),
                     row("median", 0.6788, provenance="6f7925b")]
     assert bench.measured(rows) == {("vote", "alie", 3, 0), ("median", "alie", 3, 0)}
+
+
+def test_a_cell_whose_run_raised_is_run_again_on_fresh_actors():
+    # A worker restarted between rounds after reconfigure still holds the first cell's payload
+    # kind; an omniscient adversary reading its message raises and ends the run.
+    class Raising(StandInTrainer):
+        def run(self, on_record):
+            if StandInTrainer.started.index(self) == 0:
+                raise RuntimeError("worker rank 5 failed in compute: kind=1 but expected 0")
+            return super().run(on_record)
+
+    StandInTrainer.started = []
+    StandInTrainer.script = [[], [([record(1)], Summary(0.7252))]]
+    trainer, summary, fields = bench.run_cell(None, config(), retries=1, start=Raising,
+                                              facts=facts)
+    first, second = StandInTrainer.started
+    assert first.shut and trainer is second and summary.test_accuracy == 0.7252
+    assert fields["attempts"] == 2 and fields["disturbed"] is False
