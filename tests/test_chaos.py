@@ -195,8 +195,7 @@ def test_short_chaos_run_equals_the_replay_of_its_recorded_participation(tmp_pat
     # the sender it claims, on both shards.
     faults = {f["kind"]: f for f in _lines(out / "faults.jsonl")}
     killed = faults["worker_kill_during"]
-    assert {"step": killed["step"], "ranks": [killed["target"]]}.items() <= {
-        k: v for e in resyncs if e["step"] == killed["step"] for k, v in e.items()}.items()
+    assert any(e["step"] == killed["step"] and killed["target"] in e["ranks"] for e in resyncs)
     rejections = _lines(out / "rejections.jsonl")
     impostor = faults["msg_impersonate"]
     assert {(r["shard"], r["worker"]) for r in rejections if r["step"] == impostor["step"]} == {
