@@ -12,7 +12,7 @@ every worker holds a synthetic gradient of the model's size d, and one round is
 5. decompress: unpack the voted signs into the worker's fp32 update buffer.
 
 ``CommWorker`` is the worker side of 1 and 5, with the same timestamps as
-``raysign.actors.worker.SignWorker`` so that ``raysign.actors.trainer.round_stage_times``
+``raysign.actors.worker.SignWorker`` so that ``raysign.signsgd.records.round_stage_times``
 splits a round into the five stages. It runs the trainer's own worker-side code
 (``raysign.signsgd.exchange``: pack into the message body, MAC under the worker's key, and
 validate + unpack the voted message into the update buffer), and the vote actors check every
@@ -45,10 +45,10 @@ import torch
 from ray.util.placement_group import PlacementGroup
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from raysign.actors.trainer import round_stage_times
 from raysign.actors.vote import DirectVoteActor, VoteActor, receive_votes, submit_shards
 from raysign.signs import shard_bounds
 from raysign.signsgd.exchange import decode_vote, encode_shard
+from raysign.signsgd.records import round_stage_times
 
 DDP_BUCKET_BYTES = 25 * 2**20
 _SIOCGIFADDR = 0x8915
