@@ -140,13 +140,13 @@ class Stop(Exception):
 
 
 @pytest.mark.ray
+@pytest.mark.xdist_group("storage-started-trainer")  # one trainer for both
 def test_sync_after_a_checkpoint_leaves_a_loadable_checkpoint_while_the_run_goes_on(
-        ray_session, tmp_path, cache):
-    from raysign.actors.trainer import SignSGDTrainer
-
+        started_trainer, tmp_path, cache):
     store = tmp_path / "store"
-    trainer = SignSGDTrainer(tiny_config(f"file://{store}", max_steps=5, checkpoint_every=2),
-                             progress=False)
+    # Its worker processes stay up for the next test, of the same shape (reconfigure).
+    trainer = started_trainer.for_config(tiny_config(f"file://{store}", max_steps=5,
+                                                     checkpoint_every=2))
     seen = {}
 
     def look_at_the_destination(record):
@@ -157,8 +157,9 @@ def test_sync_after_a_checkpoint_leaves_a_loadable_checkpoint_while_the_run_goes
 
     try:
         summary = trainer.run(on_record=look_at_the_destination)
-    finally:
-        trainer.shutdown()
+    except BaseException:
+        started_trainer.close()
+        raise
     assert seen["checkpoint"]["step"] == 2 and len(seen["checkpoint"]["workers"]) == 3
     assert seen["steps"] == [1, 2]
     assert summary.steps == 5 and summary.run_dir.startswith(f"file://{store}/signsgd/")
@@ -167,17 +168,16 @@ def test_sync_after_a_checkpoint_leaves_a_loadable_checkpoint_while_the_run_goes
 
 
 @pytest.mark.ray
-def test_resume_from_a_uri_is_bit_identical_to_an_uninterrupted_run(ray_session, tmp_path,
+@pytest.mark.xdist_group("storage-started-trainer")  # one trainer for both
+def test_resume_from_a_uri_is_bit_identical_to_an_uninterrupted_run(started_trainer, tmp_path,
                                                                     cache, capsys):
-    from raysign.actors.trainer import SignSGDTrainer
-
     local = tmp_path / "local"
     store = tmp_path / "store"
-    # The uninterrupted run and the interrupted one share the started worker processes
+    # The uninterrupted run and the interrupted one run on the started worker processes
     # (``reconfigure``: a fresh replica in each, the only other change the results_dir);
     # the resume below is a new driver with new processes.
-    trainer = SignSGDTrainer(tiny_config(str(local), max_steps=7, checkpoint_every=3),
-                             progress=False)
+    trainer = started_trainer.for_config(tiny_config(str(local), max_steps=7,
+                                                     checkpoint_every=3))
 
     def die_after_step_4(record):
         if record["step"] == 4:
@@ -190,7 +190,7 @@ def test_resume_from_a_uri_is_bit_identical_to_an_uninterrupted_run(ray_session,
         with pytest.raises(Stop):
             trainer.run(on_record=die_after_step_4)
     finally:
-        trainer.shutdown()
+        started_trainer.close()
     run = only_run_folder(store / "signsgd")
     assert read_checkpoint(run / "checkpoint.pt")["step"] == 3
     shutil.rmtree(cache)  # the machine is lost: only the destination remains
