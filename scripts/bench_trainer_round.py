@@ -89,6 +89,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--address", default=None,
                         help="join this Ray cluster (default: a private local Ray)")
     parser.add_argument("--out", default=None, help="write the figures as JSON here")
+    parser.add_argument("--pieces", action="store_true",
+                        help="instead, time each worker-side piece of a round in this process "
+                             "(one torch thread, d = --params): what the trainer's worker does "
+                             "beyond the benchmark's encode and decode")
     return parser.parse_args(argv)
 
 
@@ -96,8 +100,56 @@ def _load() -> str:
     return "load average " + " / ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+def worker_pieces(d: int, shards: int, repeats: int = 15, beta: float = 0.9) -> dict:
+    """Median milliseconds of each worker-side piece of one round at d parameters, S shards,
+    in this process: the shared encode (pack + MAC) and decode (validate + unpack), which both
+    workers run, and the trainer's own: the finite guard (twice), momentum, parameter update."""
+    import torch
+
+    from raysign import wire
+    from raysign.optim import momentum
+    from raysign.signs import shard_bounds
+    from raysign.signsgd.exchange import all_finite, decode_vote, encode_shard
+
+    torch.set_num_threads(1)
+    grad, params, update = torch.randn(d), torch.randn(d), torch.empty(d)
+    transform = momentum(beta)
+    state = transform.init(grad)
+    bounds, key = shard_bounds(d, shards), os.urandom(32)
+    voted = [encode_shard(wire.KIND_SIGNS, grad[a:b], sender=wire.VOTE_SENDER, step=1,
+                          shard=j) for j, (a, b) in enumerate(bounds)]
+    pieces = {
+        "encode S shards + MAC (both)": lambda: [
+            encode_shard(wire.KIND_SIGNS, grad[a:b], sender=0, step=1, shard=j, key=key)
+            for j, (a, b) in enumerate(bounds)],
+        "decode S votes (both)": lambda: [
+            decode_vote(voted[j], update[a:b], kind=wire.KIND_SIGNS, step=1, shard=j,
+                        scale=1e-3) for j, (a, b) in enumerate(bounds)],
+        "finite guard x2 (trainer)": lambda: (all_finite(grad), all_finite(state)),
+        # The guard the trainer ran until issue #18: a bool [d] temporary per check.
+        "isfinite().all() x2 (before)": lambda: (bool(torch.isfinite(grad).all()),
+                                                 bool(torch.isfinite(state).all())),
+        "momentum (trainer)": lambda: transform.update(grad, state),
+        "parameter update (trainer)": lambda: params.sub_(update),
+    }
+    times: dict[str, list[float]] = {name: [] for name in pieces}
+    for _ in range(repeats):
+        for name, piece in pieces.items():
+            t0 = time.perf_counter()
+            piece()
+            times[name].append(time.perf_counter() - t0)
+    return {name: 1000 * float(np.median(t[2:])) for name, t in times.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.pieces:
+        pieces = worker_pieces(args.params, args.shards or args.workers)
+        print(f"worker-side pieces of one round, d={args.params:,}, S={args.shards or args.workers}"
+              f", one thread, median ms; {_load()}")
+        for name, ms in pieces.items():
+            print(f"{name:>30} {ms:8.2f}")
+        return 0
     import ray
 
     from raysign import wire
