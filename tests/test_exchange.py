@@ -132,3 +132,20 @@ def test_all_finite_finds_every_nan_and_infinity_like_numpy(dtype):
     for x in cases:
         assert all_finite(torch.from_numpy(x).to(dtype)) == bool(np.isfinite(x).all())
     assert all_finite(torch.empty(0))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here: the encode / "
+                    "decode path of a GPU replica needs one")
+def test_encode_and_decode_on_cuda_equal_the_cpu_path():
+    values = torch.randn(5000, generator=torch.Generator().manual_seed(3))
+    for kind in (wire.KIND_SIGNS, wire.KIND_FP32):
+        on_cpu = encode_shard(kind, values, sender=1, step=2, shard=0, key=KEY)
+        on_gpu = encode_shard(kind, values.cuda(), sender=1, step=2, shard=0, key=KEY)
+        np.testing.assert_array_equal(on_gpu, on_cpu)
+    msg = _voted(wire.KIND_SIGNS, _reference_signs(values.numpy()), 5000, 2, 0)
+    out_cpu, out_gpu = torch.empty(5000), torch.empty(5000, device="cuda")
+    for out in (out_cpu, out_gpu):
+        assert decode_vote(msg, out, kind=wire.KIND_SIGNS, step=2, shard=0, scale=0.5)
+    np.testing.assert_array_equal(out_gpu.cpu().numpy(), out_cpu.numpy())
+    values[7] = float("nan")
+    assert not all_finite(values.cuda()) and all_finite(out_gpu)
