@@ -4,7 +4,9 @@ Each round it computes its gradient and momentum (``raysign.signsgd.replica.Repl
 ``sign(m)`` at one bit per parameter into one message per vote shard, and returns those
 messages as separate Ray objects, so each vote actor fetches only its own slice. Then it
 receives the S voted messages, validates them, unpacks and applies the update, and advances
-the learning-rate schedule once the step is complete. Timestamps of each phase come back with
+the learning-rate schedule once the step is complete. Packing and unpacking are
+``raysign.signsgd.exchange``'s, the code the communication benchmark
+(``raysign.actors.comm_bench``) runs too. Timestamps of each phase come back with
 the stats for the driver's compress / gather / vote / broadcast / decompress split.
 
 The model, loss and evaluation are the run's workload (``raysign.signsgd.workload``): the
