@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY_RUN = ["--dataset", "mnist", "--model", "mlp", "--num-workers", "3", "--max-steps", "3",
+TINY_RUN = ["--dataset", "mnist", "--model", "mlp", "--num-workers", "2", "--max-steps", "2",
             "--train-subset", "900", "--test-subset", "300", "--no-progress"]
 RUN_TIMEOUT_S = 300
 # The head's nodes return objects inline up to this many bytes (an odd value, so a warning that
