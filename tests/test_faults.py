@@ -37,39 +37,6 @@ class Stop(Exception):
     pass
 
 
-class StartedTrainer:
-    """One started trainer at a time (its workers share out all of Ray's CPUs, so a second
-    could not start beside it): ``for_config`` reconfigures it when the shape is the same,
-    else shuts it down and starts one for ``config``."""
-
-    def __init__(self):
-        self.trainer: SignSGDTrainer | None = None
-
-    def for_config(self, config: SignSGDConfig) -> SignSGDTrainer:
-        held = self.trainer
-        if held is not None and held.workers and all(
-                getattr(held.config, f) == getattr(config, f)
-                for f in SignSGDTrainer.RESHAPING_FIELDS):
-            held.reconfigure(config)
-            return held
-        self.close()
-        self.trainer = SignSGDTrainer(config, progress=False)
-        self.trainer.start()
-        return self.trainer
-
-    def close(self) -> None:
-        if self.trainer is not None:
-            self.trainer.shutdown()
-            self.trainer = None
-
-
-@pytest.fixture(scope="module")
-def started(ray_session):
-    held = StartedTrainer()
-    yield held
-    held.close()
-
-
 @pytest.fixture(scope="module", params=["objects", "direct"])
 def transport(request) -> str:
     """Module-scoped, so pytest runs every test of one transport before the other's and the
@@ -77,13 +44,13 @@ def transport(request) -> str:
     return request.param
 
 
-def run(started, config, on_record=None):
-    trainer = started.for_config(config)
+def run(started_trainer, config, on_record=None):
+    trainer = started_trainer.for_config(config)
     try:
         summary = trainer.run(on_record=on_record(trainer) if on_record else None)
         params = ray.get(trainer.workers[0].parameters.remote())
     except BaseException:
-        started.close()
+        started_trainer.close()
         raise
     return summary, params
 
@@ -100,9 +67,9 @@ def resume_in_new_processes(config, checkpoint):
 
 
 def test_run_killed_while_saving_resumes_from_the_previous_checkpoint_bit_identically(
-        started, tmp_path, monkeypatch):
+        started_trainer, tmp_path, monkeypatch):
     config = tiny(tmp_path, max_steps=7, checkpoint_every=3)
-    _, uninterrupted = run(started, config)
+    _, uninterrupted = run(started_trainer, config)
     replace = os.replace
 
     def dies_in_the_step_6_save(src, dst):
@@ -112,13 +79,13 @@ def test_run_killed_while_saving_resumes_from_the_previous_checkpoint_bit_identi
             raise Stop
         replace(src, dst)
 
-    interrupted = started.for_config(config)
+    interrupted = started_trainer.for_config(config)
     with pytest.raises(Stop), monkeypatch.context() as patch:
         patch.setattr(os, "replace", dies_in_the_step_6_save)
         try:
             interrupted.run()
         finally:
-            started.close()  # the driver and its processes are gone
+            started_trainer.close()  # the driver and its processes are gone
     checkpoint = interrupted.run_dir.file("checkpoint.pt")
     assert load_checkpoint(checkpoint)["step"] == 3  # the previous one, intact
     summary, resumed = resume_in_new_processes(config, checkpoint)
@@ -128,7 +95,8 @@ def test_run_killed_while_saving_resumes_from_the_previous_checkpoint_bit_identi
     assert summary.replicas_identical
 
 
-def test_dead_worker_is_left_out_restarted_and_resynced(started, tmp_path, transport):
+def test_dead_worker_is_left_out_restarted_and_resynced(started_trainer, tmp_path,
+                                                        transport):
     def crash_worker_1(trainer):
         def hook(record):
             if record["step"] == 2:
@@ -147,7 +115,7 @@ def test_dead_worker_is_left_out_restarted_and_resynced(started, tmp_path, trans
                 positions.update({r: (s["epoch"], s["cursor"]) for r, s in enumerate(states)})
         return hook
 
-    summary, _ = run(started, tiny(tmp_path, num_workers=4, transport=transport),
+    summary, _ = run(started_trainer, tiny(tmp_path, num_workers=4, transport=transport),
                      crash_worker_1_and_record_positions)
     # The restarted worker's data stream was moved to where it would be without the crash.
     assert positions[1] == positions[0] == (0, 6 * 16)
@@ -159,7 +127,8 @@ def test_dead_worker_is_left_out_restarted_and_resynced(started, tmp_path, trans
     assert summary.resyncs >= 1 and summary.replicas_identical
 
 
-def test_dead_vote_actor_is_restarted_and_its_round_retried(started, tmp_path, transport):
+def test_dead_vote_actor_is_restarted_and_its_round_retried(started_trainer, tmp_path,
+                                                            transport):
     def crash_vote_at_3(trainer):
         def hook(record):
             if record["step"] == 1:
@@ -168,8 +137,8 @@ def test_dead_vote_actor_is_restarted_and_its_round_retried(started, tmp_path, t
 
     config = tiny(tmp_path, vote_shards=2, transport=transport)
     # The reference first, so that it runs before any actor of this trainer was restarted.
-    _, undisturbed = run(started, config)
-    summary, params = run(started, config, crash_vote_at_3)
+    _, undisturbed = run(started_trainer, config)
+    summary, params = run(started_trainer, config, crash_vote_at_3)
     records = read_jsonl(f"{summary.run_dir}/metrics.jsonl")
     assert [r["step"] for r in records] == list(range(1, 7))
     assert all(r["voters"] == 3 and not r["failed_workers"] for r in records)
@@ -178,14 +147,14 @@ def test_dead_vote_actor_is_restarted_and_its_round_retried(started, tmp_path, t
     assert params.tobytes() == undisturbed.tobytes()
 
 
-def test_nan_gradient_is_an_abstention_not_a_crash(started, tmp_path, transport):
+def test_nan_gradient_is_an_abstention_not_a_crash(started_trainer, tmp_path, transport):
     def poison_worker_0(trainer):
         def hook(record):
             if record["step"] == 2:
                 ray.get(trainer.workers[0].poison_next_gradient.remote(10))
         return hook
 
-    summary, params = run(started, tiny(tmp_path, vote_shards=2, transport=transport),
+    summary, params = run(started_trainer, tiny(tmp_path, vote_shards=2, transport=transport),
                           poison_worker_0)
     records = read_jsonl(f"{summary.run_dir}/metrics.jsonl")
     step3 = records[2]
