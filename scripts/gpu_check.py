@@ -36,6 +36,7 @@ CUDA_TESTS = (
     "tests/test_signs.py::test_cuda_kernels_match_the_cpu_references",
     "tests/test_comm_hooks.py::test_nccl_vote_on_cuda_tensors_equals_numpy_vote",
     "tests/test_cuda_worker.py::test_worker_actor_pinned_to_the_gpu_trains_on_cuda",
+    "tests/test_exchange.py::test_encode_and_decode_on_cuda_equal_the_cpu_path",
 )
 
 
