@@ -200,8 +200,13 @@ class SignWorker(WorkerDrills):
         for shard, (start, stop) in enumerate(self.bounds):
             rows = []
             for msg in honest[shard::s]:
-                header, body = wire.read_message(msg, kind=self.kind, step=step, shard=shard,
-                                                 length=stop - start)
+                try:
+                    header, body = wire.read_message(msg, kind=self.kind, step=step,
+                                                     shard=shard, length=stop - start)
+                except wire.MessageError:
+                    # Unreadable (e.g. a worker Ray restarted after a reconfigure abstains in
+                    # the first configuration's kind): left out, as the vote actors do.
+                    continue
                 if header.abstains:
                     continue
                 if self.kind == wire.KIND_SIGNS:
