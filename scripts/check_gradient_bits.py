@@ -11,6 +11,7 @@ with them; the benchmark records the workers' thread count and the CPU either wa
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import os
 import platform
@@ -31,6 +32,8 @@ def gradient_digest(threads: int) -> str:
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                            formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
           f"MKL_CBWR={os.environ.get('MKL_CBWR', '')!r}")
     for threads in (1, 2, 4):
