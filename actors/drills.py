@@ -149,8 +149,10 @@ class WorkerDrills:
         if self._crash_exchange_step == step and direct and shard > 0:
             time.sleep(EXCHANGE_CRASH_DELAY_S)  # let the message of shard 0 leave
             os._exit(1)
-        previous = (self._sent or {}).get(shard)
-        self._sent = {**(self._sent or {}), shard: (step, message)}
+        if self._sent is None:
+            self._sent = {}
+        previous = self._sent.get(shard)
+        self._sent[shard] = (step, message)
         if self._forgery is None or self._forgery[0] != step:
             return message, []
         how = self._forgery[1]

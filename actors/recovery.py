@@ -28,10 +28,10 @@ class ReplicaRecovery:
     ``config``, ``workers``, ``honest``, ``byzantine``, ``resyncs``, ``test_refs``, ``_step``
     (the last complete round) and ``_incarnations``."""
 
-    def _resync(self, ranks: list[int], step: int) -> None:
+    def _resync(self, ranks: list[int], step: int) -> int:
         """Copy model, momentum and schedule from a live honest replica holding the majority
         digest into restarted workers, and move their data streams to where they would be
-        after ``step`` steps."""
+        after ``step`` steps. Returns the source rank."""
         source, _ = self._majority(step, exclude=ranks)
         print(f"[raysign] workers {ranks} failed; restarted and re-synced from rank {source}")
         state = self.workers[source].state.remote()
@@ -42,6 +42,7 @@ class ReplicaRecovery:
                                                                      r in self.byzantine))
             self._load(r, state, step)
         self.resyncs += len(ranks)
+        return source
 
     def _load(self, rank: int, state: Any, step: int) -> None:
         """Put replica ``state`` (model, momentum, schedule) into worker ``rank``, its data

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -35,15 +34,9 @@ import torch
 from raysign import wire
 from raysign.actors.drills import VoteDrills
 from raysign.signs import majority_vote
+from raysign.signsgd.exchange import read_only_tensor
 
 log = logging.getLogger(__name__)
-
-
-def _read_only_tensor(array: np.ndarray) -> torch.Tensor:
-    """A tensor view of an object-store array (read-only; the vote never writes to it)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-        return torch.from_numpy(array)
 
 
 class VoteActor(VoteDrills):
@@ -133,7 +126,7 @@ class VoteActor(VoteDrills):
                     continue
                 valid.append(values)
             else:
-                valid.append(_read_only_tensor(body).view(torch.int64))
+                valid.append(read_only_tensor(body).view(torch.int64))
             counted.append(sender)
         if rejected:
             self.rejected_total += len(rejected)

@@ -31,7 +31,7 @@ from raysign.actors.drills import WorkerDrills
 from raysign.actors.ray_data import RayDataSource, read_shard
 from raysign.actors.vote import receive_votes, submit_shards
 from raysign.data import shard_indices
-from raysign.signs import gradient_density, unpack_signs
+from raysign.signs import gradient_density
 from raysign.signsgd.attacks import OMNISCIENT_ATTACKS, make_crafted_attack
 from raysign.signsgd.config import SignSGDConfig
 from raysign.signsgd.exchange import all_finite, decode_vote, encode_shard
@@ -200,19 +200,14 @@ class SignWorker(WorkerDrills):
         for shard, (start, stop) in enumerate(self.bounds):
             rows = []
             for msg in honest[shard::s]:
+                row = torch.empty(stop - start)  # the signs as +-1, or the fp32 values
                 try:
-                    header, body = wire.read_message(msg, kind=self.kind, step=step,
-                                                     shard=shard, length=stop - start)
+                    if decode_vote(msg, row, kind=self.kind, step=step, shard=shard):
+                        rows.append(row.numpy())
                 except wire.MessageError:
                     # Unreadable (e.g. a worker Ray restarted after a reconfigure abstains in
                     # the first configuration's kind): left out, as the vote actors do.
                     continue
-                if header.abstains:
-                    continue
-                if self.kind == wire.KIND_SIGNS:
-                    rows.append(unpack_signs(torch.from_numpy(body.copy()), stop - start).numpy())
-                else:
-                    rows.append(body.view(np.float32))
             own = self._own_vector[start:stop].detach().cpu().numpy()
             values = (self.omniscient_attack(np.stack(rows), own, self.omniscient_rng)
                       if rows else own)

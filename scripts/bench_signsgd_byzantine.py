@@ -170,7 +170,7 @@ def time_aggregators(d: int, f: int, out: RunDir) -> None:
 def marks(rows: list[dict]) -> str:
     """The table marks for a cell made of ``rows``: ``*`` if one is carried over from an
     earlier commit and not reproduced, ``†`` if one was disturbed (``participation``)."""
-    carried = any(str(r.get("provenance", "")).endswith("not reproduced") for r in rows)
+    carried = any(is_carried(r) for r in rows)
     disturbed = any(r.get("disturbed") is True for r in rows)
     return (CARRIED_MARK if carried else "") + (DISTURBED_MARK if disturbed else "")
 

@@ -66,6 +66,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from raysign.actors.placement import MAX_RESTARTS  # kills per actor and driver
+from raysign.results import read_jsonl
+
 WORKER_KINDS = ("worker_kill_before", "worker_kill_during", "worker_kill_after",
                 "worker_kill_evaluate", "worker_kill_checkpoint")
 VOTE_KINDS = ("vote_kill_collecting", "vote_kill_voting")
@@ -74,7 +77,6 @@ DRIVER_KINDS = ("driver_kill", "driver_kill_save")
 KINDS = WORKER_KINDS + VOTE_KINDS + MESSAGE_KINDS + DRIVER_KINDS
 NUM_WORKERS = 4
 VOTE_SHARDS = 2
-MAX_RESTARTS = 3  # raysign.actors.trainer.MAX_RESTARTS: kills per actor and driver
 GAP = 3  # steps between two faults at least
 ROWS = 800  # ETTh1 rows used: the first 640 train, the next 160 test
 
@@ -190,9 +192,9 @@ def build_schedule(seed: int, steps: int, counts: dict[str, int], *,
         else:
             fault["target"] = "driver"
         if kind in WORKER_KINDS or kind in VOTE_KINDS:
-            kills[(segment, "worker" if kind in WORKER_KINDS else "vote", fault["target"])] += 1
-            if kills[(segment, "worker" if kind in WORKER_KINDS else "vote",
-                      fault["target"])] > MAX_RESTARTS:
+            key = (segment, "worker" if kind in WORKER_KINDS else "vote", fault["target"])
+            kills[key] += 1
+            if kills[key] > MAX_RESTARTS:
                 raise SystemExit(f"chaos: more than {MAX_RESTARTS} kills of one actor in one "
                                  "driver; give more --steps or fewer faults")
     return plan
@@ -207,6 +209,7 @@ def _least_killed(rng, kills: Counter, segment: int, what: str, count: int) -> i
 def run_child(args: argparse.Namespace) -> int:
     import ray
 
+    from raysign.actors import rounds
     from raysign.actors.drills import REJECTIONS_ENV
     from raysign.actors.trainer import SignSGDTrainer
     from raysign.config import to_dict
@@ -221,7 +224,7 @@ def run_child(args: argparse.Namespace) -> int:
         if fault["segment"] == args.segment:
             by_step.setdefault(fault["step"], []).append(fault)
     # The vote actors' wait for a missing message, where the round protocol reads it.
-    sys.modules[SignSGDTrainer._direct_round.__module__].DIRECT_TIMEOUT_S = args.vote_timeout
+    rounds.DIRECT_TIMEOUT_S = args.vote_timeout
 
     def note(name: str, record: dict) -> None:
         with open(out / name, "a") as fh:
@@ -290,15 +293,10 @@ def run_child(args: argparse.Namespace) -> int:
             note("checkpoints.jsonl", {"step": step, "readable": readable, "error": error})
             return path
 
-        def _majority(self, step: int, exclude=()):
-            source, digests = super()._majority(step, exclude)
-            self._source = source
-            return source, digests
-
-        def _resync(self, ranks: list[int], step: int) -> None:
-            super()._resync(ranks, step)
-            note("resyncs.jsonl", {"step": step, "ranks": sorted(ranks),
-                                   "source": self._source})
+        def _resync(self, ranks: list[int], step: int) -> int:
+            source = super()._resync(ranks, step)
+            note("resyncs.jsonl", {"step": step, "ranks": sorted(ranks), "source": source})
+            return source
 
         def check_replicas(self, step: int | None = None) -> tuple[bool, int]:
             ok, count = super().check_replicas(step)
@@ -345,9 +343,7 @@ def run_child(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- the checks
 def read_lines(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return read_jsonl(path) if path.exists() else []
 
 
 def valid_events(events: list[dict], resumes: list[dict], key: str = "step") -> list[dict]:
@@ -362,7 +358,6 @@ def valid_events(events: list[dict], resumes: list[dict], key: str = "step") -> 
 
 def check_run(out: Path, args: argparse.Namespace, completed: bool) -> dict:
     """Every check of the module docstring, from the files the drivers wrote."""
-    from raysign.results import read_jsonl
     from raysign.signsgd.replay import replay_run
 
     schedule = json.loads((out / "schedule.json").read_text())

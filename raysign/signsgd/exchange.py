@@ -27,8 +27,9 @@ from raysign import wire
 from raysign.signs import pack_signs, unpack_signs
 
 
-def _readable(array: np.ndarray) -> torch.Tensor:
-    """A tensor view of a (possibly read-only, object-store) array that is never written to."""
+def read_only_tensor(array: np.ndarray) -> torch.Tensor:
+    """A tensor view of a (possibly read-only, object-store) array that is never written to
+    (torch warns on a read-only array; the views made here are only read)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         return torch.from_numpy(array)
@@ -77,7 +78,7 @@ def decode_vote(voted: np.ndarray, out: torch.Tensor, *, kind: int, step: int, s
                                      length=out.numel())
     if header.abstains:
         return False
-    packed = _readable(body)
+    packed = read_only_tensor(body)
     if kind == wire.KIND_SIGNS:
         unpack_signs(packed.to(out.device), out.numel(), scale=scale, dtype=out.dtype, out=out)
     else:

@@ -178,12 +178,6 @@ class Replica:
         self.apply_update(step, start, stop)
 
     @torch.no_grad()
-    def apply_mean(self, mean: torch.Tensor, start: int = 0, stop: int | None = None) -> None:
-        """The mean aggregator's step 4 on [start, stop): ``x <- x - lr_t (mean + lambda x)``."""
-        stop = self.d if stop is None else stop
-        self.apply_update(mean.to(self.device), start, stop, alpha=self.lr)
-
-    @torch.no_grad()
     def apply_update(self, update: torch.Tensor, start: int, stop: int,
                      alpha: float = 1.0) -> None:
         """Step 4 on [start, stop) with the update already unpacked on the replica's device:
