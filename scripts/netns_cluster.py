@@ -96,6 +96,8 @@ class ClusterState:
     dashboard_address: str = ""
     # [node, path]: that node's Ray runs where an empty tmpfs covers the path (--hide).
     hidden: list[list] = field(default_factory=list)
+    # Each node's object store (restart-node starts a node with the size up gave it).
+    object_store_bytes: int = 2**30
 
     def save(self) -> None:
         STATE_DIR.mkdir(parents=True, exist_ok=True)
@@ -287,6 +289,7 @@ def up(nodes: int, rate: str = "none", delay: str = "", cpus_per_node: int = 1,
             raise ValueError(f"hide: {path!r} must be an absolute path to an existing folder")
     state = ClusterState(nodes=nodes, rate=rate, delay=delay, cpus_per_node=cpus_per_node,
                          direct_call_bytes=direct_call_bytes, hidden=hidden,
+                         object_store_bytes=object_store_mb * 2**20,
                          dashboard_address=(f"http://{node_ip(0)}:{DASHBOARD_PORT}"
                                             if dashboard else ""))
     STATE_DIR.mkdir(parents=True, exist_ok=True)
@@ -296,7 +299,7 @@ def up(nodes: int, rate: str = "none", delay: str = "", cpus_per_node: int = 1,
         token = Path(state.token_path)
         token.write_text(secrets.token_hex(32))
         token.chmod(0o600)
-        _start_ray(state, object_store_mb * 2**20)
+        _start_ray(state, state.object_store_bytes)
         _wait_for_nodes(state)
         if state.dashboard_address:
             _wait_for_dashboard(state)
@@ -334,14 +337,15 @@ def _build_network(state: ClusterState) -> None:
     state.save()
 
 
-def _kill_namespace_processes(namespaces: list[str], grace: float = 5.0) -> dict[str, int]:
-    """SIGTERM, then after ``grace`` seconds SIGKILL, every process in ``namespaces`` (by
-    process id). Returns how many processes each namespace had."""
+def _kill_namespace_processes(namespaces: list[str], grace: float = 5.0,
+                              first: int = signal.SIGTERM) -> dict[str, int]:
+    """``first`` (SIGTERM), then after ``grace`` seconds SIGKILL, every process in
+    ``namespaces`` (by process id). Returns how many processes each namespace had."""
     def pids(ns: str) -> list[int]:
         return [p for p in namespace_pids(ns) if p != os.getpid()]
 
     found = {ns: len(pids(ns)) for ns in namespaces}
-    for sig in (signal.SIGTERM, signal.SIGKILL):
+    for sig in dict.fromkeys((first, signal.SIGKILL)):
         for ns in namespaces:
             for pid in pids(ns):
                 try:
@@ -367,6 +371,57 @@ def down(quiet: bool = False) -> None:
             print(f"[netns_cluster] {ns}: stopped {killed[ns]} processes, namespace deleted")
     if STATE_DIR.exists():
         shutil.rmtree(STATE_DIR, ignore_errors=True)
+
+
+def _worker_node(node: int) -> ClusterState:
+    state = ClusterState.load()
+    if state is None:
+        raise RuntimeError("no cluster is up; run `up` first")
+    if not 1 <= node < state.nodes:
+        raise ValueError(f"node={node} must be a worker node, in [1, {state.nodes - 1}] (the "
+                         "head, node 0, holds the cluster's state)")
+    return state
+
+
+def kill_node(node: int) -> int:
+    """SIGKILL every process in worker node ``node``'s namespace (its raylet, object store,
+    workers and actors), as a machine that loses power; the namespace and its link stay.
+    Returns how many processes were killed."""
+    _worker_node(node)
+    return _kill_namespace_processes([node_namespace(node)], first=signal.SIGKILL)[
+        node_namespace(node)]
+
+
+def restart_node(node: int, timeout: float = 90.0) -> None:
+    """Start worker node ``node``'s Ray again (a new Ray node on the same address, joining
+    the head), after ``kill_node``; waits until the cluster counts every node alive."""
+    state = _worker_node(node)
+    if namespace_pids(node_namespace(node)):
+        raise RuntimeError(f"{node_namespace(node)} still runs processes; kill-node first")
+    before = set(_node_ids(state, node))
+    process = subprocess.run(_ray_start_command(state, node, state.object_store_bytes),
+                             capture_output=True, text=True, env=_ray_env(state),
+                             cwd=STATE_DIR)
+    if process.returncode != 0:
+        raise RuntimeError(f"ray start on {node_namespace(node)} failed:\n"
+                           f"{(process.stdout + process.stderr)[-3000:]}")
+    deadline = time.time() + timeout
+    while not set(_node_ids(state, node)) - before:
+        if time.time() > deadline:
+            raise RuntimeError(f"{node_namespace(node)}'s new Ray node not alive after "
+                               f"{timeout:.0f} s")
+        time.sleep(1.0)
+
+
+def _node_ids(state: ClusterState, node: int) -> list[str]:
+    """The ids of the alive Ray nodes at ``node``'s address (asked from node 0)."""
+    probe = ("import sys, ray; ray.init(log_to_driver=False); print(' '.join(n['NodeID'] for n "
+             "in ray.nodes() if n['Alive'] and n['NodeManagerAddress'] == sys.argv[1]))")
+    result = subprocess.run(["ip", "netns", "exec", node_namespace(0), sys.executable, "-c",
+                             probe, node_ip(node)], capture_output=True, text=True,
+                            env={**_ray_env(state), **state.driver_env()})
+    lines = result.stdout.strip().splitlines()
+    return lines[-1].split() if lines else []
 
 
 def status() -> int:
@@ -432,6 +487,10 @@ def main(argv: list[str] | None = None) -> int:
                            "covers it there); repeatable")
     sub.add_parser("down", help="stop Ray in the namespaces and delete them")
     sub.add_parser("status", help="show what is up")
+    p_kill = sub.add_parser("kill-node", help="SIGKILL every process of a worker node")
+    p_kill.add_argument("node", type=int)
+    p_restart = sub.add_parser("restart-node", help="start a killed worker node's Ray again")
+    p_restart.add_argument("node", type=int)
     p_exec = sub.add_parser("exec", help="run a command (a driver) inside a node's namespace")
     p_exec.add_argument("--node", type=int, default=0)
     p_exec.add_argument("--jobs", action="store_true",
@@ -466,6 +525,17 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "status":
         return status()
+    if args.command in ("kill-node", "restart-node"):
+        try:
+            if args.command == "kill-node":
+                print(f"[netns_cluster] {node_namespace(args.node)}: killed "
+                      f"{kill_node(args.node)} processes")
+            else:
+                restart_node(args.node)
+                print(f"[netns_cluster] {node_namespace(args.node)}: Ray restarted")
+        except (ValueError, RuntimeError) as err:
+            raise SystemExit(f"netns_cluster {args.command}: {err}") from None
+        return 0
     command = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not command:
         parser.error("exec needs a command, e.g. exec -- python driver.py")
