@@ -27,7 +27,11 @@ actor methods (Ray calls them like any other), mixed into the production classes
 - ``VoteDrills.crash_at(step)``: the vote actor's process exits when it starts voting on
   ``step`` (a restarted actor has no such plan);
 - ``VoteDrills.crash_collecting(step)``: the direct vote actor's process exits when the second
-  message of ``step`` reaches it, while it is still collecting the round.
+  message of ``step`` reaches it, while it is still collecting the round;
+- ``VoteDrills.lose_message(step, sender)``: the direct vote actor loses worker ``sender``'s
+  message of ``step`` as a network that drops it would: the message takes no place in the
+  round and is not logged as rejected; the round votes without it at the timeout, and the
+  sender gets the round's result like every other.
 
 ``forge_at`` also takes ``"truncate"`` (the worker's own message loses the last 8 bytes of
 its body) and ``"replay"`` (the worker's genuine message of shard s from the previous step is
@@ -43,7 +47,9 @@ passes every fresh gradient through ``WorkerDrills.drill_gradient`` and every si
 through ``WorkerDrills.drill_message`` and its replica after every step through
 ``WorkerDrills.drill_replica`` and calls ``WorkerDrills.drill_call`` at the start of
 ``evaluate``, ``checksum`` and ``state``, and ``VoteActor.vote`` calls ``VoteDrills.drill_vote``
-first. With no drill planned the hooks do nothing.
+first, ``DirectVoteActor.submit`` ``VoteDrills.drill_submit`` first and
+``VoteDrills.drill_lost`` before a message takes its sender's place. With no drill planned
+the hooks do nothing.
 """
 
 from __future__ import annotations
@@ -196,6 +202,19 @@ class VoteDrills:
 
     _crash_at_step: int | None = None
     _crash_collecting: tuple[int, int] | None = None  # (step, messages of it seen so far)
+    _lose: tuple[int, int] | None = None  # (step, sender) of a message to lose
+
+    def lose_message(self, step: int, sender: int) -> None:
+        """Lose worker ``sender``'s message of ``step`` (direct transport; module docstring)."""
+        self._lose = (step, sender)
+
+    def drill_lost(self, step: int, sender: int) -> bool:
+        """The hook, before a valid message takes its sender's place: whether it is lost (once
+        only: a message voted again through the object store is not)."""
+        if self._lose == (step, sender):
+            self._lose = None
+            return True
+        return False
 
     def crash_at(self, step: int) -> None:
         """Exit the process when voting on ``step``; the restarted actor has no such plan."""

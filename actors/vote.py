@@ -289,7 +289,7 @@ class DirectVoteActor(VoteActor):
             self.rejected_total += 1
             if rnd.result is None:
                 rnd.rejected.append(rejection)
-        elif rnd.result is None and sender in rnd.senders:
+        elif rnd.result is None and sender in rnd.senders and not self.drill_lost(step, sender):
             rnd.payloads[sender] = payload
             if len(rnd.payloads) == len(rnd.senders):
                 self._close(step, rnd)

@@ -56,6 +56,23 @@ def test_direct_vote_counts_the_senders_that_came_and_not_the_late_or_forged():
                                   np.full(LENGTH, 2.0, np.float32))
 
 
+def test_direct_vote_goes_on_without_a_lost_message_and_answers_its_sender():
+    async def scenario():
+        actor = DirectVoteActor(0, 0, LENGTH, wire.KIND_FP32, keys=KEYS)
+        actor.lose_message(1, 2)
+        return actor, await asyncio.gather(*[
+            actor.submit(1, r, _message(r, float(r + 1)), (0, 1, 2, 3), 0.3) for r in range(4)])
+
+    actor, results = asyncio.run(scenario())
+    for _, stats in results:  # rank 2's message is not counted, and not taken as forged
+        assert stats["counted"] == [0, 1, 3]
+        assert stats["rejected"] == [{"worker": 2, "reason": "no message before the timeout"}]
+    assert actor.rejected_total == 0
+    # fp32 messages are averaged: ranks 0, 1 and 3 sent 1, 2 and 4.
+    np.testing.assert_allclose(wire.body(results[2][0]).view(np.float32),
+                               np.full(LENGTH, 7 / 3, np.float32), rtol=1e-6)
+
+
 # ------------------------------------------------------------------ the replay, by hand
 GRADIENTS = {  # step -> per rank, small numbers whose float32 arithmetic is exact
     1: [[1, -2, 0], [-1, -1, 4], [2, 3, -4]],
