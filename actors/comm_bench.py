@@ -3,20 +3,22 @@
 A round of distributed signSGD (Bernstein et al., ICLR 2019, Algorithm 1) without the model:
 every worker holds a synthetic gradient of the model's size d, and one round is
 
-1. compress: pack ``sign(g_i)`` at one bit per parameter into S messages (``raysign.wire``),
-   one per vote shard (or copy the fp32 values, for the parameter server);
+1. compress: take the momentum step and pack ``sign(m_i)`` at one bit per parameter into S
+   messages (``raysign.wire``), one per vote shard (or copy the fp32 values, for the
+   parameter server);
 2. gather: Ray moves message (i, s) to vote actor s (``raysign.actors.vote.VoteActor``),
    on its node;
 3. vote: majority vote of the M packed slices (or the fp32 mean);
 4. broadcast: every worker fetches the S results;
-5. decompress: unpack the voted signs into the worker's fp32 update buffer.
+5. decompress: apply the voted signs to the worker's fp32 parameters.
 
 ``CommWorker`` is the worker side of 1 and 5, with the same timestamps as
 ``raysign.actors.worker.SignWorker`` so that ``raysign.signsgd.records.round_stage_times``
 splits a round into the five stages. It runs the trainer's own worker-side code
-(``raysign.signsgd.exchange``: pack into the message body, MAC under the worker's key, and
-validate + unpack the voted message into the update buffer), and the vote actors check every
-MAC as the trainer's do, so its round times describe the trainer's communication.
+(``raysign.signsgd.exchange``: the finite check of the gradient, the momentum step fused with
+the pack into the message body, MAC under the worker's key, and validate + apply the voted
+message to the parameters with weight decay), and the vote actors check every MAC as the
+trainer's do, so its round times describe the trainer's round less the gradient.
 ``GlooWorker`` is the baseline a user would pick instead: PyTorch's ``torch.distributed``
 all-reduce over gloo between the same actors (each on its node's own
 address), on DDP's 25 MB buckets, and a real DDP training step.
@@ -47,7 +49,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from raysign.actors.vote import DirectVoteActor, VoteActor, receive_votes, submit_shards
 from raysign.signs import shard_bounds
-from raysign.signsgd.exchange import decode_vote, encode_shard
+from raysign.signsgd.exchange import all_finite, apply_vote, encode_shard
 from raysign.signsgd.records import round_stage_times
 
 DDP_BUCKET_BYTES = 25 * 2**20
@@ -84,16 +86,22 @@ def node_of(actor: Any) -> str:
 
 
 class CommWorker:
-    """Worker ``rank``: a synthetic gradient [d]; compresses it and applies the S results.
-    ``key``: its MAC key, as a trainer's worker gets from the driver (None: unsigned)."""
+    """Worker ``rank``: a synthetic gradient [d], a momentum [d] and parameters [d] (zeros at
+    the start); each round it compresses the gradient as a trainer's worker does and applies
+    the S results with ``lr`` and ``weight_decay``. ``key``: its MAC key, as a trainer's
+    worker gets from the driver (None: unsigned)."""
 
     def __init__(self, rank: int, d: int, num_shards: int, kind: int, seed: int = 0,
-                 key: bytes | None = None):
+                 key: bytes | None = None, momentum: float = 0.9, lr: float = 1.0,
+                 weight_decay: float = 0.0):
         torch.set_num_threads(1)
         self.rank, self.d, self.kind, self._key = rank, d, kind, key
+        self.beta, self.lr, self.weight_decay = momentum, lr, weight_decay
         self.bounds = shard_bounds(d, num_shards)
         self.grad = synthetic_gradient(rank, d, seed)
-        self.update = torch.zeros(d)
+        self.momentum = torch.zeros(d)
+        self.params = torch.zeros(d)
+        self._scratch = torch.empty(d)  # the fp32 mean before it is applied
 
     def where(self) -> dict[str, str]:
         return {"node_id": ray.get_runtime_context().get_node_id(),
@@ -102,15 +110,22 @@ class CommWorker:
     def compress(self, step: int) -> tuple[Any, ...]:
         """Step 1: S messages (packed signs or fp32 slices) and the timestamps."""
         t_start = time.time()
+        self._check_gradient()
         out = [self._encode(step, shard) for shard in range(len(self.bounds))]
         stats = {"rank": self.rank, "t_start": t_start, "t_grad": t_start,
                  "t_compress_end": time.time(), "bytes_sent": sum(m.nbytes for m in out)}
         return (*out, stats)
 
+    def _check_gradient(self) -> None:
+        # The trainer's worker checks its gradient before the momentum step.
+        if not all_finite(self.grad):
+            raise RuntimeError(f"worker {self.rank}: the synthetic gradient is not finite")
+
     def _encode(self, step: int, shard: int) -> np.ndarray:
-        start, stop = self.bounds[shard]
-        return encode_shard(self.kind, self.grad[start:stop], sender=self.rank, step=step,
-                            shard=shard, key=self._key)
+        part = slice(*self.bounds[shard])
+        return encode_shard(self.kind, self.grad[part], sender=self.rank, step=step,
+                            shard=shard, key=self._key, momentum=self.momentum[part],
+                            beta=self.beta)
 
     def exchange(self, step: int, votes: list[Any], senders: tuple[int, ...],
                  timeout: float) -> tuple[dict, list[dict], dict]:
@@ -118,6 +133,7 @@ class CommWorker:
         ``raysign.actors.worker.SignWorker.exchange``: message s goes to vote actor s as soon as it
         is packed; each voted message is unpacked as soon as it arrives."""
         t_start = time.time()
+        self._check_gradient()
         out, calls = submit_shards(step, self.rank, votes,
                                    lambda shard: self._encode(step, shard), senders, timeout)
         stats = {"rank": self.rank, "t_start": t_start, "t_grad": t_start,
@@ -125,7 +141,7 @@ class CommWorker:
         return stats, *receive_votes(step, self.rank, calls, self._apply_shard)
 
     def apply(self, step: int, *voted: np.ndarray) -> dict[str, Any]:
-        """Step 5: validate the S results and write them into the update buffer [d]."""
+        """Step 5: validate the S results and apply them to the parameters [d]."""
         t_start = time.time()
         for shard in range(len(self.bounds)):
             self._apply_shard(step, shard, voted[shard])
@@ -133,14 +149,16 @@ class CommWorker:
                 "bytes_received": sum(v.nbytes for v in voted)}
 
     def _apply_shard(self, step: int, shard: int, voted: np.ndarray) -> bool:
-        return decode_vote(voted, self.update[slice(*self.bounds[shard])], kind=self.kind,
-                           step=step, shard=shard)
+        part = slice(*self.bounds[shard])
+        return apply_vote(voted, self.params[part], kind=self.kind, step=step, shard=shard,
+                          lr=self.lr, weight_decay=self.weight_decay,
+                          scratch=self._scratch[part])
 
-    def update_values(self) -> np.ndarray:
-        return self.update.numpy().copy()
+    def parameter_values(self) -> np.ndarray:
+        return self.params.numpy().copy()
 
-    def update_digest(self) -> str:
-        return hashlib.blake2b(self.update.numpy().tobytes(), digest_size=16).hexdigest()
+    def parameter_digest(self) -> str:
+        return hashlib.blake2b(self.params.numpy().tobytes(), digest_size=16).hexdigest()
 
 
 def spread_group(num_nodes: int, cpus_per_bundle: float = 1.0,
@@ -165,10 +183,12 @@ def _in_bundle(group: PlacementGroup, index: int) -> PlacementGroupSchedulingStr
 class VoteRound:
     """M ``CommWorker`` actors and S ``VoteActor`` shards; worker i and shard i in bundle i.
     As in the trainer, every worker gets its own random MAC key and every vote actor all M
-    keys, so each message is signed and its MAC checked."""
+    keys, so each message is signed and its MAC checked. ``momentum``, ``lr``,
+    ``weight_decay``: the workers' Signum settings (a trainer's config, to time its round)."""
 
     def __init__(self, group: PlacementGroup, num_workers: int, d: int, num_shards: int,
-                 kind: int, seed: int = 0, transport: str = "objects"):
+                 kind: int, seed: int = 0, transport: str = "objects", momentum: float = 0.9,
+                 lr: float = 1.0, weight_decay: float = 0.0):
         if num_shards > num_workers:
             raise ValueError(f"num_shards={num_shards} must be <= num_workers={num_workers} "
                              "(one shard per worker's node)")
@@ -179,7 +199,8 @@ class VoteRound:
         keys = [secrets.token_bytes(32) for _ in range(num_workers)]
         self.workers = [ray.remote(CommWorker).options(
             num_cpus=0.2, scheduling_strategy=_in_bundle(group, i)).remote(
-                i, d, num_shards, kind, seed, key=keys[i]) for i in range(num_workers)]
+                i, d, num_shards, kind, seed, key=keys[i], momentum=momentum, lr=lr,
+                weight_decay=weight_decay) for i in range(num_workers)]
         vote_cls = DirectVoteActor if transport == "direct" else VoteActor
         self.votes = [ray.remote(vote_cls).options(
             num_cpus=0.05, scheduling_strategy=_in_bundle(group, j)).remote(
@@ -220,8 +241,9 @@ class VoteRound:
         return {"round_s": wall, **stages,
                 "bytes_sent_per_worker": float(np.mean([w["bytes_sent"] for w in worker_stats]))}
 
-    def updates_identical(self) -> bool:
-        return len(set(ray.get([w.update_digest.remote() for w in self.workers]))) == 1
+    def replicas_identical(self) -> bool:
+        """Whether every worker's parameters are the same bytes."""
+        return len(set(ray.get([w.parameter_digest.remote() for w in self.workers]))) == 1
 
     def shutdown(self) -> None:
         for actor in self.workers + self.votes:

@@ -34,7 +34,7 @@ from raysign.data import shard_indices
 from raysign.signs import gradient_density
 from raysign.signsgd.attacks import OMNISCIENT_ATTACKS, make_crafted_attack
 from raysign.signsgd.config import SignSGDConfig
-from raysign.signsgd.exchange import all_finite, decode_vote, encode_shard
+from raysign.signsgd.exchange import all_finite, apply_vote, decode_vote, encode_shard
 from raysign.signsgd.replica import Replica
 from raysign.signsgd.workload import WorkloadFunctions, data_length, take_shard
 
@@ -85,8 +85,15 @@ class SignWorker(WorkerDrills):
         self.kind = wire.KIND_SIGNS if config.aggregator == "vote" else wire.KIND_FP32
         self.replica = Replica(config, self.rank, *self._shard(config, shard), _device(),
                                byzantine=byzantine, functions=self._functions)
-        # The voted update of each shard is unpacked here before it is applied (no temporary).
+        # The voted fp32 mean (or signs on a GPU) of each shard is unpacked here before it is
+        # applied; signs on CPU are applied in one pass without it.
         self._update = torch.empty_like(self.replica.flat)
+        # Honest Signum sending signs takes each slice's momentum step in the pass that packs
+        # it (``encode_shard``); the Byzantine (their attack reads the whole momentum) and the
+        # fp32 senders take it over the whole vector first.
+        self._fused_momentum = (not byzantine and config.momentum != 0.0
+                                and self.kind == wire.KIND_SIGNS)
+        self._momentum: torch.Tensor | None = None  # this round's, when fused
         self.cancel_drills()
         self._outbox: tuple[int, tuple[Any, ...]] | None = None
         self._applied: tuple[int | None, set[int]] = (None, set())  # (step, shards applied)
@@ -118,8 +125,8 @@ class SignWorker(WorkerDrills):
         """Gradient, momentum, sign and pack; returns S messages and a stats dict.
         ``incarnation``: the process the driver last synced (``_vector_to_send``)."""
         vector, flags, stats = self._vector_to_send(with_density, incarnation)
-        out = [self.drill_message(step, self._encode(step, shard, vector[start:stop], flags),
-                                  direct=False)[0]
+        out = [self.drill_message(step, self._encode(step, shard, vector[start:stop], flags,
+                                                     self._momentum), direct=False)[0]
                for shard, (start, stop) in enumerate(self.bounds)]
         stats.update(t_compress_end=time.time(), bytes_sent=sum(m.nbytes for m in out))
         if self.omniscient_attack is not None:
@@ -144,8 +151,14 @@ class SignWorker(WorkerDrills):
         t_grad = time.time()
         # A non-finite gradient is skipped (momentum untouched) and the worker abstains.
         finite = all_finite(grad)
-        vector = self.replica.momentum_and_attack(grad) if finite else torch.zeros_like(grad)
-        finite = finite and (vector is grad or all_finite(vector))
+        self._momentum = None
+        if not finite:
+            vector = torch.zeros_like(grad)
+        elif self._fused_momentum:  # the momentum step is taken per slice as it is packed
+            vector, self._momentum = grad, self.replica.momentum_state
+        else:
+            vector = self.replica.momentum_and_attack(grad)
+            finite = vector is grad or all_finite(vector)
         flags = 0 if finite else wire.FLAG_ABSTAIN
         stats = {"rank": self.rank, "loss": loss, "t_start": t_start, "t_grad": t_grad,
                  "abstained": bool(flags), "epoch": self.replica.epoch, "lr": self.replica.lr}
@@ -166,7 +179,8 @@ class SignWorker(WorkerDrills):
         extras: dict[int, list] = {}
 
         def encode(shard: int) -> np.ndarray:
-            message = self._encode(step, shard, vector[slice(*self.bounds[shard])], flags)
+            message = self._encode(step, shard, vector[slice(*self.bounds[shard])], flags,
+                                   self._momentum)
             message, extras[shard] = self.drill_message(step, message, direct=True)
             return message
 
@@ -185,9 +199,15 @@ class SignWorker(WorkerDrills):
             raise RuntimeError(f"worker {self.rank} holds no messages for step {step}")
         return self._outbox[1]
 
-    def _encode(self, step: int, shard: int, values: torch.Tensor, flags: int) -> np.ndarray:
+    def _encode(self, step: int, shard: int, values: torch.Tensor, flags: int,
+                momentum: torch.Tensor | None = None) -> np.ndarray:
+        """Message ``shard`` of ``values``; with ``momentum`` (this round's, when fused) its
+        slice takes the momentum step as it is packed."""
+        beta = 0.0
+        if momentum is not None:
+            momentum, beta = momentum[slice(*self.bounds[shard])], self.config.momentum
         return encode_shard(self.kind, values, sender=self.rank, step=step, shard=shard,
-                            flags=flags, key=self._key)
+                            flags=flags, key=self._key, momentum=momentum, beta=beta)
 
     def craft_omniscient_messages(self, step: int, *honest: np.ndarray) -> tuple[Any, ...]:
         """An omniscient adversary's S messages for ``step``, replacing those of its
@@ -235,14 +255,11 @@ class SignWorker(WorkerDrills):
         if applied_step == step and shard in shards:
             return True
         start, stop = self.bounds[shard]
-        update = self._update[start:stop]
-        signs = self.kind == wire.KIND_SIGNS
-        lr = self.replica.lr
-        # Signs are unpacked times lr_t; the fp32 mean is scaled by lr_t as it is applied.
-        if not decode_vote(voted, update, kind=self.kind, step=step, shard=shard,
-                           scale=lr if signs else 1.0):
+        if not apply_vote(voted, self.replica.flat[start:stop], kind=self.kind, step=step,
+                          shard=shard, lr=self.replica.lr,
+                          weight_decay=self.config.weight_decay,
+                          scratch=self._update[start:stop]):
             return False
-        self.replica.apply_update(update, start, stop, alpha=1.0 if signs else lr)
         if applied_step != step:
             self._applied = (step, set())
         self._applied[1].add(shard)

@@ -196,3 +196,60 @@ def unpack_words(words, d, positive, negative, out):
             out[base + k] = negative if (word >> k) & 1 else positive
     for i in range(64 * full, d):
         out[i] = negative if (words[full] >> (i - 64 * full)) & 1 else positive
+
+
+@intrinsic
+def _fma32(typingctx, a, b, c):
+    """``a * b + c`` in float32 rounded once (llvm.fma), as torch's vectorised
+    ``add_(other, alpha=...)`` computes it on CPU (``raysign.signsgd.replay`` models the same)."""
+    signature = types.float32(types.float32, types.float32, types.float32)
+
+    def codegen(context, builder, signature, args):
+        return builder.fma(*args)
+
+    return signature, codegen
+
+
+@njit(cache=True, nogil=True)
+def momentum_pack_words(g, m, beta, alpha, out_words):
+    """Signum's step 2 and the pack of step 3 in one pass over float32 [d] ``g`` and ``m``:
+    ``m <- alpha g + beta m`` (``beta m`` rounded to float32, then one fused multiply-add, as
+    ``m.mul_(beta).add_(g, alpha=alpha)``), and bit k of word w is ``m[64 w + k] < 0`` (bits
+    past d are 0). ``beta``, ``alpha``: float32. Returns whether every new m is finite."""
+    d = g.shape[0]
+    bad = False
+    for w in range(-(-d // 64)):
+        base = 64 * w
+        n = min(64, d - base)
+        # Two loops over the 64 entries (they stay in L1): the multiply-adds vectorise.
+        for k in range(n):
+            v = _fma32(alpha, g[base + k], beta * m[base + k])
+            m[base + k] = v
+            bad |= (v - v) != 0  # NaN: v is infinite or NaN
+        word = np.int64(0)
+        for k in range(n):
+            word |= np.int64(m[base + k] < 0) << k
+        out_words[w] = word
+    return not bad
+
+
+@njit(cache=True, nogil=True)
+def apply_sign_words(words, d, x, decay, positive, negative):
+    """Step 4 on float32 [d] ``x`` in one pass: ``x[i] <- x[i] decay - v`` with ``v`` =
+    ``negative`` where bit i of the words is set else ``positive`` (two roundings, as
+    ``x.mul_(decay).sub_(v)``; ``decay`` 1 skips the multiply). ``decay``, ``positive``,
+    ``negative``: float32."""
+    full = d // 64
+    scaled = decay != 1
+    for w in range(full + 1):
+        base = 64 * w
+        n = min(64, d - base)
+        if n <= 0:
+            break
+        word = words[w]
+        for k in range(n):
+            v = negative if (word >> k) & 1 else positive
+            if scaled:
+                x[base + k] = x[base + k] * decay - v
+            else:
+                x[base + k] = x[base + k] - v

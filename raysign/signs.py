@@ -194,6 +194,52 @@ def unpack_signs(
     return out
 
 
+def momentum_and_pack(g: torch.Tensor, m: torch.Tensor, beta: float,
+                      out: torch.Tensor) -> bool:
+    """Signum's momentum step and the pack of its signs (Bernstein et al., ICLR 2019,
+    Algorithm 1 steps 2-3) for fp32 [n] ``g`` and ``m`` (same device): ``m <- beta m +
+    (1 - beta) g`` in place, then ``sign(m)`` packed into ``out`` (uint8
+    [packed_nbytes(n)]). Returns whether every new m is finite.
+
+    On CPU one pass with numba; elsewhere ``m.mul_(beta).add_(g, alpha=1 - beta)`` then
+    ``pack_signs`` - the same float32 values (``beta m`` rounded, then one fused multiply-add,
+    as torch's CPU kernel computes it)."""
+    kernels = _compiled_kernels() if m.device.type == "cpu" else None
+    if (kernels is not None and g.dtype == m.dtype == torch.float32 and g.is_contiguous()
+            and m.is_contiguous()):
+        if out.dtype != torch.uint8 or out.numel() != packed_nbytes(m.numel()):
+            raise ValueError(f"out must be uint8 with {packed_nbytes(m.numel())} elements, "
+                             f"got {out.dtype} with {out.numel()}")
+        return kernels.momentum_pack_words(g.numpy(), m.numpy(), np.float32(beta),
+                                           np.float32(1.0 - beta), out.numpy().view(np.int64))
+    m.mul_(beta).add_(g, alpha=1.0 - beta)
+    pack_signs(m, out=out)
+    low, high = torch.aminmax(m.reshape(-1)) if m.numel() else (m.new_zeros(()),) * 2
+    return bool(torch.isfinite(low) & torch.isfinite(high))
+
+
+def subtract_signs(packed: torch.Tensor, x: torch.Tensor, *, scale: float,
+                   decay: float = 1.0) -> None:
+    """Step 4 of Algorithm 1 on fp32 [d] ``x`` with the packed vote: ``x <- x decay -
+    scale V`` (V the +-1 signs in ``packed``; ``decay`` = 1 - lr lambda for weight decay, 1
+    for none), each product rounded to float32 as ``x.mul_(decay).sub_(unpack_signs(packed,
+    d, scale=scale))`` computes it. On CPU one pass with numba, no [d] temporary."""
+    d = x.numel()
+    if packed.dtype != torch.uint8 or packed.numel() != packed_nbytes(d):
+        raise ValueError(f"packed must be uint8 with {packed_nbytes(d)} bytes for {d} "
+                         f"signs, got {packed.dtype} with {packed.numel()}")
+    kernels = _compiled_kernels() if x.device.type == "cpu" else None
+    if kernels is not None and x.dtype == torch.float32 and x.is_contiguous():
+        positive, negative = torch.tensor([scale, -scale], dtype=torch.float32).tolist()
+        kernels.apply_sign_words(packed.contiguous().numpy().view(np.int64), d, x.numpy(),
+                                 np.float32(decay), np.float32(positive), np.float32(negative))
+        return
+    update = unpack_signs(packed.to(x.device), d, scale=scale, dtype=x.dtype)
+    if decay != 1.0:
+        x.mul_(decay)
+    x.sub_(update)
+
+
 def _as_word_rows(packed: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.Tensor]:
     """The M inputs as M int64 word views (no copy of contiguous inputs)."""
     rows = list(packed.unbind(0)) if isinstance(packed, torch.Tensor) else list(packed)

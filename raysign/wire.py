@@ -89,6 +89,12 @@ def new_message(kind: int, *, sender: int, step: int, shard: int, length: int,
     return message
 
 
+def set_flags(message: np.ndarray, flags: int) -> np.ndarray:
+    """Overwrite the header's flags (before ``sign_message``: the MAC covers them)."""
+    struct.pack_into("<H", message, 6, flags)
+    return message
+
+
 def message_mac(message: np.ndarray, key: bytes) -> bytes:
     """The MAC of ``message`` under ``key``: keyed BLAKE2b over the header (less its MAC
     field) and the body."""

@@ -69,17 +69,25 @@ def _summary_row(rate: str, method: str, kind: str, seconds: list[float],
 
 
 # ------------------------------------------------------------------------ on the cluster
-def _reference_checks(d: int, m: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """The majority vote (+1/-1, ties +1) and the mean of the M synthetic gradients."""
+def _reference_checks(d: int, m: int, seed: int, rounds: int,
+                      beta: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
+    """The parameters every ``CommWorker`` holds after ``rounds`` rounds on its synthetic
+    gradient (lr 1, momentum ``beta``, parameters from 0), computed here with numpy: with
+    majority vote, ``-rounds V`` (V the vote of the gradients' signs: Signum's momentum keeps
+    each gradient's sign; ties +1); with the fp32 mean, ``-sum_t mean_i m_i,t`` (float64)."""
     from raysign.actors.comm_bench import synthetic_gradient
 
     negatives = np.zeros(d, dtype=np.int32)
-    total = np.zeros(d, dtype=np.float64)
+    summed = np.zeros(d, dtype=np.float64)
     for rank in range(m):
-        grad = synthetic_gradient(rank, d, seed).numpy()
+        grad = synthetic_gradient(rank, d, seed).numpy().astype(np.float64)
         negatives += grad < 0
-        total += grad
-    return np.where(negatives > m // 2, -1.0, 1.0).astype(np.float32), (total / m)
+        momentum = np.zeros(d)
+        for _ in range(rounds):
+            momentum = beta * momentum + (1 - beta) * grad
+            summed += momentum
+    vote = np.where(negatives > m // 2, -1.0, 1.0).astype(np.float32)
+    return -rounds * vote, -summed / m
 
 
 def _new_groups(before: set[str]) -> list[str]:
@@ -120,8 +128,8 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
     d = args.params or num_parameters(build_model(args.model))
     rate, rows = args.rate_label, []
     ray_paths = {"transport": args.transport}  # every Ray row says how its messages travelled
-    vote_ref, mean_ref = _reference_checks(d, m, args.seed)
     total_rounds = args.warmup + args.rounds
+    vote_ref, mean_ref = _reference_checks(d, m, args.seed, total_rounds)
 
     # ---- the communication round alone
     group = spread_group(m)
@@ -136,15 +144,15 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
         for label, bench in benches.items():
             records[label].append(bench.round(step))
     for label, bench in benches.items():
-        got = ray.get(bench.workers[0].update_values.remote())
+        got = ray.get(bench.workers[0].parameter_values.remote())
         correct = (np.array_equal(got, vote_ref) if bench.kind == wire.KIND_SIGNS
-                   else np.allclose(got, mean_ref, atol=1e-5))
+                   else np.allclose(got, mean_ref, rtol=1e-5, atol=1e-5 * total_rounds))
         steady = records[label][args.warmup:]
         rows.append(_summary_row(
             rate, label, "comm", [r["round_s"] for r in steady], steady,
             nodes=m, d=d, vote_shards=bench.num_shards,
             bytes_sent_per_worker=steady[0]["bytes_sent_per_worker"],
-            correct=bool(correct and bench.updates_identical()),
+            correct=bool(correct and bench.replicas_identical()),
             worker_nodes=len(set(where[label]["workers"])),
             vote_nodes=len(set(where[label]["votes"])), **ray_paths))
         bench.shutdown()

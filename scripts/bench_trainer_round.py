@@ -2,14 +2,16 @@
 
 Issue #18 item 4: the communication benchmark (``raysign.actors.comm_bench.VoteRound``) must
 describe the trainer (``raysign.actors.trainer.SignSGDTrainer``). Both run the same
-worker-side code (``raysign.signsgd.exchange``: pack into the message body, MAC, validate and
-unpack the vote) over the same vote actors and transport; this script times them side by side:
+worker-side code (``raysign.signsgd.exchange``: the gradient's finite check, the momentum step
+fused with the pack into the message body, MAC, validate and apply the vote with weight decay)
+over the same vote actors and transport; this script times them side by side:
 
 - the trainer: M ``SignWorker`` actors on a built-in model (default ResNet-18, d = 11.17M),
   one ``SignSGDTrainer.round`` at a time, wall seconds at the driver, minus the round's
   gradient computation (its ``compute`` stage: the slowest worker's ``t_grad - t_start``);
 - the benchmark: M ``CommWorker`` actors with a synthetic gradient of the same d, the same
-  M, S and transport, one ``VoteRound.round`` at a time (it has no gradient to compute).
+  M, S, transport and Signum settings, one ``VoteRound.round`` at a time (it has no gradient
+  to compute).
 
 Rounds alternate (trainer, benchmark, trainer, ...) after ``--warmup`` rounds of each, so both
 see the same machine load; the medians, their ratio, the five-stage split of each and the load
@@ -100,37 +102,44 @@ def _load() -> str:
     return "load average " + " / ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def worker_pieces(d: int, shards: int, repeats: int = 15, beta: float = 0.9) -> dict:
+def worker_pieces(d: int, shards: int, repeats: int = 15, beta: float = 0.9,
+                  weight_decay: float = 1e-4) -> dict:
     """Median milliseconds of each worker-side piece of one round at d parameters, S shards,
-    in this process: the shared encode (pack + MAC) and decode (validate + unpack), which both
-    workers run, and the trainer's own: the finite guard (twice), momentum, parameter update."""
+    in this process, one torch thread: the pieces both workers run (the gradient's finite
+    check, the momentum step fused with pack + MAC, validate + apply the votes with weight
+    decay), beside the unfused pieces the trainer ran before (momentum, a second finite
+    check, pack; unpack, weight decay, subtract)."""
     import torch
 
     from raysign import wire
     from raysign.optim import momentum
-    from raysign.signs import shard_bounds
-    from raysign.signsgd.exchange import all_finite, decode_vote, encode_shard
+    from raysign.signs import pack_signs, shard_bounds, unpack_signs
+    from raysign.signsgd.exchange import all_finite, apply_vote, encode_shard
 
     torch.set_num_threads(1)
     grad, params, update = torch.randn(d), torch.randn(d), torch.empty(d)
     transform = momentum(beta)
     state = transform.init(grad)
+    packed = pack_signs(grad)
     bounds, key = shard_bounds(d, shards), os.urandom(32)
     voted = [encode_shard(wire.KIND_SIGNS, grad[a:b], sender=wire.VOTE_SENDER, step=1,
                           shard=j) for j, (a, b) in enumerate(bounds)]
     pieces = {
-        "encode S shards + MAC (both)": lambda: [
-            encode_shard(wire.KIND_SIGNS, grad[a:b], sender=0, step=1, shard=j, key=key)
+        "finite check of g (both)": lambda: all_finite(grad),
+        "momentum+pack+MAC, S (both)": lambda: [
+            encode_shard(wire.KIND_SIGNS, grad[a:b], sender=0, step=1, shard=j, key=key,
+                         momentum=state[a:b], beta=beta)
             for j, (a, b) in enumerate(bounds)],
-        "decode S votes (both)": lambda: [
-            decode_vote(voted[j], update[a:b], kind=wire.KIND_SIGNS, step=1, shard=j,
-                        scale=1e-3) for j, (a, b) in enumerate(bounds)],
-        "finite guard x2 (trainer)": lambda: (all_finite(grad), all_finite(state)),
-        # The guard the trainer ran until issue #18: a bool [d] temporary per check.
-        "isfinite().all() x2 (before)": lambda: (bool(torch.isfinite(grad).all()),
-                                                 bool(torch.isfinite(state).all())),
-        "momentum (trainer)": lambda: transform.update(grad, state),
-        "parameter update (trainer)": lambda: params.sub_(update),
+        "validate+apply S (both)": lambda: [
+            apply_vote(voted[j], params[a:b], kind=wire.KIND_SIGNS, step=1, shard=j,
+                       lr=1e-3, weight_decay=weight_decay)
+            for j, (a, b) in enumerate(bounds)],
+        "before: momentum": lambda: transform.update(grad, state),
+        "before: finite check of m": lambda: all_finite(state),
+        "before: pack": lambda: pack_signs(state, out=packed),
+        "before: unpack": lambda: unpack_signs(packed, d, scale=1e-3, out=update),
+        "before: weight decay": lambda: params.mul_(1 - 1e-3 * weight_decay),
+        "before: subtract": lambda: params.sub_(update),
     }
     times: dict[str, list[float]] = {name: [] for name in pieces}
     for _ in range(repeats):
@@ -184,7 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     trainer.start()
     group = spread_group(m, cpus_per_bundle=0.25,
                          strategy="PACK" if single_node else "STRICT_SPREAD")
-    bench = VoteRound(group, m, trainer.d, s, wire.KIND_SIGNS, transport=args.transport)
+    # The benchmark's workers take the trainer's Signum steps (momentum, lr, weight decay).
+    bench = VoteRound(group, m, trainer.d, s, wire.KIND_SIGNS, transport=args.transport,
+                      momentum=config.momentum, lr=config.lr, weight_decay=config.weight_decay)
     trainer_rows, bench_rows, dropped = [], [], []
     try:
         for i in range(args.warmup + args.rounds):

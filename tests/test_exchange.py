@@ -13,7 +13,7 @@ import torch
 from raysign import wire
 from raysign.actors.comm_bench import CommWorker
 from raysign.signsgd.config import SignSGDConfig
-from raysign.signsgd.exchange import all_finite, decode_vote, encode_shard
+from raysign.signsgd.exchange import all_finite, apply_vote, decode_vote, encode_shard
 from raysign.signsgd.replica import Replica
 
 KEY = bytes(range(32))
@@ -149,3 +149,75 @@ def test_encode_and_decode_on_cuda_equal_the_cpu_path():
     np.testing.assert_array_equal(out_gpu.cpu().numpy(), out_cpu.numpy())
     values[7] = float("nan")
     assert not all_finite(values.cuda()) and all_finite(out_gpu)
+
+
+def _momentum_reference(g: np.ndarray, m: np.ndarray, beta: float) -> np.ndarray:
+    """float32 ``beta m + (1 - beta) g`` as torch's CPU kernel rounds it (``beta m`` rounded,
+    then one fused multiply-add, exact in float64 before the last rounding)."""
+    scaled = (m * np.float32(beta)).astype(np.float32)
+    return (scaled.astype(np.float64) + np.float64(np.float32(1.0 - beta)) * g.astype(np.float64)
+            ).astype(np.float32)
+
+
+@pytest.mark.parametrize("n", [5, 64, 1000])
+def test_encode_shard_takes_the_momentum_step_and_sends_the_new_momentum(n):
+    rng = np.random.default_rng(n)
+    g, m0 = rng.standard_normal(n).astype(np.float32), rng.standard_normal(n).astype(np.float32)
+    m = torch.from_numpy(m0.copy())
+    msg = encode_shard(wire.KIND_SIGNS, torch.from_numpy(g), sender=1, step=4, shard=0, key=KEY,
+                       momentum=m, beta=0.9)
+    expected = _momentum_reference(g, m0, 0.9)
+    np.testing.assert_array_equal(m.numpy(), expected)
+    assert msg[32:].tobytes() == _reference_signs(expected)
+    assert struct.unpack_from("<H", msg, 6)[0] == 0
+    assert msg[24:32].tobytes() == _reference_mac(msg, KEY)
+
+
+def test_a_non_finite_momentum_abstains_under_a_valid_mac():
+    g = np.ones(100, np.float32)
+    g[7] = np.inf
+    msg = encode_shard(wire.KIND_SIGNS, torch.from_numpy(g), sender=1, step=4, shard=0,
+                       key=KEY, momentum=torch.zeros(100), beta=0.9)
+    assert struct.unpack_from("<H", msg, 6)[0] & wire.FLAG_ABSTAIN
+    assert msg[24:32].tobytes() == _reference_mac(msg, KEY)  # the MAC covers the flag
+
+
+@pytest.mark.parametrize("kind", [wire.KIND_SIGNS, wire.KIND_FP32])
+def test_apply_vote_is_step_4_with_weight_decay(kind):
+    n, lr, wd = 777, 0.01, 5e-4
+    rng = np.random.default_rng(3)
+    voted_values = rng.standard_normal(n).astype(np.float32)
+    x0 = rng.standard_normal(n).astype(np.float32)
+    body = _reference_signs(voted_values) if kind == wire.KIND_SIGNS else voted_values.tobytes()
+    x = torch.from_numpy(x0.copy())
+    assert apply_vote(_voted(kind, body, n, 2, 1), x, kind=kind, step=2, shard=1, lr=lr,
+                      weight_decay=wd)
+    decayed = x0 * np.float32(1 - lr * wd)
+    if kind == wire.KIND_SIGNS:
+        expected = decayed - np.where(voted_values < 0, -np.float32(lr), np.float32(lr))
+        np.testing.assert_array_equal(x.numpy(), expected)
+    else:  # torch's sub_(alpha=lr) is one fused multiply-add
+        expected = (decayed.astype(np.float64) - np.float64(np.float32(lr))
+                    * voted_values.astype(np.float64)).astype(np.float32)
+        np.testing.assert_array_equal(x.numpy(), expected)
+    untouched = torch.full((n,), 3.0)
+    assert not apply_vote(_voted(kind, body, n, 2, 1, wire.FLAG_ABSTAIN), untouched, kind=kind,
+                          step=2, shard=1, lr=lr)
+    assert (untouched == 3.0).all()
+
+
+def test_comm_bench_worker_runs_the_trainers_signum_round():
+    """The benchmark's worker takes the trainer's steps: momentum on its gradient, the signs
+    of the momentum sent, the vote applied to its parameters with lr and weight decay."""
+    worker = CommWorker(rank=0, d=300, num_shards=2, kind=wire.KIND_SIGNS, key=KEY,
+                        momentum=0.9, lr=0.5, weight_decay=0.1)
+    g = worker.grad.numpy().copy()
+    *messages, _ = worker.compress(step=1)
+    np.testing.assert_array_equal(worker.momentum.numpy(),
+                                  _momentum_reference(g, np.zeros(300, np.float32), 0.9))
+    vote = np.random.default_rng(4).standard_normal(300).astype(np.float32)
+    voted = [_voted(wire.KIND_SIGNS, _reference_signs(vote[a:b]), b - a, 1, j)
+             for j, (a, b) in enumerate(worker.bounds)]
+    worker.apply(1, *voted)
+    expected = np.float32(0) * np.float32(1 - 0.5 * 0.1) - np.where(vote < 0, -0.5, 0.5)
+    np.testing.assert_array_equal(worker.parameter_values(), expected.astype(np.float32))

@@ -257,3 +257,58 @@ def test_cuda_kernels_match_the_cpu_references(m, d, seed, dtype):
     expected = 0.5 * reference_majority(reference_signs(cpu_rows))
     np.testing.assert_array_equal(values.float().cpu().numpy(), expected)
     np.testing.assert_array_equal(voted.cpu().numpy()[(d + 7) // 8:], 0)
+
+
+def _momentum_reference(g: np.ndarray, m: np.ndarray, beta: float) -> np.ndarray:
+    """float32 ``beta m + (1 - beta) g`` as torch's CPU kernel rounds it: ``beta m`` to
+    float32, then the multiply-add of ``(1 - beta) g`` rounded once (exact in float64)."""
+    scaled = (m * np.float32(beta)).astype(np.float32)
+    alpha = np.float64(np.float32(1.0 - beta))
+    return (scaled.astype(np.float64) + alpha * g.astype(np.float64)).astype(np.float32)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("d", [1, 63, 64, 65, 1000, 4099])
+@pytest.mark.parametrize("beta", [0.9, 0.5])
+def test_momentum_and_pack_equals_momentum_then_packbits(backend, d, beta):
+    rng = np.random.default_rng(d)
+    g = rng.standard_normal(d).astype(np.float32)
+    m0 = rng.standard_normal(d).astype(np.float32)
+    g[0], m0[0] = 0.0, 0.0  # a zero momentum is sent as +1 (bit clear)
+    m = torch.from_numpy(m0.copy())
+    out = torch.empty(signs.packed_nbytes(d), dtype=torch.uint8)
+    with kernels(backend):
+        assert signs.momentum_and_pack(torch.from_numpy(g), m, beta, out=out)
+    expected = _momentum_reference(g, m0, beta)
+    np.testing.assert_array_equal(m.numpy(), expected)
+    bits = np.packbits(expected < 0, bitorder="little")
+    np.testing.assert_array_equal(out.numpy()[: bits.size], bits)
+    assert not out.numpy()[bits.size :].any()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_momentum_and_pack_reports_a_non_finite_momentum(backend, bad):
+    g = np.ones(200, np.float32)
+    g[150] = bad
+    out = torch.empty(signs.packed_nbytes(200), dtype=torch.uint8)
+    with kernels(backend):
+        assert not signs.momentum_and_pack(torch.from_numpy(g), torch.zeros(200), 0.9, out=out)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("d", [1, 64, 65, 4099])
+@pytest.mark.parametrize("decay", [1.0, 1.0 - 0.01 * 5e-4])
+def test_subtract_signs_is_step_4_in_float32(backend, d, decay):
+    rng = np.random.default_rng(d)
+    votes = rng.standard_normal(d).astype(np.float32)
+    x0 = rng.standard_normal(d).astype(np.float32)
+    packed = torch.from_numpy(np.packbits(votes < 0, bitorder="little"))
+    packed = torch.cat([packed, torch.zeros(signs.packed_nbytes(d) - packed.numel(),
+                                            dtype=torch.uint8)])
+    x = torch.from_numpy(x0.copy())
+    with kernels(backend):
+        signs.subtract_signs(packed, x, scale=0.01, decay=decay)
+    lr = np.float32(0.01)
+    decayed = x0 * np.float32(decay) if decay != 1.0 else x0
+    np.testing.assert_array_equal(x.numpy(), decayed - np.where(votes < 0, -lr, lr))
