@@ -20,6 +20,14 @@ msg_flip_bit                one body bit of the worker's own messages flipped af
 msg_truncate                the worker's own messages lose the last 8 bytes of their body
 msg_replay                  the worker's genuine messages of step t - 1 sent again for step t
 msg_impersonate             a message in the next rank's name, signed with the worker's key
+msg_drop                    one message of the worker (to one vote shard) lost on the way: the
+                            shard votes without it at the timeout, no rejection logged
+node_kill                   every process of one worker node of the network-namespace cluster
+                            SIGKILLed as round t starts (its worker and any vote actor there),
+                            the node's Ray started again at once (``netns_cluster.py
+                            restart-node``); the round goes on without that node's worker,
+                            which is re-synced once Ray restarted it on the node that came
+                            back (only with ``--address`` of that cluster)
 driver_kill                 the driver SIGKILLs itself as round t starts; resumed from the
                             last checkpoint by a new driver process
 driver_kill_save            the driver SIGKILLs itself inside the checkpoint save of step t,
@@ -58,6 +66,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -73,8 +82,10 @@ WORKER_KINDS = ("worker_kill_before", "worker_kill_during", "worker_kill_after",
                 "worker_kill_evaluate", "worker_kill_checkpoint")
 VOTE_KINDS = ("vote_kill_collecting", "vote_kill_voting")
 MESSAGE_KINDS = ("msg_flip_bit", "msg_truncate", "msg_replay", "msg_impersonate")
+DROP_KIND = "msg_drop"
+NODE_KIND = "node_kill"
 DRIVER_KINDS = ("driver_kill", "driver_kill_save")
-KINDS = WORKER_KINDS + VOTE_KINDS + MESSAGE_KINDS + DRIVER_KINDS
+KINDS = WORKER_KINDS + VOTE_KINDS + MESSAGE_KINDS + (DROP_KIND, NODE_KIND) + DRIVER_KINDS
 NUM_WORKERS = 4
 VOTE_SHARDS = 2
 GAP = 3  # steps between two faults at least
@@ -114,6 +125,19 @@ def chaos_config(args: argparse.Namespace, out: Path):
                          eval_every=args.eval_every, checksum_every=args.checksum_every,
                          checkpoint_every=args.checkpoint_every, seed=args.seed,
                          results_dir=str(out / "runs"), name="chaos")
+
+
+def _netns_cluster():
+    """``scripts/netns_cluster.py`` as a module (beside this script)."""
+    import importlib.util
+
+    if "netns_cluster" not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            "netns_cluster", Path(__file__).resolve().with_name("netns_cluster.py"))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["netns_cluster"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["netns_cluster"]
 
 
 # ------------------------------------------------------------------------------ the schedule
@@ -189,6 +213,12 @@ def build_schedule(seed: int, steps: int, counts: dict[str, int], *,
             fault["target"] = _least_killed(rng, kills, segment, "vote", VOTE_SHARDS)
         elif kind in MESSAGE_KINDS:
             fault["target"] = int(rng.integers(NUM_WORKERS))
+        elif kind == DROP_KIND:
+            fault["target"] = int(rng.integers(NUM_WORKERS))
+            fault["shard"] = int(rng.integers(VOTE_SHARDS))
+        elif kind == NODE_KIND:
+            # Which node: chosen at run time (``node_to_kill``), where the placement is known.
+            fault["target"] = "node"
         else:
             fault["target"] = "driver"
         if kind in WORKER_KINDS or kind in VOTE_KINDS:
@@ -203,6 +233,35 @@ def build_schedule(seed: int, steps: int, counts: dict[str, int], *,
 def _least_killed(rng, kills: Counter, segment: int, what: str, count: int) -> int:
     fewest = min(kills[(segment, what, i)] for i in range(count))
     return int(rng.choice([i for i in range(count) if kills[(segment, what, i)] == fewest]))
+
+
+def node_to_kill(schedule: list[dict], segment: int, bundle_nodes: list[int]) -> int:
+    """The bundle whose node a ``node_kill`` takes down: worker b and vote shard b (b < S)
+    share bundle b of the trainer's placement group, which Ray's SPREAD strategy puts on a
+    node of its choosing (``bundle_nodes[b]``, the netns node index; node 0, the head, is
+    never killed). Of the bundles on other nodes, the one whose actors the faults of this
+    driver ``segment`` kill least often in all (the schedule's kills, and the node kills
+    already placed: ``"bundle"`` in those faults), so no actor is killed more often than Ray
+    restarts it."""
+    kills: Counter = Counter()
+    for fault in schedule:
+        if fault["segment"] != segment:
+            continue
+        if fault["kind"] in WORKER_KINDS:
+            kills[("worker", fault["target"])] += 1
+        elif fault["kind"] in VOTE_KINDS:
+            kills[("vote", fault["target"])] += 1
+        elif fault["kind"] == NODE_KIND and "bundle" in fault:
+            kills[("worker", fault["bundle"])] += 1
+            kills[("vote", fault["bundle"])] += fault["bundle"] < VOTE_SHARDS
+    candidates = [b for b, node in enumerate(bundle_nodes) if node != 0]
+    if not candidates:
+        raise RuntimeError("node_kill: every bundle is on the head node")
+    bundle = min(candidates, key=lambda b: (max(kills[("worker", b)], kills[("vote", b)]), b))
+    if max(kills[("worker", bundle)], kills[("vote", bundle)]) + 1 > MAX_RESTARTS:
+        raise RuntimeError(f"node_kill: every worker node's actors are already killed "
+                           f"{MAX_RESTARTS} times in this driver")
+    return bundle
 
 
 # ------------------------------------------------------------------------- the driver (child)
@@ -237,12 +296,60 @@ def run_child(args: argparse.Namespace) -> int:
         sys.stdout.flush()
         os.kill(os.getpid(), signal.SIGKILL)
 
+    def node_of(actor) -> str:
+        return ray.get(actor.__ray_call__.remote(lambda _self: ray.util.get_node_ip_address()))
+
+    def bundle_nodes(trainer) -> list[str]:
+        """The Ray node id of each bundle of the trainer's placement group (short)."""
+        table = ray.util.placement_group_table(trainer.placement_group)
+        return [table["bundles_to_node_id"].get(b, "")[:8] for b in range(NUM_WORKERS)]
+
+    def kill_node(trainer, fault: dict) -> threading.Thread:
+        """Kill the node ``node_to_kill`` chooses, note who was on it, and restart it in a
+        thread."""
+        netns = _netns_cluster()
+        ips = {netns.node_ip(i): i for i in range(netns.ClusterState.load().nodes)}
+        fault["bundle"] = node_to_kill(schedule, args.segment,
+                                       [ips[node_of(w)] for w in trainer.workers])
+        node = fault["target"] = ips[node_of(trainer.workers[fault["bundle"]])]
+        ip = netns.node_ip(node)
+        fault["ranks"] = [r for r, w in enumerate(trainer.workers) if node_of(w) == ip]
+        fault["shards"] = [j for j, v in enumerate(trainer.votes) if node_of(v) == ip]
+        note("faults.jsonl", fault)
+        restart = {"step": fault["step"], "node": node, "ranks": fault["ranks"],
+                   "shards": fault["shards"], "bundle_nodes_before": bundle_nodes(trainer)}
+        restart["processes_killed"] = netns.kill_node(node)
+        started = time.time()
+
+        def bring_back() -> None:
+            try:
+                netns.restart_node(node)
+                restart["error"] = ""
+            except (RuntimeError, ValueError) as err:
+                restart["error"] = str(err)
+            restart["back_after_s"] = round(time.time() - started, 1)
+
+        thread = threading.Thread(target=bring_back, daemon=True)
+        thread.start()
+        return thread, restart, started
+
+    def after_node_kill(trainer, thread, restart: dict, started: float) -> None:
+        """Once the round of the kill returned: the node is back; note where Ray put the
+        dead node's bundle and actors."""
+        restart["round_returned_after_s"] = round(time.time() - started, 1)
+        thread.join()
+        restart["bundle_nodes_after"] = bundle_nodes(trainer)
+        restart["ranks_now_on"] = [node_of(trainer.workers[r]) for r in restart["ranks"]]
+        restart["shards_now_on"] = [node_of(trainer.votes[j]) for j in restart["shards"]]
+        note("node_restarts.jsonl", restart)
+
     class ChaosTrainer(SignSGDTrainer):
         """The trainer with the schedule's faults injected around its own steps."""
 
         _source: int | None = None
 
         def round(self, step: int, with_density: bool = False) -> dict:
+            restarts = []
             for fault in by_step.get(step, []):
                 kind, target = fault["kind"], fault["target"]
                 if kind == "driver_kill":
@@ -250,6 +357,9 @@ def run_child(args: argparse.Namespace) -> int:
                     driver_kill()
                 if kind in ("worker_kill_evaluate", "worker_kill_checkpoint",
                             "driver_kill_save"):
+                    continue
+                if kind == NODE_KIND:
+                    restarts.append(kill_node(self, fault))
                     continue
                 note("faults.jsonl", fault)
                 if kind == "worker_kill_before":
@@ -267,7 +377,12 @@ def run_child(args: argparse.Namespace) -> int:
                     ray.get(self.votes[target].crash_at.remote(step))
                 elif kind in MESSAGE_KINDS:
                     ray.get(self.workers[target].forge_at.remote(step, kind[len("msg_"):]))
-            return super().round(step, with_density)
+                elif kind == DROP_KIND:
+                    ray.get(self.votes[fault["shard"]].lose_message.remote(step, target))
+            result = super().round(step, with_density)
+            for restart in restarts:  # the node is back before the next fault
+                after_node_kill(self, *restart)
+            return result
 
         def evaluate(self) -> dict:
             for fault in planned(self._step, "worker_kill_evaluate"):
@@ -367,6 +482,7 @@ def check_run(out: Path, args: argparse.Namespace, completed: bool) -> dict:
     checks = read_lines(out / "replica_checks.jsonl")
     checkpoints = read_lines(out / "checkpoints.jsonl")
     rejections = read_lines(out / "rejections.jsonl")
+    node_restarts = read_lines(out / "node_restarts.jsonl")
     run_dir = Path((out / "run_dir.txt").read_text().strip())
     records = read_jsonl(run_dir / "metrics.jsonl") if completed else []
     config = json.loads((run_dir / "config.json").read_text())
@@ -382,6 +498,7 @@ def check_run(out: Path, args: argparse.Namespace, completed: bool) -> dict:
         by_shard.setdefault((r["step"], r["worker"]), set()).add(r["shard"])
     expected_rejections = set()
     recorded_steps = {r["step"] for r in records}
+    participation = {r["step"]: r["participation"] for r in records}
     for fault in faults:
         kind, step, target = fault["kind"], fault["step"], fault["target"]
         rows[kind]["injected"] += 1
@@ -392,6 +509,16 @@ def check_run(out: Path, args: argparse.Namespace, completed: bool) -> dict:
             claimed = (target + 1) % NUM_WORKERS if kind == "msg_impersonate" else target
             expected_rejections.add((step, claimed))
             ok = ok and by_shard.get((step, claimed), set()) == set(range(VOTE_SHARDS))
+        elif kind == DROP_KIND:  # left out of that shard only, and not taken as forged
+            counted = participation.get(step, [])
+            ok = ok and target not in counted[fault["shard"]] and all(
+                target in c for j, c in enumerate(counted) if j != fault["shard"])
+        elif kind == NODE_KIND:  # the node came back; its workers were re-synced after it
+            ok = ok and bool(fault["ranks"]) and any(
+                n["step"] == step and n["segment"] == fault["segment"] and not n["error"]
+                for n in node_restarts) and all(
+                any(step <= e["step"] < step + GAP and r in e["ranks"] for e in resyncs)
+                for r in fault["ranks"])
         elif kind in DRIVER_KINDS:
             ok = ok and any(r["segment"] == fault["segment"] + 1 for r in resumes)
         rows[kind]["survived"] += int(ok)
@@ -416,6 +543,9 @@ def check_run(out: Path, args: argparse.Namespace, completed: bool) -> dict:
         "checkpoints_readable": bool(checkpoints) and all(c["readable"] for c in checkpoints),
         "checkpoints_checked": len(checkpoint_steps),
         "resumes": [r["resumed_after"] for r in resumes],
+        "node_restarts": [{k: n.get(k) for k in (
+            "step", "node", "ranks", "shards", "bundle_nodes_before", "bundle_nodes_after",
+            "back_after_s", "round_returned_after_s", "error")} for n in node_restarts],
     }
     table["all_ok"] = bool(
         completed and replay_equal and table["replicas_identical_at_end"]
@@ -434,7 +564,7 @@ def print_table(table: dict) -> None:
     for key in ("completed", "replicas_identical_at_end", "replica_checks_identical",
                 "final_equals_replay", "forged_rejected_with_sender", "unexpected_rejections",
                 "checkpoints_readable", "checkpoints_checked", "rounds_short_of_a_voter",
-                "resumes", "wall_seconds", "all_ok"):
+                "resumes", "node_restarts", "wall_seconds", "all_ok"):
         print(f"  {key}: {table.get(key)}")
 
 
@@ -448,8 +578,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="a running Ray cluster's GCS address host:port (default: start a "
                              "private local one)")
     parser.add_argument("--out", default=None, help="output folder (default runs/chaos/seed<S>)")
-    parser.add_argument("--kinds", default=",".join(KINDS),
-                        help="comma-separated fault kinds (default: all)")
+    parser.add_argument("--kinds", default=None,
+                        help="comma-separated fault kinds (default: all; node_kill only with "
+                             "--address of the network-namespace cluster)")
     parser.add_argument("--per-kind", type=int, default=2, help="faults of each kind (driver "
                         "kinds: once each)")
     parser.add_argument("--checkpoint-every", type=int, default=10)
@@ -473,13 +604,18 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out or f"runs/chaos/seed{args.seed}").resolve()
     out.mkdir(parents=True, exist_ok=True)
     for name in ("faults.jsonl", "resyncs.jsonl", "rejections.jsonl", "checkpoints.jsonl",
-                 "replica_checks.jsonl", "resumes.jsonl", "final.json", "final.npy",
-                 "run_dir.txt", "table.json"):
+                 "replica_checks.jsonl", "resumes.jsonl", "node_restarts.jsonl", "final.json",
+                 "final.npy", "run_dir.txt", "table.json"):
         (out / name).unlink(missing_ok=True)
-    kinds = [k for k in args.kinds.split(",") if k]
+    netns = args.address is not None and _netns_cluster().ClusterState.load() is not None
+    kinds = ([k for k in args.kinds.split(",") if k] if args.kinds is not None
+             else [k for k in KINDS if netns or k != NODE_KIND])
     unknown = sorted(set(kinds) - set(KINDS))
     if unknown:
         raise SystemExit(f"chaos: unknown fault kinds {unknown}; choose from {KINDS}")
+    if NODE_KIND in kinds and not netns:
+        raise SystemExit("chaos: node_kill needs --address of the network-namespace cluster "
+                         "(scripts/netns_cluster.py up), run as root")
     counts = {k: (1 if k in DRIVER_KINDS else args.per_kind) for k in kinds}
     plan = build_schedule(args.seed, args.steps, counts, checkpoint_every=args.checkpoint_every,
                           eval_every=args.eval_every)
