@@ -102,9 +102,9 @@ class RoundProtocol:
     def _reset_restarted_votes(self) -> None:
         """Before a round is voted again: a restarted vote actor ran its constructor with the
         first configuration's arguments, so give it the current one (a no-op unless
-        reconfigured); then put every stateful aggregator (centered clipping's center) back
-        in its state after the last complete round - the restarted one lost it, and the
-        others may have voted the failed round already."""
+        reconfigured); then put every stateful aggregator (centered clipping's center, a
+        ByzFL chain's state) back in its state after the last complete round - the restarted
+        one lost it, and the others may have voted the failed round already."""
         for v in self.votes:
             if call_when_alive(lambda v=v: v.tag.remote()) != self._vote_tag:
                 ray.get(v.reset.remote(*self._vote_setup(), tag=self._vote_tag))
@@ -113,8 +113,10 @@ class RoundProtocol:
             ray.get([v.load_state.remote(st) for v, st in zip(self.votes, states, strict=True)])
 
     def _stateful_votes(self) -> bool:
-        """Whether the vote actors' aggregator carries state from round to round."""
-        return hasattr(self._vote_setup()[1], "center")
+        """Whether the vote actors' aggregator carries state from round to round (centered
+        clipping's center, or ``state`` / ``load_state`` methods: a ByzFL chain's)."""
+        aggregate = self._vote_setup()[1]
+        return hasattr(aggregate, "center") or callable(getattr(aggregate, "load_state", None))
 
     def _keep_vote_states(self) -> None:
         """After a complete round: hold each stateful aggregator's state where a restart of

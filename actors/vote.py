@@ -70,15 +70,20 @@ class VoteActor(VoteDrills):
         return self.rejected_total
 
     def state(self) -> dict[str, Any]:
-        """The aggregator's state (centered clipping's center) for checkpoints, and for the
-        driver to reload into a restarted actor."""
+        """The aggregator's state for checkpoints, and for the driver to reload into a
+        restarted actor: centered clipping's center, or what an aggregator with ``state()`` /
+        ``load_state(state)`` methods returns (a ByzFL chain's)."""
+        if callable(getattr(self.aggregate, "state", None)):
+            return {"center": None, "aggregator": self.aggregate.state()}
         center = getattr(self.aggregate, "center", None)
         return {"center": None if center is None else torch.from_numpy(center.copy())}
 
     def load_state(self, state: dict[str, Any]) -> None:
-        """Put the aggregator back in ``state`` (a center of None: the state before the first
-        round)."""
-        if hasattr(self.aggregate, "center"):
+        """Put the aggregator back in ``state`` (a center of None and no ``aggregator``: the
+        state before the first round)."""
+        if callable(getattr(self.aggregate, "load_state", None)):
+            self.aggregate.load_state(state.get("aggregator"))
+        elif hasattr(self.aggregate, "center"):
             center = state.get("center")
             self.aggregate.center = None if center is None else center.numpy().copy()
 

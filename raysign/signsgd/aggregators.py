@@ -61,6 +61,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 
 from raysign.signsgd.user_callables import is_import_path, load_callable
 
@@ -351,7 +352,8 @@ class ByzFLAggregator:
     with ``[seed, calls]`` and restores the caller's state after, so a run is reproducible
     and call ``k`` equals ByzFL run after ``np.random.seed([seed, k])``. Pickled (to a vote
     actor) as its spec, call count and seed; the state of a stateful ByzFL stage
-    (``CenteredClipping``) starts afresh in the unpickled copy."""
+    (``CenteredClipping``'s previous aggregate) starts afresh in the unpickled copy, and
+    travels with ``state`` / ``load_state`` (checkpoints, a restarted vote actor)."""
 
     def __init__(self, spec: str, num_byzantine: int = 0, seed: int = 0):
         self.spec, self.num_byzantine, self.seed = spec, num_byzantine, seed
@@ -401,6 +403,30 @@ class ByzFLAggregator:
             np.random.set_state(caller_state)
         self.calls += 1
         return np.asarray(out, dtype=np.float32)
+
+    def state(self) -> dict[str, Any]:
+        """The chain's state after its last call, as a checkpoint holds it (tensors and
+        numbers only): the call count that seeds the next call, and every stage's array
+        attributes (``CenteredClipping.m``; None before its first call)."""
+        stages = []
+        for stage in self._stages:
+            kept = {}
+            for name, value in vars(stage).items():
+                if value is None or isinstance(value, np.ndarray):
+                    kept[name] = None if value is None else torch.from_numpy(value.copy())
+            stages.append(kept)
+        return {"calls": self.calls, "stages": stages}
+
+    def load_state(self, state: dict[str, Any] | None) -> None:
+        """Put the chain back in ``state`` (from ``state``); None: as before its first call."""
+        self._stages = self._build()
+        self.calls = 0
+        if state is None:
+            return
+        self.calls = int(state["calls"])
+        for stage, kept in zip(self._stages, state["stages"], strict=True):
+            for name, value in kept.items():
+                setattr(stage, name, None if value is None else value.numpy().copy())
 
     def __getstate__(self) -> dict[str, Any]:
         return {"spec": self.spec, "num_byzantine": self.num_byzantine, "seed": self.seed,
