@@ -36,6 +36,10 @@ lacks a path the others have (the other nodes and the root namespace still see i
 shared), deletes the namespaces (which deletes the veths and the bridge) and the state folder.
 It works from the state file ``/tmp/raysign-netns/state.json``, written after each step, so it
 also cleans up after a partial ``up``. ``status`` shows what is up.
+
+``kill-node N`` SIGKILLs every process of worker node ``N``'s namespace (a node that dies at
+once; the namespace and its link stay) and ``restart-node N`` starts that node's Ray again, a
+new Ray node on the same address (``scripts/chaos.py``'s ``node_kill``).
 """
 
 from __future__ import annotations

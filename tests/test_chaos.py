@@ -174,6 +174,34 @@ def test_schedule_is_seeded_spaced_and_keeps_kills_within_the_restarts():
             assert not [g for g in plan if first <= g["step"] <= f["step"] and g is not f]
 
 
+def test_node_kill_takes_the_least_killed_bundle_off_the_head_node_within_the_restarts():
+    chaos = _chaos_module()
+    schedule = [  # driver segment 0: worker 1 killed twice, vote shard 0 once, worker 3 once
+        {"segment": 0, "kind": "worker_kill_before", "target": 1},
+        {"segment": 0, "kind": "worker_kill_after", "target": 1},
+        {"segment": 0, "kind": "vote_kill_voting", "target": 0},
+        {"segment": 0, "kind": "worker_kill_during", "target": 3},
+        {"segment": 1, "kind": "worker_kill_during", "target": 2},  # another driver's
+        {"segment": 0, "kind": "node_kill", "target": "node"},
+    ]
+    # Bundle b on netns node bundle_nodes[b]; bundle 2 (worker 2, no kill) is on the head.
+    nodes = [3, 1, 0, 2]
+    assert chaos.node_to_kill(schedule, 0, nodes) == 0  # one kill (its vote) vs 2 and 1 (b=3)
+    schedule[-1]["bundle"] = 0  # placed: worker 0 and vote 0 now have one more
+    schedule.append({"segment": 0, "kind": "node_kill", "target": "node"})
+    assert chaos.node_to_kill(schedule, 0, nodes) == 3
+    # Once worker 1, worker 3 and vote shard 0 are each killed 3 times, a node kill on top
+    # would pass Ray's 3 restarts of one of them, whichever worker node it takes: refused.
+    schedule[-1]["bundle"] = 3
+    schedule += [{"segment": 0, "kind": "worker_kill_before", "target": t} for t in (1, 3)]
+    assert chaos.node_to_kill(schedule, 0, nodes) == 0  # vote shard 0 killed twice so far
+    schedule.append({"segment": 0, "kind": "vote_kill_collecting", "target": 0})
+    with pytest.raises(RuntimeError, match="already killed 3 times"):
+        chaos.node_to_kill(schedule, 0, nodes)
+    with pytest.raises(RuntimeError, match="head"):
+        chaos.node_to_kill([], 0, [0, 0, 0, 0])
+
+
 @pytest.mark.slow
 def test_short_chaos_run_equals_the_replay_of_its_recorded_participation(tmp_path):
     """One seed on a private local Ray (``scripts/chaos.py`` starts and stops it): forged and

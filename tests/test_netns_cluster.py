@@ -152,3 +152,21 @@ def test_comm_round_vote_and_gloo_match_numpy_on_local_ray(ray_session):
         gloo.shutdown()
     finally:
         ray.util.remove_placement_group(group)
+
+
+def test_kill_node_and_restart_node_refuse_the_head_and_a_missing_cluster(monkeypatch):
+    """Cheap, no cluster: the head (node 0) holds the cluster's state and is never killed."""
+    monkeypatch.setattr(netns_cluster.ClusterState, "load", classmethod(lambda cls: None))
+    with pytest.raises(RuntimeError, match="no cluster is up"):
+        netns_cluster.kill_node(1)
+    state = netns_cluster.ClusterState(nodes=4, rate="1gbit", delay="", cpus_per_node=1)
+    monkeypatch.setattr(netns_cluster.ClusterState, "load", classmethod(lambda cls: state))
+    killed = []
+    monkeypatch.setattr(netns_cluster, "_kill_namespace_processes",
+                        lambda namespaces, **kw: killed.append(namespaces) or {})
+    for node in (0, 4):
+        with pytest.raises(ValueError, match=r"must be a worker node, in \[1, 3\]"):
+            netns_cluster.kill_node(node)
+        with pytest.raises(ValueError, match="must be a worker node"):
+            netns_cluster.restart_node(node)
+    assert killed == []
