@@ -106,6 +106,33 @@ def test_byzfl_chain_pickles_as_its_spec_and_continues_its_random_sequence(byzfl
     np.testing.assert_array_equal(chain(rows), expected)
 
 
+def test_byzfl_chain_state_survives_a_checkpoint_into_a_restarted_vote_actor(byzfl, tmp_path):
+    """A restarted vote actor gets the chain unpickled from the driver (state lost), then the
+    state its predecessor returned, through a checkpoint file: rounds 2-3 equal ByzFL's
+    Bucketing + CenteredClipping run without interruption (its centre carried, round k's
+    permutation drawn after ``np.random.seed([seed, k])``)."""
+    from raysign.signsgd.checkpoint import load_checkpoint, save_checkpoint
+
+    spec, seed = "byzfl:Bucketing(s=2)+CenteredClipping(tau=0.5)", 3
+    rng = np.random.default_rng(2)
+    rounds = [(rng.standard_normal(11) + rng.standard_normal((5, 11))).astype(np.float32)
+              for _ in range(4)]
+    first = VoteActor(0, 0, 11, wire.KIND_FP32, make_aggregator(spec, 1, seed=seed))
+    for step in range(2):
+        vote_fp32(first.aggregate, rounds[step], step)
+    path = save_checkpoint(tmp_path / "c.pt", config={}, step=2, workers=[],
+                           extra={"votes": [first.state()]})
+    restarted = VoteActor(0, 0, 11, wire.KIND_FP32, pickle.loads(pickle.dumps(
+        make_aggregator(spec, 1, seed=seed))))
+    restarted.load_state(load_checkpoint(path)["extra"]["votes"][0])
+    clipping = byzfl.CenteredClipping(tau=0.5)
+    for step, rows in enumerate(rounds):
+        np.random.seed([seed, step])
+        expected = np.asarray(clipping(byzfl.Bucketing(s=2)(rows.copy())), np.float32)
+        if step >= 2:
+            np.testing.assert_array_equal(vote_fp32(restarted.aggregate, rows, step), expected)
+
+
 def test_byzfl_chain_leaves_the_callers_numpy_random_state_alone(byzfl):
     np.random.seed(11)
     before = np.random.random()
