@@ -147,6 +147,20 @@ def test_encode_and_decode_on_cuda_equal_the_cpu_path():
     for out in (out_cpu, out_gpu):
         assert decode_vote(msg, out, kind=wire.KIND_SIGNS, step=2, shard=0, scale=0.5)
     np.testing.assert_array_equal(out_gpu.cpu().numpy(), out_cpu.numpy())
+    # The trainer's fused path on a GPU replica: momentum step then pack on the device, and the
+    # vote applied there with weight decay; signs equal the CPU path's, momentum to rounding.
+    m_cpu, m_gpu = torch.full((5000,), 0.25), torch.full((5000,), 0.25, device="cuda")
+    on_cpu = encode_shard(wire.KIND_SIGNS, values, sender=1, step=2, shard=0, key=KEY,
+                          momentum=m_cpu, beta=0.9)
+    on_gpu = encode_shard(wire.KIND_SIGNS, values.cuda(), sender=1, step=2, shard=0, key=KEY,
+                          momentum=m_gpu, beta=0.9)
+    np.testing.assert_array_equal(on_gpu, on_cpu)
+    np.testing.assert_allclose(m_gpu.cpu().numpy(), m_cpu.numpy(), rtol=1e-6)
+    x_cpu, x_gpu = torch.ones(5000), torch.ones(5000, device="cuda")
+    for x in (x_cpu, x_gpu):
+        assert apply_vote(msg, x, kind=wire.KIND_SIGNS, step=2, shard=0, lr=0.5,
+                          weight_decay=0.1)
+    np.testing.assert_array_equal(x_gpu.cpu().numpy(), x_cpu.numpy())
     values[7] = float("nan")
     assert not all_finite(values.cuda()) and all_finite(out_gpu)
 
