@@ -37,6 +37,9 @@ _HELP = {
     "transport": "direct (the default: workers call the vote actors themselves, no message "
                  "passes through the driver; fastest across nodes) or objects (messages are "
                  "task returns held in the driver's memory; docs/signsgd.md)",
+    "overlap": "send vote shard s during the backward pass, as soon as its slice of the "
+               "gradient is final (direct transport; falls back to the sequential round, "
+               "with a warning, where it cannot keep its results; docs/cluster.md#overlap)",
     "lr": "learning rate",
     "momentum": "Signum momentum beta (0 = signSGD)",
     "weight_decay": "lambda in x <- x - lr (V + lambda x)",

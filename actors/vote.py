@@ -324,10 +324,21 @@ def submit_shards(step: int, rank: int, votes: list[Any], encode: Callable[[int]
     messages, calls = [], {}
     for shard, vote in enumerate(votes):
         messages.append(encode(shard))
-        calls[vote.submit.remote(step, rank, messages[-1], senders, timeout)] = shard
-        for claimed, message in forged(shard, messages[-1]) if forged is not None else ():
-            vote.submit.remote(step, claimed, message, senders, timeout)
+        extras = forged(shard, messages[-1]) if forged is not None else ()
+        calls[submit_shard(step, rank, vote, messages[-1], senders, timeout, extras)] = shard
     return messages, calls
+
+
+def submit_shard(step: int, rank: int, vote: Any, message: np.ndarray,
+                 senders: tuple[int, ...], timeout: float,
+                 forged: Sequence[tuple[int, np.ndarray]] = ()) -> Any:
+    """Send worker ``rank``'s ``message`` for one shard to that shard's vote actor ``vote``
+    (and a drill's ``forged`` (claimed sender, message) pairs beside it, not awaited).
+    Returns the pending call, whose result is the voted message and the vote's stats."""
+    call = vote.submit.remote(step, rank, message, senders, timeout)
+    for claimed, extra in forged:
+        vote.submit.remote(step, claimed, extra, senders, timeout)
+    return call
 
 
 def receive_votes(step: int, rank: int, calls: dict,

@@ -18,6 +18,7 @@ cluster (``raysign.actors.ray_data``); either way the worker keeps only its own 
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 from typing import Any
@@ -29,7 +30,7 @@ import torch
 from raysign import wire
 from raysign.actors.drills import WorkerDrills
 from raysign.actors.ray_data import RayDataSource, read_shard
-from raysign.actors.vote import receive_votes, submit_shards
+from raysign.actors.vote import receive_votes, submit_shard, submit_shards
 from raysign.data import shard_indices
 from raysign.signs import gradient_density
 from raysign.signsgd.attacks import OMNISCIENT_ATTACKS, make_crafted_attack
@@ -37,6 +38,8 @@ from raysign.signsgd.config import SignSGDConfig
 from raysign.signsgd.exchange import all_finite, apply_vote, decode_vote, encode_shard
 from raysign.signsgd.replica import Replica
 from raysign.signsgd.workload import WorkloadFunctions, data_length, take_shard
+
+log = logging.getLogger(__name__)
 
 
 def _device() -> str:
@@ -94,6 +97,13 @@ class SignWorker(WorkerDrills):
         self._fused_momentum = (not byzantine and config.momentum != 0.0
                                 and self.kind == wire.KIND_SIGNS)
         self._momentum: torch.Tensor | None = None  # this round's, when fused
+        # Overlap of the vote with the backward pass (``config.overlap``), where it keeps the
+        # sequential round's exact semantics; otherwise the sequential round, said once here.
+        fallback = overlap_fallback(config, byzantine, self.replica.device.type)
+        self.overlap = config.overlap and fallback is None
+        if config.overlap and fallback is not None:
+            log.warning("worker %d: overlap=True falls back to the sequential round: %s",
+                        self.rank, fallback)
         self.cancel_drills()
         self._outbox: tuple[int, tuple[Any, ...]] | None = None
         self._applied: tuple[int | None, set[int]] = (None, set())  # (step, shards applied)
@@ -125,6 +135,7 @@ class SignWorker(WorkerDrills):
         """Gradient, momentum, sign and pack; returns S messages and a stats dict.
         ``incarnation``: the process the driver last synced (``_vector_to_send``)."""
         vector, flags, stats = self._vector_to_send(with_density, incarnation)
+        stats["overlap"] = False
         out = [self.drill_message(step, self._encode(step, shard, vector[start:stop], flags,
                                                      self._momentum), direct=False)[0]
                for shard, (start, stop) in enumerate(self.bounds)]
@@ -174,7 +185,29 @@ class SignWorker(WorkerDrills):
         voted message (the call's return value) is applied as soon as it arrives, while the
         others are still on the wire. Returns this worker's compute, vote and apply stats.
         The messages are kept until the next round (``resend``), in case a vote actor dies
-        and the driver falls back to the object path. ``incarnation``: as in ``compute``."""
+        and the driver falls back to the object path. ``incarnation``: as in ``compute``.
+
+        With ``config.overlap`` (and ``self.overlap``: no reason to fall back), message s is
+        sent during the backward pass, as soon as its slice of the gradient is final
+        (``_send_during_backward``); ``stats["overlap"]`` says which path ran."""
+        if self.overlap and incarnation in (None, self.incarnation):
+            out, calls, stats = self._send_during_backward(step, votes, senders, timeout,
+                                                           with_density)
+        else:
+            out, calls, stats = self._send_after_backward(step, votes, senders, timeout,
+                                                          with_density, incarnation)
+        stats.update(t_compress_end=time.time(), bytes_sent=sum(m.nbytes for m in out))
+        self._outbox = (step, (*out, stats))
+        vote_stats, applied = receive_votes(step, self.rank, calls, self._apply_shard)
+        self.replica.finish_step(step)
+        self.drill_replica(step, self.replica.flat)
+        return stats, vote_stats, applied
+
+    def _send_after_backward(self, step: int, votes: list[Any], senders: tuple[int, ...],
+                             timeout: float, with_density: bool, incarnation: str | None,
+                             ) -> tuple[list[np.ndarray], dict, dict[str, Any]]:
+        """The sequential round's sending half: the whole gradient and its finite check
+        first, then message s packed and sent to vote actor s, s = 0, 1, ..."""
         vector, flags, stats = self._vector_to_send(with_density, incarnation)
         extras: dict[int, list] = {}
 
@@ -186,12 +219,46 @@ class SignWorker(WorkerDrills):
 
         out, calls = submit_shards(step, self.rank, votes, encode, senders, timeout,
                                    forged=lambda shard, _: extras[shard])
-        stats.update(t_compress_end=time.time(), bytes_sent=sum(m.nbytes for m in out))
-        self._outbox = (step, (*out, stats))
-        vote_stats, applied = receive_votes(step, self.rank, calls, self._apply_shard)
-        self.replica.finish_step(step)
-        self.drill_replica(step, self.replica.flat)
-        return stats, vote_stats, applied
+        stats["overlap"] = False
+        return out, calls, stats
+
+    def _send_during_backward(self, step: int, votes: list[Any], senders: tuple[int, ...],
+                              timeout: float, with_density: bool,
+                              ) -> tuple[list[np.ndarray], dict, dict[str, Any]]:
+        """The overlapped round's sending half (issue #21): ``Replica.gradient_in_slices``
+        hands out slice s of the gradient the moment every parameter in it has its
+        gradient (the last layers' slices first), and message s is packed (the momentum
+        step fused, as in the sequential round) and sent to vote actor s from inside the
+        backward pass. The same gradient values, momentum and messages as
+        ``_send_after_backward``, but for one rule: a non-finite gradient abstains per
+        shard, not for the whole vector (the other slices are on the wire before it is
+        known) - the slice with a non-finite entry sends an abstaining message and leaves
+        its momentum untouched; the other slices vote as usual."""
+        t_start = time.time()
+        out: list[np.ndarray | None] = [None] * len(self.bounds)
+        calls: dict[Any, int] = {}
+        abstained: list[int] = []
+        momentum = self.replica.momentum_state if self._fused_momentum else None
+
+        def send(shard: int, grad: torch.Tensor) -> None:
+            if shard == 0:  # the NaN drill poisons the first entries of the vector
+                self.drill_gradient(grad)
+            if all_finite(grad):
+                message = self._encode(step, shard, grad, 0, momentum)
+            else:
+                abstained.append(shard)
+                message = self._encode(step, shard, torch.zeros_like(grad), wire.FLAG_ABSTAIN)
+            out[shard], extras = self.drill_message(step, message, direct=True)
+            calls[submit_shard(step, self.rank, votes[shard], out[shard], senders, timeout,
+                               extras)] = shard
+
+        grad, loss = self.replica.gradient_in_slices(self.bounds, send)
+        stats = {"rank": self.rank, "loss": loss, "t_start": t_start, "t_grad": time.time(),
+                 "abstained": bool(abstained), "abstained_shards": sorted(abstained),
+                 "epoch": self.replica.epoch, "lr": self.replica.lr, "overlap": True}
+        if with_density:
+            stats["density"] = gradient_density(grad)
+        return out, calls, stats
 
     def resend(self, step: int) -> tuple[Any, ...]:
         """The S messages and stats this worker computed for ``step`` in ``exchange``."""
@@ -291,3 +358,24 @@ class SignWorker(WorkerDrills):
         """Move the data stream to where it is after ``steps`` steps (``accumulation_steps``
         mini-batches each)."""
         self.replica.seek(steps * self.config.accumulation_steps)
+
+
+def overlap_fallback(config: SignSGDConfig, byzantine: bool, device: str) -> str | None:
+    """Why a worker cannot overlap its vote with the backward pass and keep the sequential
+    round's semantics (None: it can): each case below needs the whole gradient (or the
+    whole momentum) before any slice of its message is final, or is untested."""
+    if config.transport != "direct":
+        return "the objects transport returns the S messages together (use transport=direct)"
+    if config.aggregator != "vote":
+        return "fp32 messages take the momentum step over the whole vector first"
+    if byzantine:
+        return "a Byzantine worker's attack reads its whole momentum"
+    if config.accumulation_steps != 1:
+        return "gradient accumulation sums every micro-batch before any slice is final"
+    if config.clip_grad_norm:
+        return "clip_grad_norm needs the norm of the whole gradient"
+    if config.precision == "fp16":
+        return "fp16 loss scaling divides the whole gradient after the backward pass"
+    if device != "cpu":
+        return f"overlap is untested on {device}"
+    return None

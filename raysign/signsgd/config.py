@@ -52,6 +52,11 @@ class SignSGDConfig:
     aggregator: str = "vote"
     vote_shards: int = 1
     transport: str = "direct"
+    # Overlap the vote with the backward pass (direct transport): message s leaves as soon as
+    # its slice of the gradient is final (``raysign.actors.worker.SignWorker.exchange``).
+    # Where that cannot keep the sequential round's semantics the worker falls back to it and
+    # says so (``raysign.actors.worker.overlap_fallback``).
+    overlap: bool = False
     lr: float = 1e-3
     momentum: float = 0.9
     weight_decay: float = 0.0
@@ -96,6 +101,8 @@ class SignSGDConfig:
             check_choice("aggregator", self.aggregator, AGGREGATORS)
         check_range("vote_shards", self.vote_shards, 1, 1024)
         check_choice("transport", self.transport, TRANSPORTS)
+        if not isinstance(self.overlap, bool):
+            raise ConfigError(f"overlap={self.overlap!r} must be True or False")
         check_range("lr", self.lr, 0, None, low_open=True)
         check_range("momentum", self.momentum, 0, 1, high_open=True)
         check_range("weight_decay", self.weight_decay, 0, None)

@@ -83,6 +83,8 @@ def step_record(step: int, worker_stats: list[dict], vote_stats: list[dict],
         "voters": min(v["num_valid"] for v in vote_stats),
         "rejected": sum(len(v["rejected"]) for v in vote_stats),
         "failed_workers": sorted(failed),
+        # The ranks whose vote overlapped their backward pass (SignSGDConfig.overlap).
+        "overlapped_workers": sorted(st["rank"] for st in worker_stats if st.get("overlap")),
         # Per vote shard, the sorted ranks whose message counted (None: not reported).
         "participation": [st.get("counted")
                           for st in sorted(vote_stats, key=lambda st: st["shard"])],

@@ -29,6 +29,7 @@ The model, loss and evaluation come from a ``raysign.signsgd.workload.WorkloadFu
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -79,6 +80,7 @@ class Replica:
             p.data = self.flat[offset : offset + p.numel()].view_as(p)
             offset += p.numel()
         self.d = self.flat.numel()
+        self._grad_buffer: torch.Tensor | None = None  # gradient_in_slices' flat gradient
         self._momentum = momentum(config.momentum)
         self.momentum_state = self._momentum.init(self.flat)
         # A plain SGD over the flat parameters only carries the learning rate that the
@@ -159,6 +161,80 @@ class Replica:
             if norm > self.config.clip_grad_norm:
                 total.mul_(self.config.clip_grad_norm / norm)
         return total, loss_sum / steps
+
+    def gradient_in_slices(self, bounds: list[tuple[int, int]],
+                           on_ready: Callable[[int, torch.Tensor], None],
+                           ) -> tuple[torch.Tensor, float]:
+        """Step 1 for one mini-batch, handing out slices of the gradient while the backward
+        pass still runs (issue #21: overlap the vote with the backward pass).
+        ``bounds``: contiguous slices [start, stop) of the flat vector, in order. Each
+        parameter's gradient is copied into one flat buffer [d] fp32 the moment it is final
+        (``register_post_accumulate_grad_hook``), and ``on_ready(s, grad[start:stop])`` is
+        called as soon as every parameter overlapping slice s has its gradient: the last
+        layers, at the end of the flat vector, come first. The values are those of
+        ``gradient()`` bit for bit (the same backward, copied instead of concatenated);
+        parameters the loss does not reach get zeros, and their slices are handed out after
+        the backward pass, last slice first. Returns the whole gradient [d] and the loss.
+
+        Only the plain step: one micro-batch, no clipping, no fp16 loss scale (each needs
+        the whole gradient before any slice of it is final); ``ValueError`` otherwise."""
+        cfg = self.config
+        if cfg.accumulation_steps != 1 or cfg.clip_grad_norm or cfg.precision == "fp16":
+            raise ValueError("gradient_in_slices needs accumulation_steps=1, clip_grad_norm=0 "
+                             f"and no fp16 loss scale; got {cfg.accumulation_steps}, "
+                             f"{cfg.clip_grad_norm}, {cfg.precision!r}")
+        if self._grad_buffer is None:
+            self._grad_buffer = torch.empty_like(self.flat)
+        grad = self._grad_buffer
+        ranges = self._param_ranges()
+        # Per slice, how many of the parameters overlapping it are still waiting for their
+        # gradient; a slice is handed out when its count reaches zero.
+        waiting = [sum(1 for a, b in ranges if a < stop and b > start) for start, stop in bounds]
+        covers = [[s for s, (start, stop) in reversed(list(enumerate(bounds)))
+                   if a < stop and b > start] for a, b in ranges]  # last slice first
+        done = [False] * len(self.params)
+
+        def ready(i: int) -> None:
+            done[i] = True
+            for s in covers[i]:
+                waiting[s] -= 1
+                if waiting[s] == 0:
+                    on_ready(s, grad[slice(*bounds[s])])
+
+        def hook(i: int) -> Callable[[torch.Tensor], None]:
+            def copy(p: torch.Tensor) -> None:
+                a, b = ranges[i]
+                grad[a:b].copy_(p.grad.reshape(-1))
+                ready(i)
+            return copy
+
+        self.model.train()
+        x, y = self._next_batch()
+        for p in self.params:
+            p.grad = None
+        handles = [p.register_post_accumulate_grad_hook(hook(i))
+                   for i, p in enumerate(self.params)]
+        try:
+            with autocast(cfg.precision, self.device):
+                loss = self.loss_fn(self.model(x), y)
+            loss.backward()
+        finally:
+            for handle in handles:
+                handle.remove()
+        # Parameters without a gradient (not reached by the loss): zeros, as gradient() gives.
+        for i in reversed(range(len(self.params))):
+            if not done[i]:
+                grad[slice(*ranges[i])].zero_()
+                ready(i)
+        return grad, float(loss.detach())
+
+    def _param_ranges(self) -> list[tuple[int, int]]:
+        """Each parameter's [start, stop) in the flat vector."""
+        ranges, offset = [], 0
+        for p in self.params:
+            ranges.append((offset, offset + p.numel()))
+            offset += p.numel()
+        return ranges
 
     def momentum_and_attack(self, grad: torch.Tensor) -> torch.Tensor:
         """Step 2, then the attack for a Byzantine replica: updates the momentum with ``grad``
