@@ -31,6 +31,16 @@ def ship_this_module_by_value():
     cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
 
 
+@pytest.fixture(autouse=True)
+def poll_ray_train_often(monkeypatch):
+    """Ray Train's controller polls its workers every 2 s by default (so a run of a few tiny
+    steps waits far longer than it computes) and starts a preemption watcher (one more actor
+    process). Both are Ray Train's own knobs, which it passes from the driver's environment to
+    its controller; nothing this module checks depends on them."""
+    monkeypatch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+    monkeypatch.setenv("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+
+
 STEPS, RESUME_AT, BATCH, LR = 6, 3, 32, 1e-3
 
 
