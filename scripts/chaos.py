@@ -148,13 +148,34 @@ def resume_step(kind: str, step: int, every: int) -> int:
     return step - every  # killed in the save of `step`: the one before
 
 
+class _OverBudget(Exception):
+    """A draw of the schedule kills one actor more often than Ray restarts it."""
+
+
+SCHEDULE_ATTEMPTS = 20
+
+
 def build_schedule(seed: int, steps: int, counts: dict[str, int], *,
                    checkpoint_every: int, eval_every: int) -> list[dict]:
     """``counts[kind]`` faults of each kind at seeded steps in ``[GAP, steps - GAP]``, one per
     step, ``GAP`` steps apart; evaluation and checkpoint kills at evaluation / checkpoint
     steps; no fault in the steps a resumed driver re-runs; at most ``MAX_RESTARTS`` kills of
-    one actor per driver process. Sorted by step."""
-    rng = np.random.default_rng([seed, 2020])
+    one actor per driver process, counting each node kill against both bundles it may take
+    (``"bundles"``; ``node_to_kill``). Sorted by step. A draw that breaks the last rule is
+    drawn again from the next seeded stream (``[seed, 2020, attempt]``)."""
+    for attempt in range(SCHEDULE_ATTEMPTS):
+        try:
+            return _draw_schedule(seed, attempt, steps, counts,
+                                  checkpoint_every=checkpoint_every, eval_every=eval_every)
+        except _OverBudget:
+            continue
+    raise SystemExit(f"chaos: more than {MAX_RESTARTS} kills of one actor in one driver in "
+                     f"{SCHEDULE_ATTEMPTS} draws; give more --steps or fewer faults")
+
+
+def _draw_schedule(seed: int, attempt: int, steps: int, counts: dict[str, int], *,
+                   checkpoint_every: int, eval_every: int) -> list[dict]:
+    rng = np.random.default_rng([seed, 2020] + ([attempt] if attempt else []))
     taken: list[int] = []
     forbidden: list[tuple[int, int]] = []  # (first, last) steps re-run after a driver kill
     plan: list[dict] = []
@@ -225,8 +246,22 @@ def build_schedule(seed: int, steps: int, counts: dict[str, int], *,
             key = (segment, "worker" if kind in WORKER_KINDS else "vote", fault["target"])
             kills[key] += 1
             if kills[key] > MAX_RESTARTS:
-                raise SystemExit(f"chaos: more than {MAX_RESTARTS} kills of one actor in one "
-                                 "driver; give more --steps or fewer faults")
+                raise _OverBudget
+    # A node kill takes bundle b's worker and vote shard (b < S); which bundle's node is not
+    # the head is known only at run time, so each is charged to the two bundles killed least.
+    for fault in plan:
+        if fault["kind"] == NODE_KIND:
+            segment = fault["segment"]
+
+            def load(b: int, segment: int = segment) -> int:
+                return max(kills[(segment, "worker", b)], kills[(segment, "vote", b)])
+
+            fault["bundles"] = sorted(range(NUM_WORKERS), key=lambda b: (load(b), b))[:2]
+            for b in fault["bundles"]:
+                kills[(segment, "worker", b)] += 1
+                kills[(segment, "vote", b)] += b < VOTE_SHARDS
+                if load(b) > MAX_RESTARTS:
+                    raise _OverBudget
     return plan
 
 
@@ -235,33 +270,17 @@ def _least_killed(rng, kills: Counter, segment: int, what: str, count: int) -> i
     return int(rng.choice([i for i in range(count) if kills[(segment, what, i)] == fewest]))
 
 
-def node_to_kill(schedule: list[dict], segment: int, bundle_nodes: list[int]) -> int:
+def node_to_kill(fault: dict, bundle_nodes: list[int]) -> int:
     """The bundle whose node a ``node_kill`` takes down: worker b and vote shard b (b < S)
     share bundle b of the trainer's placement group, which Ray's SPREAD strategy puts on a
-    node of its choosing (``bundle_nodes[b]``, the netns node index; node 0, the head, is
-    never killed). Of the bundles on other nodes, the one whose actors the faults of this
-    driver ``segment`` kill least often in all (the schedule's kills, and the node kills
-    already placed: ``"bundle"`` in those faults), so no actor is killed more often than Ray
-    restarts it."""
-    kills: Counter = Counter()
-    for fault in schedule:
-        if fault["segment"] != segment:
-            continue
-        if fault["kind"] in WORKER_KINDS:
-            kills[("worker", fault["target"])] += 1
-        elif fault["kind"] in VOTE_KINDS:
-            kills[("vote", fault["target"])] += 1
-        elif fault["kind"] == NODE_KIND and "bundle" in fault:
-            kills[("worker", fault["bundle"])] += 1
-            kills[("vote", fault["bundle"])] += fault["bundle"] < VOTE_SHARDS
-    candidates = [b for b, node in enumerate(bundle_nodes) if node != 0]
-    if not candidates:
-        raise RuntimeError("node_kill: every bundle is on the head node")
-    bundle = min(candidates, key=lambda b: (max(kills[("worker", b)], kills[("vote", b)]), b))
-    if max(kills[("worker", bundle)], kills[("vote", bundle)]) + 1 > MAX_RESTARTS:
-        raise RuntimeError(f"node_kill: every worker node's actors are already killed "
-                           f"{MAX_RESTARTS} times in this driver")
-    return bundle
+    node of its choosing (``bundle_nodes[b]``, the netns node index). The first of the two
+    bundles the schedule charged (``fault["bundles"]``) that is not on the head (node 0,
+    never killed; it holds one bundle), so no actor is killed more often than Ray restarts
+    it."""
+    for bundle in fault["bundles"]:
+        if bundle_nodes[bundle] != 0:
+            return bundle
+    raise RuntimeError(f"node_kill: bundles {fault['bundles']} are both on the head node")
 
 
 # ------------------------------------------------------------------------- the driver (child)
@@ -309,8 +328,7 @@ def run_child(args: argparse.Namespace) -> int:
         thread."""
         netns = _netns_cluster()
         ips = {netns.node_ip(i): i for i in range(netns.ClusterState.load().nodes)}
-        fault["bundle"] = node_to_kill(schedule, args.segment,
-                                       [ips[node_of(w)] for w in trainer.workers])
+        fault["bundle"] = node_to_kill(fault, [ips[node_of(w)] for w in trainer.workers])
         node = fault["target"] = ips[node_of(trainer.workers[fault["bundle"]])]
         ip = netns.node_ip(node)
         fault["ranks"] = [r for r, w in enumerate(trainer.workers) if node_of(w) == ip]
