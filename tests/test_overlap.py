@@ -59,6 +59,10 @@ def test_slices_are_handed_out_during_backward_last_first_with_the_plain_gradien
     assert handed[0][2] and not handed[-1][2]
     for s, g, _ in handed:
         assert torch.equal(g, expected[slice(*bounds[s])])
+    # The sequential path's gradient written into a kept buffer: the same values.
+    buffer = torch.full((replica.d,), float("nan"))
+    twin, twin_loss = Replica(config, 0, x, y).gradient(out=buffer)
+    assert twin is buffer and torch.equal(buffer, expected) and twin_loss == loss
 
 
 def run_steps(trainer, steps: range, poison: int | None = None):

@@ -80,7 +80,6 @@ class Replica:
             p.data = self.flat[offset : offset + p.numel()].view_as(p)
             offset += p.numel()
         self.d = self.flat.numel()
-        self._grad_buffer: torch.Tensor | None = None  # gradient_in_slices' flat gradient
         self._momentum = momentum(config.momentum)
         self.momentum_state = self._momentum.init(self.flat)
         # A plain SGD over the flat parameters only carries the learning rate that the
@@ -132,10 +131,12 @@ class Replica:
             self._order = self.batch_rng.permutation(len(self.data))
         self.epoch, self._cursor = epochs, (rest + 1) * self.config.batch_size
 
-    def gradient(self) -> tuple[torch.Tensor, float]:
+    def gradient(self, out: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
         """Step 1: the flat stochastic gradient [d] fp32 and the loss: the mean over
         ``accumulation_steps`` consecutive mini-batches, clipped to global norm
-        ``clip_grad_norm`` when that is set."""
+        ``clip_grad_norm`` when that is set. ``out``: a [d] fp32 buffer to write it into
+        (kept from step to step, it saves mapping a fresh [d] every step); None: a new
+        tensor."""
         self.model.train()
         steps = self.config.accumulation_steps
         scale = FP16_LOSS_SCALE if self.config.precision == "fp16" else None
@@ -147,8 +148,10 @@ class Replica:
             with autocast(self.config.precision, self.device):
                 loss = self.loss_fn(self.model(x), y)
             (loss if scale is None else loss * scale).backward()
-            grad = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
-                              for p in self.params])
+            grads = [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
+                     for p in self.params]
+            grad = torch.cat(grads, out=out) if total is None and out is not None \
+                else torch.cat(grads)
             # Summed in micro-batch order, then divided once: the mean momentum sees.
             total = grad if total is None else total.add_(grad)
             loss_sum += float(loss.detach())
@@ -164,7 +167,7 @@ class Replica:
 
     def gradient_in_slices(self, bounds: list[tuple[int, int]],
                            on_ready: Callable[[int, torch.Tensor], None],
-                           ) -> tuple[torch.Tensor, float]:
+                           out: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
         """Step 1 for one mini-batch, handing out slices of the gradient while the backward
         pass still runs (issue #21: overlap the vote with the backward pass).
         ``bounds``: contiguous slices [start, stop) of the flat vector, in order. Each
@@ -174,7 +177,8 @@ class Replica:
         layers, at the end of the flat vector, come first. The values are those of
         ``gradient()`` bit for bit (the same backward, copied instead of concatenated);
         parameters the loss does not reach get zeros, and their slices are handed out after
-        the backward pass, last slice first. Returns the whole gradient [d] and the loss.
+        the backward pass, last slice first. ``out``: the flat buffer [d] fp32 (None: a new
+        one). Returns the whole gradient [d] and the loss.
 
         Only the plain step: one micro-batch, no clipping, no fp16 loss scale (each needs
         the whole gradient before any slice of it is final); ``ValueError`` otherwise."""
@@ -183,9 +187,7 @@ class Replica:
             raise ValueError("gradient_in_slices needs accumulation_steps=1, clip_grad_norm=0 "
                              f"and no fp16 loss scale; got {cfg.accumulation_steps}, "
                              f"{cfg.clip_grad_norm}, {cfg.precision!r}")
-        if self._grad_buffer is None:
-            self._grad_buffer = torch.empty_like(self.flat)
-        grad = self._grad_buffer
+        grad = torch.empty_like(self.flat) if out is None else out
         ranges = self._param_ranges()
         # Per slice, how many of the parameters overlapping it are still waiting for their
         # gradient; a slice is handed out when its count reaches zero.
