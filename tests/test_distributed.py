@@ -31,7 +31,6 @@ from torch.nn import functional
 
 from raysign import wire
 from raysign.actors import trainer as trainer_module
-from raysign.actors.trainer import SignSGDTrainer
 from raysign.actors.vote import VoteActor
 from raysign.config import ConfigError
 from raysign.data import load_images, shard_indices
@@ -165,10 +164,11 @@ class ObservedRun:
     round_windows: list[tuple[float, float]] = field(default_factory=list)
 
 
-def observe_run(config: SignSGDConfig, monkeypatch) -> ObservedRun:
+def observe_run(config: SignSGDConfig, monkeypatch, started_trainer) -> ObservedRun:
     """Run ``config``, reading worker 0's parameters before the first step and after every
-    step, and the raw timestamps behind every step's stage times."""
-    trainer = SignSGDTrainer(config, progress=False)
+    step, and the raw timestamps behind every step's stage times. The trainer is conftest's
+    started one: reconfigured (a fresh replica in every worker, as if started anew) when the
+    previous test ran the same shape, else started for ``config``."""
     split = trainer_module.round_stage_times
     stage_inputs, windows = [], []
 
@@ -177,24 +177,25 @@ def observe_run(config: SignSGDConfig, monkeypatch) -> ObservedRun:
         return split(worker_stats, vote_stats, apply_stats)
 
     monkeypatch.setattr(trainer_module, "round_stage_times", recording_split)
-    one_round = trainer.round
-
-    def timed_round(step: int, with_density: bool = False) -> dict[str, Any]:
-        started = time.time()
-        record = one_round(step, with_density)
-        windows.append((started, time.time()))
-        return record
-
-    trainer.round = timed_round
     try:
-        trainer.start()
+        trainer = started_trainer.for_config(config)
+        one_round = trainer.round
+
+        def timed_round(step: int, with_density: bool = False) -> dict[str, Any]:
+            started = time.time()
+            record = one_round(step, with_density)
+            windows.append((started, time.time()))
+            return record
+
+        monkeypatch.setattr(trainer, "round", timed_round)
         worker0 = trainer.workers[0]
         parameters = [ray.get(worker0.parameters.remote())]
         summary = trainer.run(
             on_record=lambda record: parameters.append(ray.get(worker0.parameters.remote())))
         digests = ray.get([w.checksum.remote() for w in trainer.workers])
-    finally:
-        trainer.shutdown()
+    except BaseException:
+        started_trainer.close()
+        raise
     return ObservedRun(summary, parameters, digests, stage_inputs, windows)
 
 
@@ -267,12 +268,12 @@ def assert_stage_times_follow_the_timestamps(config: SignSGDConfig, run: Observe
 
 # ------------------------------------------------------------------------------- the tests
 @pytest.mark.parametrize("transport,shards", [("objects", 1), ("direct", 1), ("direct", 3)])
-def test_majority_vote_run_equals_numpy_algorithm_every_round(ray_session, one_torch_thread,
-                                                              monkeypatch, tmp_path, transport,
-                                                              shards):
+def test_majority_vote_run_equals_numpy_algorithm_every_round(started_trainer,
+                                                              one_torch_thread, monkeypatch,
+                                                              tmp_path, transport, shards):
     config = tiny_config(tmp_path, num_workers=4, max_steps=6, eval_every=3, weight_decay=0.01,
                          transport=transport, vote_shards=shards)
-    run = observe_run(config, monkeypatch)
+    run = observe_run(config, monkeypatch, started_trainer)
     expected = reference_run(config, 6)
     assert expected.ties > 0  # four voters: the tie rule is exercised
     assert_same_votes_and_parameters(config, run, expected)
@@ -293,38 +294,43 @@ def test_majority_vote_run_equals_numpy_algorithm_every_round(ray_session, one_t
     assert "test_accuracy" in records[2] and 0 < records[2]["density"] <= 1
 
 
+# The last two Byzantine runs and the median run have one shape (5 workers, 2 vote shards,
+# direct): one xdist process runs them one after the other on one started trainer.
+@pytest.mark.xdist_group("distributed-5-workers-2-shards-direct")
 @pytest.mark.parametrize("attack,shards,transport", [("negate", 3, "objects"),
                                                       ("colluding", 2, "objects"),
                                                       ("negate", 2, "direct"),
                                                       ("colluding", 2, "direct")])
-def test_byzantine_run_equals_numpy_algorithm_every_round(ray_session, one_torch_thread,
-                                                          monkeypatch, tmp_path, attack, shards,
-                                                          transport):
+def test_byzantine_run_equals_numpy_algorithm_every_round(started_trainer, one_torch_thread,
+                                                          monkeypatch, tmp_path, attack,
+                                                          shards, transport):
     config = tiny_config(tmp_path, num_workers=5, num_byzantine=2, attack=attack,
                          vote_shards=shards, max_steps=5, transport=transport)
-    run = observe_run(config, monkeypatch)
+    run = observe_run(config, monkeypatch, started_trainer)
     assert_same_votes_and_parameters(config, run, reference_run(config, 5))
     assert len(set(run.digests)) == 1  # adversaries apply the vote too
 
 
-@pytest.mark.parametrize("transport", ["objects", "direct"])
-def test_mean_aggregator_equals_parameter_server_sgd_every_round(ray_session, one_torch_thread,
-                                                                 monkeypatch, tmp_path,
-                                                                 transport):
-    config = tiny_config(tmp_path, num_workers=3, aggregator="mean", lr=0.05, max_steps=5,
-                         weight_decay=0.01, vote_shards=2, transport=transport)
-    run = observe_run(config, monkeypatch)
-    expected = reference_run(config, 5)
+@pytest.mark.xdist_group("distributed-5-workers-2-shards-direct")
+def test_median_aggregator_under_attack_equals_coordinate_median(started_trainer,
+                                                                  one_torch_thread, monkeypatch,
+                                                                  tmp_path):
+    config = tiny_config(tmp_path, num_workers=5, aggregator="median", num_byzantine=2,
+                         attack="alie", lr=0.05, max_steps=4, vote_shards=2)
+    run = observe_run(config, monkeypatch, started_trainer)
+    expected = reference_run(config, 4)
     for step, (got, want) in enumerate(zip(run.parameters, expected.parameters, strict=True)):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, err_msg=f"step {step}")
 
 
-def test_median_aggregator_under_attack_equals_coordinate_median(ray_session, one_torch_thread,
-                                                                  monkeypatch, tmp_path):
-    config = tiny_config(tmp_path, num_workers=5, aggregator="median", num_byzantine=2,
-                         attack="alie", lr=0.05, max_steps=4, vote_shards=2)
-    run = observe_run(config, monkeypatch)
-    expected = reference_run(config, 4)
+@pytest.mark.parametrize("transport", ["objects", "direct"])
+def test_mean_aggregator_equals_parameter_server_sgd_every_round(started_trainer,
+                                                                 one_torch_thread, monkeypatch,
+                                                                 tmp_path, transport):
+    config = tiny_config(tmp_path, num_workers=3, aggregator="mean", lr=0.05, max_steps=5,
+                         weight_decay=0.01, vote_shards=2, transport=transport)
+    run = observe_run(config, monkeypatch, started_trainer)
+    expected = reference_run(config, 5)
     for step, (got, want) in enumerate(zip(run.parameters, expected.parameters, strict=True)):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, err_msg=f"step {step}")
 
