@@ -15,7 +15,6 @@ import pytest
 import ray
 
 from raysign import wire
-from raysign.actors.trainer import SignSGDTrainer
 from raysign.actors.vote import DirectVoteActor, VoteActor
 from raysign.results import read_jsonl
 from raysign.signsgd.config import SignSGDConfig
@@ -136,8 +135,10 @@ def clipped(tmp_path, transport) -> SignSGDConfig:
                          results_dir=str(tmp_path))
 
 
-def final_parameters(config, crash_vote_at=None):
-    trainer = SignSGDTrainer(config, progress=False)
+def final_parameters(started_trainer, config, crash_vote_at=None):
+    """Run ``config`` on conftest's started trainer (reconfigured, with a fresh replica in
+    every worker and fresh vote actors' state, when the shape is the one it holds)."""
+    trainer = started_trainer.for_config(config)
 
     def hook(record):
         if crash_vote_at is not None and record["step"] == 1:
@@ -146,26 +147,31 @@ def final_parameters(config, crash_vote_at=None):
     try:
         summary = trainer.run(on_record=hook)
         params = ray.get(trainer.workers[0].parameters.remote())
-    finally:
-        trainer.shutdown()
+    except BaseException:
+        started_trainer.close()
+        raise
     return summary, params
 
 
+# The crashed and the undisturbed run of each test, and the direct runs of both tests, have
+# one shape: one xdist process runs them on one started trainer.
 @pytest.mark.ray
+@pytest.mark.xdist_group("vote-faults-started-trainer")
 @pytest.mark.parametrize("transport", ["objects", "direct"])
-def test_restarted_centered_clipping_vote_resumes_from_its_centre(ray_session, tmp_path,
+def test_restarted_centered_clipping_vote_resumes_from_its_centre(started_trainer, tmp_path,
                                                                    transport):
     config = clipped(tmp_path, transport)
-    summary, crashed = final_parameters(config, crash_vote_at=3)
+    summary, crashed = final_parameters(started_trainer, config, crash_vote_at=3)
     records = read_jsonl(f"{summary.run_dir}/metrics.jsonl")
     assert [r["step"] for r in records] == list(range(1, 7))
     assert all(r["voters"] == 3 and not r["failed_workers"] for r in records)
-    _, undisturbed = final_parameters(config)
+    _, undisturbed = final_parameters(started_trainer, config)
     assert crashed.tobytes() == undisturbed.tobytes()
 
 
 @pytest.mark.ray
-def test_restarted_byzfl_chain_resumes_from_its_state(ray_session, tmp_path):
+@pytest.mark.xdist_group("vote-faults-started-trainer")
+def test_restarted_byzfl_chain_resumes_from_its_state(started_trainer, tmp_path):
     """A ByzFL chain with state (Bucketing's call count seeds its permutation;
     CenteredClipping keeps its previous aggregate): its vote actor killed at step 3 is
     restarted with the chain's state after step 2, so the run equals an undisturbed one."""
@@ -173,8 +179,8 @@ def test_restarted_byzfl_chain_resumes_from_its_state(ray_session, tmp_path):
         pytest.skip("byzfl (bench extra) is not installed: pip install --no-deps byzfl==0.0.11")
     config = dataclasses.replace(clipped(tmp_path, "direct"),
                                  aggregator="byzfl:Bucketing(s=2)+CenteredClipping(tau=0.05)")
-    summary, crashed = final_parameters(config, crash_vote_at=3)
+    summary, crashed = final_parameters(started_trainer, config, crash_vote_at=3)
     records = read_jsonl(f"{summary.run_dir}/metrics.jsonl")
     assert all(r["voters"] == 3 and not r["failed_workers"] for r in records)
-    _, undisturbed = final_parameters(config)
+    _, undisturbed = final_parameters(started_trainer, config)
     assert crashed.tobytes() == undisturbed.tobytes()
