@@ -55,8 +55,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", default=None, help="write every round as JSON here")
     parser.add_argument("--faults", action="store_true",
                         help="instead, in this process (one torch thread): CPU ms and minor page "
-                             "faults per step of Replica.gradient (torch.cat into a new [d]) "
-                             "and of Replica.gradient_in_slices (copies into a kept buffer)")
+                             "faults per step of Replica.gradient into a new [d] and into a "
+                             "[d] buffer kept from step to step (what SignWorker does)")
+    parser.add_argument("--paired", nargs="+", metavar="JSON", default=None,
+                        help="instead, print the paired figures of runs written with --out")
     parser.add_argument("--control", action="store_true",
                         help="an A/A control: the second trainer runs overlap=False too, so "
                              "any difference between the two is the setup's, not overlap's")
@@ -68,8 +70,9 @@ def _load() -> str:
 
 
 def gradient_costs(model: str, batch_size: int, shards: int, repeats: int = 8) -> dict:
-    """Median CPU ms (``time.process_time``) and minor page faults per step of the two ways
-    a replica computes its gradient, alternated, in this process."""
+    """Median CPU ms (``time.process_time``) and minor page faults per step of a replica's
+    gradient into a new [d] tensor and into a kept one (``Replica.gradient(out=)``; also
+    the overlapped round's ``gradient_in_slices``), alternated, in this process."""
     import resource
 
     import torch
@@ -84,9 +87,11 @@ def gradient_costs(model: str, batch_size: int, shards: int, repeats: int = 8) -
     replica = Replica(config, 0, rng.random((8 * batch_size, 1, 28, 28), dtype=np.float32),
                       rng.integers(0, 10, 8 * batch_size))
     bounds = shard_bounds(replica.d, shards)
-    ways = {"Replica.gradient": replica.gradient,
-            "Replica.gradient_in_slices": lambda: replica.gradient_in_slices(
-                bounds, lambda s, g: None)}
+    kept = torch.empty_like(replica.flat)
+    ways = {"gradient(), a new [d]": replica.gradient,
+            "gradient(out=kept)": lambda: replica.gradient(out=kept),
+            "gradient_in_slices(out=kept)": lambda: replica.gradient_in_slices(
+                bounds, lambda s, g: None, out=kept)}
     seen: dict[str, list[tuple[float, int]]] = {name: [] for name in ways}
     for _ in range(repeats):
         for name, way in ways.items():
@@ -100,8 +105,23 @@ def gradient_costs(model: str, batch_size: int, shards: int, repeats: int = 8) -
             for name, v in seen.items()}
 
 
+def paired(rows: list[dict]) -> str:
+    """Per round, sequential step - overlapped step (the two ran back to back): the median,
+    the quartiles and in how many rounds the overlapped one was the shorter."""
+    diff = 1000 * np.array([r["sequential"] - r["overlap"] for r in rows])
+    low, high = np.percentile(diff, [25, 75])
+    return (f"per round, sequential - overlap: median {np.median(diff):.1f} ms (quartiles "
+            f"{low:.0f} / {high:.0f}); overlap the shorter in {int((diff > 0).sum())} of "
+            f"{len(diff)} rounds")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.paired:
+        for path in args.paired:
+            run = json.loads(Path(path).read_text())
+            print(f"{path}{' (control)' if run.get('control') else ''}: {paired(run['rows'])}")
+        return 0
     if args.faults:
         costs = gradient_costs(args.model, args.batch_size, args.shards or args.workers)
         print(f"{args.model}, batch {args.batch_size}, one torch thread, per step (median); "
@@ -194,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  max(compute, comm)        {max(compute, comm):9.1f}")
     print(f"  overlap trainer's compute {med('overlap_compute'):9.1f}   (backward + the sends "
           "made inside it)")
+    print(paired(rows))
     print(f"parameters bit-identical after {args.warmup + args.rounds} steps: {identical}; "
           f"{_load()} at the end")
     if args.out:
