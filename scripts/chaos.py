@@ -44,7 +44,10 @@ Written to ``--out`` (default ``runs/chaos/seed<S>``): ``schedule.json``, ``faul
 (every fault injected: step, kind, target, driver segment), ``resyncs.jsonl`` (every re-sync:
 after which step, which ranks, from which replica), ``rejections.jsonl`` (every message a vote
 actor rejected, appended by the vote actors: ``$RAYSIGN_DRILL_REJECTIONS``),
-``checkpoints.jsonl`` (each checkpoint re-read with its digest check), ``final.json`` /
+``checkpoints.jsonl`` (each checkpoint re-read with its digest check), ``node_restarts.jsonl``
+(per node kill: the node, the ranks and shards on it, the placement group's bundle -> node
+ids before and after, where the killed actors run after the round, seconds until the node was
+back and until the round returned), ``final.json`` /
 ``final.npy`` (every worker's parameter digest, rank 0's parameters), ``table.json`` and the
 run folder (``runs/chaos/.../metrics.jsonl``: per step ``participation``, the ranks counted
 per vote shard).
@@ -53,8 +56,9 @@ Then it checks, and prints as a table: every fault kind injected and survived; e
 parameters identical at the end and at every replica check; the final parameters equal, bit
 for bit, ``raysign.signsgd.replay.replay_run`` of the recorded participation and re-syncs;
 every forged or corrupted message rejected and logged under the sender it claims (and no
-other message rejected, abstentions of restarted workers aside); every checkpoint readable.
-Exit status 0 only if all hold.
+other message rejected, abstentions of restarted workers aside); a lost message's sender left
+out of that shard only; a killed node back and every worker that was on it re-synced within
+``GAP`` steps; every checkpoint readable. Exit status 0 only if all hold.
 """
 
 from __future__ import annotations
