@@ -327,9 +327,9 @@ def run_child(args: argparse.Namespace) -> int:
         table = ray.util.placement_group_table(trainer.placement_group)
         return [table["bundles_to_node_id"].get(b, "")[:8] for b in range(NUM_WORKERS)]
 
-    def kill_node(trainer, fault: dict) -> threading.Thread:
+    def kill_node(trainer, fault: dict) -> tuple[threading.Thread, dict, float]:
         """Kill the node ``node_to_kill`` chooses, note who was on it, and restart it in a
-        thread."""
+        thread. Returns the thread, the restart's record and the time of the kill."""
         netns = _netns_cluster()
         ips = {netns.node_ip(i): i for i in range(netns.ClusterState.load().nodes)}
         fault["bundle"] = node_to_kill(fault, [ips[node_of(w)] for w in trainer.workers])
