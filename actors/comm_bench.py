@@ -123,9 +123,10 @@ class CommWorker:
 
     def _encode(self, step: int, shard: int) -> np.ndarray:
         part = slice(*self.bounds[shard])
+        # As the trainer's worker: no momentum step at beta = 0 (the gradient is sent).
+        momentum = self.momentum[part] if self.beta else None
         return encode_shard(self.kind, self.grad[part], sender=self.rank, step=step,
-                            shard=shard, key=self._key, momentum=self.momentum[part],
-                            beta=self.beta)
+                            shard=shard, key=self._key, momentum=momentum, beta=self.beta)
 
     def exchange(self, step: int, votes: list[Any], senders: tuple[int, ...],
                  timeout: float) -> tuple[dict, list[dict], dict]:

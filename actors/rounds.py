@@ -27,6 +27,7 @@ from typing import Any
 import ray
 
 from raysign.actors.recovery import call_when_alive
+from raysign.actors.vote import keeps_state
 from raysign.signsgd.attacks import OMNISCIENT_ATTACKS
 
 ROUND_ATTEMPTS = 4
@@ -116,7 +117,7 @@ class RoundProtocol:
         """Whether the vote actors' aggregator carries state from round to round (centered
         clipping's center, or ``state`` / ``load_state`` methods: a ByzFL chain's)."""
         aggregate = self._vote_setup()[1]
-        return hasattr(aggregate, "center") or callable(getattr(aggregate, "load_state", None))
+        return hasattr(aggregate, "center") or keeps_state(aggregate)
 
     def _keep_vote_states(self) -> None:
         """After a complete round: hold each stateful aggregator's state where a restart of

@@ -39,6 +39,12 @@ from raysign.signsgd.exchange import read_only_tensor
 log = logging.getLogger(__name__)
 
 
+def keeps_state(aggregate: Any) -> bool:
+    """Whether an aggregator carries its own state through ``state()`` / ``load_state(s)``
+    (a ByzFL chain, or a user's aggregator with both methods)."""
+    return all(callable(getattr(aggregate, name, None)) for name in ("state", "load_state"))
+
+
 class VoteActor(VoteDrills):
     """The vote of one parameter slice (module docstring); its fault-injection drill
     (``crash_at``) comes from ``raysign.actors.drills.VoteDrills``."""
@@ -73,7 +79,7 @@ class VoteActor(VoteDrills):
         """The aggregator's state for checkpoints, and for the driver to reload into a
         restarted actor: centered clipping's center, or what an aggregator with ``state()`` /
         ``load_state(state)`` methods returns (a ByzFL chain's)."""
-        if callable(getattr(self.aggregate, "state", None)):
+        if keeps_state(self.aggregate):
             return {"center": None, "aggregator": self.aggregate.state()}
         center = getattr(self.aggregate, "center", None)
         return {"center": None if center is None else torch.from_numpy(center.copy())}
@@ -81,7 +87,7 @@ class VoteActor(VoteDrills):
     def load_state(self, state: dict[str, Any]) -> None:
         """Put the aggregator back in ``state`` (a center of None and no ``aggregator``: the
         state before the first round)."""
-        if callable(getattr(self.aggregate, "load_state", None)):
+        if keeps_state(self.aggregate):
             self.aggregate.load_state(state.get("aggregator"))
         elif hasattr(self.aggregate, "center"):
             center = state.get("center")

@@ -153,6 +153,7 @@ class SignWorker(WorkerDrills):
         stats so far. If this process is not the ``incarnation`` the driver last synced (Ray
         restarted it between rounds: its replica is a fresh one), it abstains and says so
         (``stats["restarted"]``), so the driver re-syncs it before it votes."""
+        self._momentum = None  # set below only for this round's fused momentum step
         if incarnation is not None and incarnation != self.incarnation:
             t_now = time.time()
             return torch.zeros(self.replica.d), wire.FLAG_ABSTAIN, {
@@ -165,10 +166,12 @@ class SignWorker(WorkerDrills):
         t_grad = time.time()
         # A non-finite gradient is skipped (momentum untouched) and the worker abstains.
         finite = all_finite(grad)
-        self._momentum = None
         if not finite:
             vector = torch.zeros_like(grad)
-        elif self._fused_momentum:  # the momentum step is taken per slice as it is packed
+        elif self._fused_momentum:
+            # The momentum step is taken per slice as it is packed. A finite gradient and
+            # momentum give a finite new momentum (a convex combination), so the per-shard
+            # abstention of ``encode_shard`` only guards a momentum loaded non-finite.
             vector, self._momentum = grad, self.replica.momentum_state
         else:
             vector = self.replica.momentum_and_attack(grad)

@@ -201,7 +201,9 @@ def unpack_words(words, d, positive, negative, out):
 @intrinsic
 def _fma32(typingctx, a, b, c):
     """``a * b + c`` in float32 rounded once (llvm.fma), as torch's vectorised
-    ``add_(other, alpha=...)`` computes it on CPU (``raysign.signsgd.replay`` models the same)."""
+    ``add_(other, alpha=...)`` computes it on CPU with ATen's AVX2 / AVX512 kernels (at
+    ``ATEN_CPU_CAPABILITY=default`` torch rounds twice); ``raysign.signsgd.replay`` models the
+    same."""
     signature = types.float32(types.float32, types.float32, types.float32)
 
     def codegen(context, builder, signature, args):

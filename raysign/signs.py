@@ -203,7 +203,8 @@ def momentum_and_pack(g: torch.Tensor, m: torch.Tensor, beta: float,
 
     On CPU one pass with numba; elsewhere ``m.mul_(beta).add_(g, alpha=1 - beta)`` then
     ``pack_signs`` - the same float32 values (``beta m`` rounded, then one fused multiply-add,
-    as torch's CPU kernel computes it)."""
+    as torch's CPU kernel computes it with ATen's AVX2 / AVX512 code; its default, non-SIMD
+    code rounds twice))."""
     kernels = _compiled_kernels() if m.device.type == "cpu" else None
     if (kernels is not None and g.dtype == m.dtype == torch.float32 and g.is_contiguous()
             and m.is_contiguous()):

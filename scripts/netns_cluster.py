@@ -358,6 +358,13 @@ def _kill_namespace_processes(namespaces: list[str], grace: float = 5.0,
                     pass
         deadline = time.time() + grace
         while any(pids(ns) for ns in namespaces) and time.time() < deadline:
+            if sig == signal.SIGKILL:  # a process forked after the listing is killed too
+                for ns in namespaces:
+                    for pid in pids(ns):
+                        try:
+                            os.kill(pid, sig)
+                        except ProcessLookupError:
+                            pass
             time.sleep(0.2)
     return found
 
@@ -398,7 +405,8 @@ def kill_node(node: int) -> int:
 
 def restart_node(node: int, timeout: float = 90.0) -> None:
     """Start worker node ``node``'s Ray again (a new Ray node on the same address, joining
-    the head), after ``kill_node``; waits until the cluster counts every node alive."""
+    the head), after ``kill_node``; waits until the head counts a new alive node at that
+    node's address."""
     state = _worker_node(node)
     if namespace_pids(node_namespace(node)):
         raise RuntimeError(f"{node_namespace(node)} still runs processes; kill-node first")

@@ -99,19 +99,17 @@ def test_comm_bench_worker_signs_its_messages_under_its_key():
         assert msg[32:].tobytes() == _reference_signs(worker.grad[start:stop].numpy())
 
 
-def test_applying_a_decoded_vote_is_step_4_of_algorithm_1():
-    """decode_vote (signs times lr) + Replica.apply_update, the trainer worker's apply path:
-    ``x <- x (1 - lr lambda) - lr V`` in float32, computed here with numpy."""
+def test_replica_apply_signs_is_step_4_of_algorithm_1():
+    """Replica.apply_signs (a single process's step 4, on the kernel the workers apply a vote
+    with): ``x <- x (1 - lr lambda) - lr V`` in float32 on a slice, computed here with numpy."""
     config = SignSGDConfig(model="mlp", num_workers=1, lr=0.01, weight_decay=0.1,
                            vote_shards=1)
     replica = Replica(config, 0, np.zeros((4, 1, 28, 28), np.float32), np.zeros(4, np.int64))
     before = replica.flat.numpy().copy()
     n = 500
     votes = np.random.default_rng(1).standard_normal(n).astype(np.float32)
-    update = torch.empty(n)
-    assert decode_vote(_voted(wire.KIND_SIGNS, _reference_signs(votes), n, 1, 0), update,
-                       kind=wire.KIND_SIGNS, step=1, shard=0, scale=replica.lr)
-    replica.apply_update(update, 100, 100 + n)
+    packed = torch.frombuffer(bytearray(_reference_signs(votes)), dtype=torch.uint8)
+    replica.apply_signs(packed, 100, 100 + n)
     lr = np.float32(0.01)
     expected = before.copy()
     expected[100 : 100 + n] = (before[100 : 100 + n] * np.float32(1 - 0.01 * 0.1)
@@ -167,7 +165,8 @@ def test_encode_and_decode_on_cuda_equal_the_cpu_path():
 
 def _momentum_reference(g: np.ndarray, m: np.ndarray, beta: float) -> np.ndarray:
     """float32 ``beta m + (1 - beta) g`` as torch's CPU kernel rounds it (``beta m`` rounded,
-    then one fused multiply-add, exact in float64 before the last rounding)."""
+    then the multiply-add: the product exact in float64, the sum rounded in float64 then to
+    float32, a double rounding these seeds never hit)."""
     scaled = (m * np.float32(beta)).astype(np.float32)
     return (scaled.astype(np.float64) + np.float64(np.float32(1.0 - beta)) * g.astype(np.float64)
             ).astype(np.float32)

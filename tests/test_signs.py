@@ -261,7 +261,9 @@ def test_cuda_kernels_match_the_cpu_references(m, d, seed, dtype):
 
 def _momentum_reference(g: np.ndarray, m: np.ndarray, beta: float) -> np.ndarray:
     """float32 ``beta m + (1 - beta) g`` as torch's CPU kernel rounds it: ``beta m`` to
-    float32, then the multiply-add of ``(1 - beta) g`` rounded once (exact in float64)."""
+    float32, then the multiply-add of ``(1 - beta) g`` (the product exact in float64, the sum
+    rounded in float64 then to float32: a double rounding, possible in principle, that these
+    seeds never hit)."""
     scaled = (m * np.float32(beta)).astype(np.float32)
     alpha = np.float64(np.float32(1.0 - beta))
     return (scaled.astype(np.float64) + alpha * g.astype(np.float64)).astype(np.float32)

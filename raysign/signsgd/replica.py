@@ -10,8 +10,9 @@ communication efficient and fault tolerant" (ICLR 2019), for worker i of M:
 
 The ``mean`` aggregator replaces 3-4 by sending fp32 ``m_i`` and applying
 ``x <- x - lr (mean_i m_i + lambda x)``: parameter-server SGD with momentum, the baseline of
-the paper. ``Replica`` is steps 1, 2 and 4 for one worker, with no Ray in sight; the actors in
-``actors/`` pack what it computes into messages and move them around.
+the paper. ``Replica`` is steps 1 and 2 for one worker (and 4 for a single process,
+``apply_signs``), with no Ray in sight; the actors in ``actors/`` pack what it computes into
+messages, move them around and apply the vote (``raysign.signsgd.exchange``).
 
 Around those steps, the training features a user expects (all off by default, and then the
 computation is exactly the one above):
@@ -37,7 +38,7 @@ import torch
 from torch import nn
 
 from raysign.optim import momentum
-from raysign.signs import unpack_signs
+from raysign.signs import subtract_signs
 from raysign.signsgd.attacks import ATTACKS, make_attack
 from raysign.signsgd.config import SignSGDConfig
 from raysign.signsgd.workload import (
@@ -249,22 +250,12 @@ class Replica:
 
     @torch.no_grad()
     def apply_signs(self, packed: torch.Tensor, start: int = 0, stop: int | None = None) -> None:
-        """Step 4 on the slice [start, stop): ``x <- x - lr_t (V + lambda x)``, V from packed."""
+        """Step 4 on the slice [start, stop): ``x <- x (1 - lr_t lambda) - lr_t V``, V from
+        ``packed`` (``raysign.signs.subtract_signs``, as the workers apply a vote)."""
         stop = self.d if stop is None else stop
-        step = unpack_signs(packed.to(self.device), stop - start, scale=self.lr,
-                            dtype=self.flat.dtype)
-        self.apply_update(step, start, stop)
-
-    @torch.no_grad()
-    def apply_update(self, update: torch.Tensor, start: int, stop: int,
-                     alpha: float = 1.0) -> None:
-        """Step 4 on [start, stop) with the update already unpacked on the replica's device:
-        ``x <- x (1 - lr_t lambda) - alpha update`` (signs unpacked times lr_t: ``alpha`` 1;
-        the fp32 mean: ``alpha`` = lr_t)."""
-        part = self.flat[start:stop]
-        if self.config.weight_decay:
-            part.mul_(1.0 - self.lr * self.config.weight_decay)
-        part.sub_(update, alpha=alpha)
+        decay = 1.0 - self.lr * self.config.weight_decay if self.config.weight_decay else 1.0
+        subtract_signs(packed.to(self.device), self.flat[start:stop], scale=self.lr,
+                       decay=decay)
 
     def finish_step(self, step: int) -> None:
         """After every slice of step ``step`` was applied (or abstained): advance the
