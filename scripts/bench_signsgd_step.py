@@ -70,24 +70,27 @@ def _summary_row(rate: str, method: str, kind: str, seconds: list[float],
 
 # ------------------------------------------------------------------------ on the cluster
 def _reference_checks(d: int, m: int, seed: int, rounds: int,
-                      beta: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
+                      beta: float = 0.9) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The parameters every ``CommWorker`` holds after ``rounds`` rounds on its synthetic
     gradient (lr 1, momentum ``beta``, parameters from 0), computed here with numpy: with
     majority vote, ``-rounds V`` (V the vote of the gradients' signs: Signum's momentum keeps
-    each gradient's sign; ties +1); with the fp32 mean, ``-sum_t mean_i m_i,t`` (float64)."""
+    each gradient's sign; ties +1); with the fp32 mean, ``-sum_t mean_i m_i,t`` (float64).
+    Third, the plain mean of the M gradients, which gloo's all-reduce must give."""
     from raysign.actors.comm_bench import synthetic_gradient
 
     negatives = np.zeros(d, dtype=np.int32)
     summed = np.zeros(d, dtype=np.float64)
+    total = np.zeros(d, dtype=np.float64)
     for rank in range(m):
         grad = synthetic_gradient(rank, d, seed).numpy().astype(np.float64)
         negatives += grad < 0
+        total += grad
         momentum = np.zeros(d)
         for _ in range(rounds):
             momentum = beta * momentum + (1 - beta) * grad
             summed += momentum
     vote = np.where(negatives > m // 2, -1.0, 1.0).astype(np.float32)
-    return -rounds * vote, -summed / m
+    return -rounds * vote, -summed / m, total / m
 
 
 def _new_groups(before: set[str]) -> list[str]:
@@ -129,7 +132,7 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
     rate, rows = args.rate_label, []
     ray_paths = {"transport": args.transport}  # every Ray row says how its messages travelled
     total_rounds = args.warmup + args.rounds
-    vote_ref, mean_ref = _reference_checks(d, m, args.seed, total_rounds)
+    vote_ref, mean_ref, gradient_mean = _reference_checks(d, m, args.seed, total_rounds)
 
     # ---- the communication round alone
     group = spread_group(m)
@@ -163,7 +166,7 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
         got = ray.get(gloo.workers[0].mean_values.remote())
         rows.append(_summary_row(rate, "gloo all-reduce", "comm", seconds, None, nodes=m, d=d,
                                  vote_shards=0, bytes_sent_per_worker=2 * (m - 1) / m * 4 * d,
-                                 correct=bool(np.allclose(got, mean_ref, atol=1e-5)),
+                                 correct=bool(np.allclose(got, gradient_mean, atol=1e-5)),
                                  worker_nodes=gloo_nodes, vote_nodes=0))
         gloo.shutdown()
     ray.util.remove_placement_group(group)
