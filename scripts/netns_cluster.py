@@ -348,23 +348,21 @@ def _kill_namespace_processes(namespaces: list[str], grace: float = 5.0,
     def pids(ns: str) -> list[int]:
         return [p for p in namespace_pids(ns) if p != os.getpid()]
 
-    found = {ns: len(pids(ns)) for ns in namespaces}
-    for sig in dict.fromkeys((first, signal.SIGKILL)):
+    def signal_all(sig: int) -> None:
         for ns in namespaces:
             for pid in pids(ns):
                 try:
                     os.kill(pid, sig)
                 except ProcessLookupError:
                     pass
+
+    found = {ns: len(pids(ns)) for ns in namespaces}
+    for sig in dict.fromkeys((first, signal.SIGKILL)):
+        signal_all(sig)
         deadline = time.time() + grace
         while any(pids(ns) for ns in namespaces) and time.time() < deadline:
             if sig == signal.SIGKILL:  # a process forked after the listing is killed too
-                for ns in namespaces:
-                    for pid in pids(ns):
-                        try:
-                            os.kill(pid, sig)
-                        except ProcessLookupError:
-                            pass
+                signal_all(sig)
             time.sleep(0.2)
     return found
 
