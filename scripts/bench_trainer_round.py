@@ -93,8 +93,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", default=None, help="write the figures as JSON here")
     parser.add_argument("--pieces", action="store_true",
                         help="instead, time each worker-side piece of a round in this process "
-                             "(one torch thread, d = --params): what the trainer's worker does "
-                             "beyond the benchmark's encode and decode")
+                             "(one torch thread, d = --params): the fused pieces both workers "
+                             "run, beside the unfused ones they replaced")
     return parser.parse_args(argv)
 
 
