@@ -163,7 +163,10 @@ def unpack_signs(
 ) -> torch.Tensor:
     """The ``d`` signs in ``packed`` as ``+scale`` / ``-scale`` values of ``dtype``, shape [d].
 
-    Each byte is looked up in a [256, 8] table of values, so no per-sign temporary is made.
+    On CPU with numba (fp32 / fp64, contiguous ``out``) one pass, outputs of
+    ``sign_kernels.STREAM_MIN_BYTES`` and more with streaming stores (no read of each output
+    cache line before it is written); otherwise each byte is looked up in a [256, 8] table of
+    values, so no per-sign temporary is made.
     """
     if packed.dtype != torch.uint8:
         raise TypeError(f"packed must be uint8, got {packed.dtype}")

@@ -8,7 +8,8 @@ For d parameters (default 25.6M, ResNet-50 size) and M voters (default 3, 7, 15,
   sign, ``np.packbits`` again (what one writes without thinking about bits);
 - memory floors, measured in the same run: pack against one read of the fp32 input (the
   fastest of ``x.max()`` and an OR-reduction of its bits), unpack against one write of the fp32
-  output (``fill(1.0)``, plain stores; ``fill(0.0)`` is memset, streaming stores, printed too),
+  output (``fill(1.0)``, plain stores; ``fill(0.0)``, printed too, may be memset, which glibc
+  streams only above a threshold it derives from the last-level cache size),
   the vote against a copy of its M packed inputs (``np.copyto``), and its ratio to the memory
   limit of reading M inputs and writing one output, (M + 1) / (2 M) of that copy.
 
@@ -57,6 +58,16 @@ def best_time(fn: Callable[[], object], repeats: int, sync: Callable[[], None] =
         sync()
         best = min(best, time.perf_counter() - start)
     return best
+
+
+def unpack_stores(nbytes: int) -> str:
+    """Which stores ``unpack_signs`` writes an fp32 output of ``nbytes`` with on CPU."""
+    if kernel_backend() != "numba":
+        return "numpy's"
+    from raysign.sign_kernels import STREAM_MIN_BYTES
+
+    kind = "streaming" if nbytes >= STREAM_MIN_BYTES else "plain"
+    return f"{kind} (streaming from {STREAM_MIN_BYTES >> 20} MiB)"
 
 
 def reference_pack(x: np.ndarray) -> np.ndarray:
@@ -125,8 +136,8 @@ def main() -> int:
         t_unpack = best_time(lambda: unpack_signs(packed, d, out=values), reps)
         t_ref = best_time(lambda: reference_unpack(packed.numpy(), d), reps)
         record("unpack", 1, t_unpack, t_ref, t_write, "write of the fp32 output", x.nbytes)
-        print(f"{'':7s} unpack is {t_unpack / t_memset:.2f}x a memset of the fp32 output "
-              "(streaming stores)")
+        print(f"{'':7s} unpack is {t_unpack / t_memset:.2f}x a memset of the fp32 output; "
+              f"its own stores: {unpack_stores(x.nbytes)}")
 
         for m in args.voters:
             inputs = [torch.from_numpy(rng.integers(0, 256, packed_nbytes(d), dtype=np.uint8))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import subprocess
 import sys
 import warnings
 
@@ -147,6 +148,120 @@ def test_unpack_scales_into_out_and_rounds_the_scale_to_dtype(backend, dtype, mo
     assert result.data_ptr() == out.data_ptr()
     expected = torch.from_numpy(0.1 * reference_signs(x)).to(dtype)  # 0.1 rounded as dtype
     assert torch.equal(out, expected)
+
+
+def reference_unpack(packed: np.ndarray, d: int, scale: float, dtype: np.dtype) -> np.ndarray:
+    """``-scale`` where bit i (least significant first) is set, else ``+scale``; ``scale``
+    rounded once to ``dtype``."""
+    bits = np.unpackbits(packed, bitorder="little")[:d]
+    return np.where(bits == 1, -scale, scale).astype(dtype)
+
+
+@pytest.mark.parametrize("stores", ["streaming", "cached"])
+@settings(max_examples=60, deadline=None)
+@given(d=st.integers(0, 2000), offset=st.integers(0, 20), seed=st.integers(0, 2**31 - 1),
+       dtype=st.sampled_from([torch.float32, torch.float64]))
+def test_unpack_into_an_unaligned_slice_matches_numpy_unpackbits(stores, d, offset, seed,
+                                                                 dtype):
+    """``out[offset:offset + d]`` of a wider buffer: every start address modulo a cache line,
+    with streaming stores (threshold 0) and plain ones; the buffer around stays untouched."""
+    from raysign import sign_kernels
+
+    rng = np.random.default_rng(seed)
+    packed = rng.integers(0, 256, signs.packed_nbytes(d), dtype=np.uint8)
+    buffer = torch.full((offset + d + 5,), 7.0, dtype=dtype)
+    old = sign_kernels.STREAM_MIN_BYTES
+    sign_kernels.STREAM_MIN_BYTES = 0 if stores == "streaming" else 1 << 62
+    try:
+        with kernels("numba"):
+            signs.unpack_signs(torch.from_numpy(packed), d, scale=0.1, dtype=dtype,
+                               out=buffer[offset : offset + d])
+    finally:
+        sign_kernels.STREAM_MIN_BYTES = old
+    numpy_dtype = torch.empty(0, dtype=dtype).numpy().dtype
+    np.testing.assert_array_equal(buffer[offset : offset + d].numpy(),
+                                  reference_unpack(packed, d, 0.1, numpy_dtype))
+    assert (buffer[:offset] == 7).all() and (buffer[offset + d :] == 7).all()
+
+
+def test_unpack_above_the_streaming_threshold_matches_numpy_unpackbits():
+    """The default threshold, no patching: an output of ``STREAM_MIN_BYTES`` and more, one
+    float32 off a cache line, with a ragged tail."""
+    from raysign import sign_kernels
+
+    d = sign_kernels.STREAM_MIN_BYTES // 4 + 77
+    packed = np.random.default_rng(3).integers(0, 256, signs.packed_nbytes(d), dtype=np.uint8)
+    buffer = torch.empty(d + 1)
+    with kernels("numba"):
+        signs.unpack_signs(torch.from_numpy(packed), d, scale=2.0, out=buffer[1:])
+    np.testing.assert_array_equal(buffer[1:].numpy(),
+                                  reference_unpack(packed, d, 2.0, np.float32))
+
+
+def test_unpack_streams_from_the_threshold_on(monkeypatch):
+    from raysign import sign_kernels
+
+    called = []
+    monkeypatch.setattr(sign_kernels, "STREAM_MIN_BYTES", 4096)
+    monkeypatch.setattr(sign_kernels, "unpack_words_streaming",
+                        lambda *args: called.append("streaming"))
+    monkeypatch.setattr(sign_kernels, "unpack_words_cached",
+                        lambda *args: called.append("cached"))
+    packed = torch.zeros(signs.packed_nbytes(1024), dtype=torch.uint8)
+    with kernels("numba"):
+        signs.unpack_signs(packed[: signs.packed_nbytes(1023)], 1023)  # 4092 bytes of float32
+        signs.unpack_signs(packed, 1024)  # 4096 bytes
+        signs.unpack_signs(packed[: signs.packed_nbytes(512)], 512, dtype=torch.float64)
+    assert called == ["cached", "streaming", "streaming"]
+
+
+def test_unpack_words_streaming_falls_back_to_plain_stores_for_a_misaligned_output():
+    """A float32 view one byte off (numpy allows it; an aligned vector store there would
+    fault): plain stores throughout."""
+    from raysign import sign_kernels
+
+    d = 1000
+    packed = np.random.default_rng(4).integers(0, 256, signs.packed_nbytes(d), dtype=np.uint8)
+    raw = np.zeros(4 * d + 64, dtype=np.uint8)
+    out = raw[1 : 1 + 4 * d].view(np.float32)
+    sign_kernels.unpack_words_streaming(packed.view(np.int64), d, np.float32(1),
+                                        np.float32(-1), out)
+    np.testing.assert_array_equal(out, reference_unpack(packed, d, 1.0, np.float32))
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="x86-64 instruction names")
+@pytest.mark.parametrize("cpu", ["host", "generic"])
+def test_streaming_unpack_compiles_to_non_temporal_stores_for_any_x86_cpu(cpu, tmp_path):
+    """On this CPU and on baseline x86-64 (``NUMBA_CPU_NAME=generic``: SSE2, no AVX, what a
+    machine without AVX gets) the kernel emits non-temporal stores and an sfence, only with
+    registers that CPU has, and unpacks correctly. Own process and cache: numba fixes the
+    target CPU at import."""
+    script = """
+import numpy as np
+from raysign import sign_kernels
+d = 5000
+packed = np.random.default_rng(0).integers(0, 256, 8 * ((d + 63) // 64), dtype=np.uint8)
+out = np.empty(d + 3, np.float32)[3:]
+sign_kernels.unpack_words_streaming(packed.view(np.int64), d, np.float32(0.5),
+                                    np.float32(-0.5), out)
+bits = np.unpackbits(packed, bitorder="little")[:d]
+assert np.array_equal(out, np.where(bits == 1, np.float32(-0.5), np.float32(0.5)))
+(asm,) = sign_kernels.unpack_words_streaming.inspect_asm().values()
+print(" ".join(sorted({line.split()[0] for line in asm.splitlines()
+                       if "movnt" in line or "fence" in line})))
+print("zmm" in asm, "ymm" in asm)
+"""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    if cpu == "generic":
+        env["NUMBA_CPU_NAME"] = "generic"
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                            text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr
+    instructions, registers = result.stdout.split("\n")[:2]
+    assert "sfence" in instructions.split()
+    assert any(name.startswith(("movnt", "vmovnt")) for name in instructions.split())
+    if cpu == "generic":
+        assert registers == "False False"  # xmm only
 
 
 def test_missing_numba_falls_back_to_numpy_with_a_warning(monkeypatch):
