@@ -31,7 +31,9 @@ Assumptions, shared by every formula (each method's docstring names its own):
 3. Kernels run at their measured throughputs (bytes/s of the stated side), independent of size.
 4. ``cores``: the CPU cores that all M nodes share (the validation machine: 2). The round then
    takes at least all the CPU work of all nodes divided by ``cores``; with ``cores=inf`` (one
-   machine per node) only the critical path counts.
+   machine per node) only the critical path counts. The CPU work of a Ray path is its workers'
+   compress and apply steps, the vote actors' checks and votes, and what Ray itself spends:
+   ``call_cpu`` per actor call and one CPU second per ``cpu_bytes_per_s`` message bytes.
 5. Overlap (``step_time``): without overlap the step is compute + communication; with overlap
    communication hides behind the backward pass up to the backward's length, the ideal of
    DDP's bucketed all-reduce: ``max(compute, communication)``.
@@ -68,6 +70,18 @@ class Machine:
         sum_bytes_per_s: fp32 sum / mean throughput, input bytes per second.
         flops_per_s: fp32 matrix-multiply rate (PowerSGD's projections).
         cores: CPU cores shared by all M nodes (``inf``: every node has its own machine).
+        encode_bytes_per_s, apply_bytes_per_s: a Ray path's worker steps around the exchange,
+            fp32 bytes of its [d] per second: compress (the finite check, Signum's momentum
+            fused with the pack, the MAC) and apply (check the voted message, apply it with
+            weight decay). ``None``: the bare ``pack`` and ``unpack`` kernels.
+        encode_fp32_bytes_per_s, apply_fp32_bytes_per_s: the same for the fp32 parameter
+            server's workers (momentum, copy and MAC; check and apply the mean).
+        check_bytes_per_s: a vote actor's check of one arriving message (header and MAC),
+            message bytes per second.
+        call_cpu: CPU seconds one Ray actor call costs the machine (both ends and Ray's own
+            processes), beyond its bytes.
+        cpu_bytes_per_s: message bytes Ray moves per CPU second (serialise, copy, send and
+            receive, over every process it takes).
     """
 
     bandwidth: float
@@ -80,13 +94,20 @@ class Machine:
     sum_bytes_per_s: float = math.inf
     flops_per_s: float = math.inf
     cores: float = math.inf
+    encode_bytes_per_s: float | None = None
+    apply_bytes_per_s: float | None = None
+    encode_fp32_bytes_per_s: float = math.inf
+    apply_fp32_bytes_per_s: float = math.inf
+    check_bytes_per_s: float = math.inf
+    call_cpu: float = 0.0
+    cpu_bytes_per_s: float = math.inf
     source: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
-            if name == "source":
+            if name == "source" or (value is None and name.endswith("bytes_per_s")):
                 continue
-            may_be_zero = name in ("latency", "message_overhead")
+            may_be_zero = name in ("latency", "message_overhead", "call_cpu")
             if not (value > 0 or (may_be_zero and value == 0)):
                 bound = ">= 0" if may_be_zero else "> 0"
                 raise ValueError(f"Machine.{name}={value!r} must be {bound}")
@@ -98,6 +119,18 @@ class Machine:
     def to_dict(self) -> dict:
         return {k: (v if not isinstance(v, float) or math.isfinite(v) else "inf")
                 for k, v in asdict(self).items()}
+
+    def worker_steps(self, d: int, fp32: bool = False) -> tuple[float, float]:
+        """Seconds of a Ray path's worker compress and apply steps over [d]."""
+        if fp32:
+            return (FP32_BYTES * d / self.encode_fp32_bytes_per_s,
+                    FP32_BYTES * d / self.apply_fp32_bytes_per_s)
+        return (FP32_BYTES * d / (self.encode_bytes_per_s or self.pack_bytes_per_s),
+                FP32_BYTES * d / (self.apply_bytes_per_s or self.unpack_bytes_per_s))
+
+    def ray_cpu(self, calls: float, message_bytes: float) -> float:
+        """CPU seconds Ray spends on ``calls`` actor calls carrying ``message_bytes`` in all."""
+        return calls * self.call_cpu + message_bytes / self.cpu_bytes_per_s
 
     @classmethod
     def from_dict(cls, data: dict) -> Machine:
@@ -141,70 +174,75 @@ def packed_bytes(d: int) -> float:
 def vote_s1(m: int, d: int, machine: Machine) -> Round:
     """Ray majority vote, one vote actor on worker 0's node (S = 1).
 
-    Every worker packs its d signs (``4d / pack``); the M - 1 remote messages of d/8 bytes
-    arrive through node 0's inbound link, the actor votes M packed inputs
-    (``M d/8 / vote``), and sends the result back out through node 0's outbound link; every
-    worker unpacks (``4d / unpack``). Gather and broadcast wait for each other (the vote needs
-    every input), so with full-duplex links both directions still add::
+    Every worker compresses its d signs (``c``: ``4d / encode``, or ``4d / pack``); the M - 1
+    remote messages of d/8 bytes arrive through node 0's inbound link, the actor checks each
+    (``d/8 / check``) and votes M packed inputs (``M d/8 / vote``), and sends the result back
+    out through node 0's outbound link; every worker applies it (``a``: ``4d / apply``, or
+    ``4d / unpack``). Gather and broadcast wait for each other (the vote needs every input),
+    so with full-duplex links both directions still add::
 
-        critical = 4d/pack + 2 (alpha + (M-1) d/8 / B) + M d/8 / vote + 4d/unpack + M o
+        critical = c + 2 (alpha + (M-1) d/8 / B) + M d/8 / check + M d/8 / vote + a + M o
 
     where B = min(bandwidth, host rate) and o the per-call overhead: the vote actor serves M
     calls one after the other. Bottleneck: node 0's link. CPU over all nodes:
-    M (pack + unpack) + vote + M o + 2 (M-1) d/8 / host rate.
+    M (c + a) + M d/8 / check + vote + M calls and 2 M d/8 message bytes through Ray.
     """
     _check(m, d)
     b = packed_bytes(d)
-    pack, unpack = _pack_unpack(d, machine)
-    vote = m * b / machine.vote_bytes_per_s
+    compress, apply = machine.worker_steps(d)
+    actor = m * b / machine.check_bytes_per_s + m * b / machine.vote_bytes_per_s
     calls = m * machine.message_overhead
     wire = 2 * (machine.latency + _link((m - 1) * b, machine)) if m > 1 else 0.0
-    critical = pack + wire + vote + unpack + calls
-    cpu = m * (pack + unpack) + vote + calls + 2 * (m - 1) * b / machine.host_bytes_per_s
+    critical = compress + wire + actor + apply + calls
+    cpu = m * (compress + apply) + actor + machine.ray_cpu(m, 2 * m * b)
     return Round(critical, cpu, "node 0's link (vote actor)")
 
 
 def vote_sm(m: int, d: int, machine: Machine) -> Round:
     """Ray majority vote with S = M vote actors, shard j (d/M signs) on worker j's node.
 
-    Every node sends M - 1 shards of d/(8M) bytes and receives M - 1, then each actor votes
-    its M shard inputs, then every node sends and receives M - 1 voted shards::
+    Every node sends M - 1 shards of d/(8M) bytes and receives M - 1, then each actor checks
+    and votes its M shard inputs, then every node sends and receives M - 1 voted shards::
 
-        critical = 4d/pack + 2 (alpha + (M-1) d/(8M) / B) + d/8 / vote + 4d/unpack + M o
+        critical = c + 2 (alpha + (M-1) d/(8M) / B) + d/8 / check + d/8 / vote + a + M o
 
-    (each worker makes M calls, each actor serves M; they run side by side). Every link
-    carries (M-1)/M of a message each way per phase: at most d/8, whatever M. CPU over all
-    nodes: M (pack + unpack) + M vote(d/M) + M^2 o + 2 (M-1) d/8 / host rate.
+    (c, a: the worker steps as in ``vote_s1``; each worker makes M calls, each actor serves M;
+    they run side by side). Every link carries (M-1)/M of a message each way per phase: at most
+    d/8, whatever M. CPU over all nodes: M (c + a) + M (check + vote of d/8) + M^2 calls and
+    2 M d/8 message bytes through Ray.
     """
     _check(m, d)
     b = packed_bytes(d)
-    pack, unpack = _pack_unpack(d, machine)
-    vote = m * (b / m) / machine.vote_bytes_per_s
+    compress, apply = machine.worker_steps(d)
+    actor = b / machine.check_bytes_per_s + b / machine.vote_bytes_per_s
     calls = m * machine.message_overhead
     wire = 2 * (machine.latency + _link((m - 1) * b / m, machine)) if m > 1 else 0.0
-    critical = pack + wire + vote + unpack + calls
-    cpu = (m * (pack + unpack) + m * vote + m * calls
-           + 2 * (m - 1) * b / machine.host_bytes_per_s)
+    critical = compress + wire + actor + apply + calls
+    cpu = m * (compress + apply) + m * actor + machine.ray_cpu(m * m, 2 * m * b)
     return Round(critical, cpu, "every node's link, evenly")
 
 
 def ps_fp32(m: int, d: int, machine: Machine) -> Round:
     """fp32 parameter server: one Ray actor on worker 0's node averages the M gradients.
 
-    As ``vote_s1`` with 4d-byte messages, the fp32 sum (``M 4d / sum``) for the vote and no
-    packing::
+    As ``vote_s1`` with 4d-byte messages, the fp32 worker steps (c32, a32:
+    ``4d / encode_fp32``, ``4d / apply_fp32``), and the fp32 sum (``M 4d / sum``) for the
+    vote::
 
-        critical = 2 (alpha + (M-1) 4d / B) + M 4d / sum + M o
+        critical = c32 + 2 (alpha + (M-1) 4d / B) + M 4d / check + M 4d / sum + a32 + M o
 
-    Bottleneck: node 0's link, 32x the bytes of the vote's.
+    Bottleneck: node 0's link, 32x the bytes of the vote's. CPU over all nodes:
+    M (c32 + a32) + M 4d / check + sum + M calls and 2 M 4d message bytes through Ray.
     """
     _check(m, d)
     f = FP32_BYTES * d
-    mean = m * f / machine.sum_bytes_per_s
+    compress, apply = machine.worker_steps(d, fp32=True)
+    actor = m * f / machine.check_bytes_per_s + m * f / machine.sum_bytes_per_s
     calls = m * machine.message_overhead
     wire = 2 * (machine.latency + _link((m - 1) * f, machine)) if m > 1 else 0.0
-    cpu = mean + calls + 2 * (m - 1) * f / machine.host_bytes_per_s
-    return Round(wire + mean + calls, cpu, "node 0's link (parameter server)")
+    cpu = m * (compress + apply) + actor + machine.ray_cpu(m, 2 * m * f)
+    return Round(compress + wire + actor + apply + calls, cpu,
+                 "node 0's link (parameter server)")
 
 
 def ring_allreduce(m: int, d: int, machine: Machine, element_bytes: int = FP32_BYTES) -> Round:

@@ -95,11 +95,20 @@ def gpt2_small_shapes(layers: int = 12, width: int = 768, vocab: int = 50257,
 
 
 def machine_from(params: dict[str, Any], bandwidth: float, cores: float) -> Machine:
-    """A ``Machine`` of the measured parameters at link rate ``bandwidth`` (bytes/s)."""
+    """A ``Machine`` of the measured parameters at link rate ``bandwidth`` (bytes/s). Params
+    written before the worker steps and Ray's CPU were measured leave those terms out."""
+    ray_cpu = {k: params["ray"][k] for k in ("call_cpu", "cpu_bytes_per_s") if k in params["ray"]}
     return Machine(bandwidth=bandwidth, latency=params["latency"],
                    message_overhead=params["ray"]["message_overhead"],
                    host_bytes_per_s=params["ray"]["host_bytes_per_s"], cores=cores,
-                   **params["kernels"])
+                   **params["kernels"], **params.get("worker", {}), **ray_cpu)
+
+
+def busiest_link_bytes(method: str, m: int, d: int) -> float:
+    """Bytes per round through the busiest link direction, by the model's arithmetic (message
+    bodies only: no headers, no TCP/IP)."""
+    return {"vote S=1": (m - 1) * d / 8, "vote S=M": (m - 1) * d / (8 * m),
+            "fp32 PS": (m - 1) * 4 * d, "ring all-reduce": 2 * (m - 1) / m * 4 * d}[method]
 
 
 # ------------------------------------------------------------------------ validation
@@ -117,7 +126,7 @@ def measure(nodes: list[int], rates: list[str], results_dir: str) -> None:
             cmd = [sys.executable, str(ROOT / "scripts" / "bench_signsgd_step.py"), "--nodes",
                    str(m), "--rates", rate, "--rounds", "3", "--warmup", "1", "--steps", "0",
                    "--methods", "vote1,voteM,ps,gloo", "--priority", "-10",
-                   "--results-dir", results_dir]
+                   "--order", "blocks", "--results-dir", results_dir]
             print(f"M={m} {rate}: load {os.getloadavg()[0]:.1f}: {' '.join(cmd[1:])}", flush=True)
             if subprocess.run(cmd, check=False).returncode != 0:
                 print(f"M={m} {rate} failed; the points above it stand", file=sys.stderr)
@@ -139,13 +148,26 @@ def validate(run_root: Path, params: dict[str, Any], out: Path) -> list[dict[str
                                        params["cores"])
                 exchange = METHODS[method](m, d, machine)
                 predicted, measured = exchange.seconds(machine.cores), float(r["mean_s"])
+                # Counted around the method's timed rounds (bench_signsgd_step --order blocks).
+                cpu = float(r.get("cpu_s_per_round") or "nan")
+                link = float(r.get("busiest_link_bytes_per_round") or "nan")
+                expected_link = busiest_link_bytes(method, m, d)
                 rows.append({"M": m, "rate": rate, "method": r["method"], "d": d,
                              "measured_ms": 1e3 * measured, "predicted_ms": 1e3 * predicted,
                              "error": (predicted - measured) / measured,
                              "bound": ("cpu" if exchange.cpu / machine.cores
                                        > exchange.critical else "critical path"),
+                             "critical_ms": 1e3 * exchange.critical,
+                             "cpu_predicted_ms": 1e3 * exchange.cpu,
+                             "cpu_measured_ms": 1e3 * cpu,
+                             "cpu_busy_share": cpu / machine.cores / measured,
+                             "link_bytes_model": expected_link,
+                             "link_bytes_measured": link,
+                             "link_bytes_ratio": link / expected_link,
                              "load_start": load[0], "load_end": load[1],
                              "run": csv_path.parent.name})
+    if not rows:
+        raise SystemExit(f"no correct communication rows under {run_root}/*/bench_signsgd_step.csv")
     rows.sort(key=lambda r: (r["rate"], r["method"].split(" S=")[0], r["M"], r["method"]))
     out.mkdir(parents=True, exist_ok=True)
     with (out / "validation.csv").open("w", newline="") as f:
@@ -153,10 +175,12 @@ def validate(run_root: Path, params: dict[str, Any], out: Path) -> list[dict[str
         writer.writeheader()
         writer.writerows(rows)
     print(f"{'M':>2} {'rate':>7} {'method':>16} {'measured':>9} {'predicted':>9} {'error':>7} "
-          f"{'bound':>13} load")
+          f"{'bound':>13} {'cpu meas/pred ms':>17} {'busy':>5} {'link bytes x':>12} load")
     for r in rows:
         print(f"{r['M']:>2} {r['rate']:>7} {r['method']:>16} {r['measured_ms']:9.1f} "
               f"{r['predicted_ms']:9.1f} {100 * r['error']:6.0f}% {r['bound']:>13} "
+              f"{r['cpu_measured_ms']:8.0f}/{r['cpu_predicted_ms']:<8.0f} "
+              f"{r['cpu_busy_share']:5.2f} {r['link_bytes_ratio']:12.2f} "
               f"{r['load_start']:.0f}-{r['load_end']:.0f}")
     errors = [abs(r["error"]) for r in rows]
     print(f"median |error| {100 * statistics.median(errors):.0f}% over {len(rows)} points; "

@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -93,6 +94,41 @@ def _reference_checks(d: int, m: int, seed: int, rounds: int,
     return -rounds * vote, -summed / m, total / m
 
 
+def usage_counters(m: int) -> dict[str, float]:
+    """The machine's busy CPU seconds (all cores, from /proc/stat) and, on the namespace
+    cluster, the bytes and drops of every node's token bucket: ``sent_i`` (node i's own veth
+    end) and ``received_i`` (the bridge's end towards node i). Empty link counters elsewhere."""
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    counters = {"cpu_s": (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")}
+    import netns_cluster
+
+    if netns_cluster.ClusterState.load() is None:
+        return counters
+    for i in range(m):
+        for key, ns, dev in (("sent", netns_cluster.node_namespace(i), f"rsn{i}"),
+                             ("received", netns_cluster.BRIDGE_NS, f"rsh{i}")):
+            out = subprocess.run(["ip", "netns", "exec", ns, "tc", "-s", "-j", "qdisc", "show",
+                                  "dev", dev], capture_output=True, text=True, check=False)
+            shown = json.loads(out.stdout or "[]")
+            tbf = [q for q in shown if q.get("kind") == "tbf"]
+            if tbf:
+                counters[f"{key}_{i}"] = float(tbf[0]["bytes"])
+                counters[f"drops_{key}_{i}"] = float(tbf[0]["drops"])
+    return counters
+
+
+def per_round(before: dict[str, float], after: dict[str, float], rounds: int,
+              ) -> dict[str, float]:
+    """Counter increments per round, and the busiest link direction's bytes per round."""
+    spent = {f"{k}_per_round": (after[k] - before[k]) / rounds for k in before if k in after}
+    links = [v for k, v in spent.items() if k.startswith(("sent_", "received_"))]
+    if links:
+        spent["busiest_link_bytes_per_round"] = max(links)
+    return spent
+
+
 def _new_groups(before: set[str]) -> list[str]:
     import ray
 
@@ -141,11 +177,22 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
                                 args.seed, transport=args.transport)
                for label, shards, aggregator in _methods(m, args.methods)}
     where = {label: bench.placement() for label, bench in benches.items()}
-    # Rounds of the methods alternate, so that every method sees the same machine load.
     records: dict[str, list[dict[str, float]]] = {label: [] for label in benches}
-    for step in tqdm(range(total_rounds), desc=f"{rate} comm rounds"):
+    spent: dict[str, dict[str, float]] = {}
+    if args.order == "interleaved":
+        # Rounds of the methods alternate, so that every method sees the same machine load.
+        for step in tqdm(range(total_rounds), desc=f"{rate} comm rounds"):
+            for label, bench in benches.items():
+                records[label].append(bench.round(step))
+    else:
+        # One method at a time, the machine's CPU time and every link's bytes counted around
+        # its timed rounds: no method's traffic spills into another's rounds.
         for label, bench in benches.items():
-            records[label].append(bench.round(step))
+            for step in tqdm(range(total_rounds), desc=f"{rate} {label}"):
+                if step == args.warmup:
+                    before = usage_counters(m)
+                records[label].append(bench.round(step))
+            spent[label] = per_round(before, usage_counters(m), args.rounds)
     for label, bench in benches.items():
         got = ray.get(bench.workers[0].parameter_values.remote())
         correct = (np.array_equal(got, vote_ref) if bench.kind == wire.KIND_SIGNS
@@ -157,17 +204,20 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
             bytes_sent_per_worker=steady[0]["bytes_sent_per_worker"],
             correct=bool(correct and bench.replicas_identical()),
             worker_nodes=len(set(where[label]["workers"])),
-            vote_nodes=len(set(where[label]["votes"])), **ray_paths))
+            vote_nodes=len(set(where[label]["votes"])), **ray_paths, **spent.get(label, {})))
         bench.shutdown()
     if "gloo" in args.methods:
         gloo = GlooGroup(group, m, d, args.seed)
         gloo_nodes = len(set(gloo.placement()))
-        seconds = gloo.allreduce_rounds(total_rounds)[args.warmup:]
+        gloo.allreduce_rounds(args.warmup)
+        before = usage_counters(m)
+        seconds = gloo.allreduce_rounds(args.rounds)
+        counted = per_round(before, usage_counters(m), args.rounds)
         got = ray.get(gloo.workers[0].mean_values.remote())
         rows.append(_summary_row(rate, "gloo all-reduce", "comm", seconds, None, nodes=m, d=d,
                                  vote_shards=0, bytes_sent_per_worker=2 * (m - 1) / m * 4 * d,
                                  correct=bool(np.allclose(got, gradient_mean, atol=1e-5)),
-                                 worker_nodes=gloo_nodes, vote_nodes=0))
+                                 worker_nodes=gloo_nodes, vote_nodes=0, **counted))
         gloo.shutdown()
     ray.util.remove_placement_group(group)
     if args.steps == 0:
@@ -330,7 +380,8 @@ def orchestrate(args: argparse.Namespace) -> int:
                    args.model, "--rounds", str(args.rounds), "--warmup", str(args.warmup),
                    "--steps", str(args.steps), "--batch-size", str(args.batch_size),
                    "--seed", str(args.seed), "--methods", args.methods,
-                   "--transport", args.transport, "--params", str(args.params)]
+                   "--transport", args.transport, "--params", str(args.params),
+                   "--order", args.order]
             code = netns_cluster.exec_in(0, cmd)
         finally:
             if stop is not None:
@@ -388,6 +439,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="how the Ray paths move messages (SignSGDConfig.transport): direct "
                              "worker -> vote actor calls, or Ray objects handed on by the "
                              "driver")
+    parser.add_argument("--order", default="interleaved", choices=("interleaved", "blocks"),
+                        help="communication rounds: the methods' rounds alternate (the same "
+                             "machine load for each), or each method's rounds run as one block "
+                             "with the machine's CPU seconds and every link's bytes counted "
+                             "around it (columns *_per_round; the cost-model validation)")
     parser.add_argument("--priority", type=int, default=0,
                         help="as root: renice the cluster's processes to this niceness every "
                              "second (e.g. -10 on a machine busy with other work; Ray starts "

@@ -5,13 +5,20 @@ Nothing is typed in:
 - kernel throughputs: ``pack_signs``, ``unpack_signs`` and ``majority_vote`` (M = 7) timed with
   ``scripts/bench_signsgd_kernels.py``'s ``best_time``, the fp32 sum of M = 7 gradients and an
   fp32 matrix product (PowerSGD's projections), one thread, as the workers run;
+- the Ray paths' worker and vote-actor steps, the trainer's own code on one thread: a worker's
+  compress (``exchange.all_finite`` of the gradient, then ``exchange.encode_shard`` with
+  Signum's momentum and the MAC) and apply (``exchange.apply_vote``), for signs and for fp32,
+  and a vote actor's check of one arriving message (``VoteActor.read``: header and MAC);
 - per-call Ray overhead and the rate at which Ray moves message bytes: an actor ping-pong on a
   local Ray (2 CPUs) with an empty message and with a ``--payload-mb`` message, with the
-  direct transport's inline-argument limit (``netns_cluster.DIRECT_CALL_BYTES``);
+  direct transport's inline-argument limit (``netns_cluster.DIRECT_CALL_BYTES``); and the CPU
+  seconds the whole machine spends per call and per message byte there (``/proc/stat``);
 - network latency: half the round trip of a 1-byte TCP ping-pong over loopback (the namespace
   cluster's veths add no delay: this kernel has no ``sch_netem``);
-- link rates: read from ``tc`` on a running namespace cluster (``tc -j qdisc show`` in rs0)
-  where one is up, else the bytes per second ``netns_cluster.py`` gives ``tc`` for each rate.
+- link rates: what one TCP stream carries through two namespaces joined by a veth pair shaped
+  as ``netns_cluster.py`` shapes a node's link (``tbf`` at the rate, both ends), for the rates
+  the cluster is run at (``--measure-rates``; as root); the rates ``tc`` is given for the
+  others, and where the stream cannot be measured.
 
     python scripts/costmodel_params.py --out docs/results/scaling/params.json
 
@@ -74,8 +81,56 @@ def kernel_rates(d: int, repeats: int) -> dict[str, float]:
             "flops_per_s": 2 * 2048 * 1024 * 4 / t_mm}
 
 
+def worker_rates(d: int, repeats: int) -> dict[str, float]:
+    """Bytes per second of the Ray paths' worker and vote-actor steps (one thread): compress
+    and apply per fp32 byte of the worker's [d], the message check per message byte."""
+    import secrets
+
+    from raysign import wire
+    from raysign.actors.vote import VoteActor
+    from raysign.signsgd.exchange import all_finite, apply_vote, encode_shard
+
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(1)
+    grad = torch.from_numpy(rng.standard_normal(d, dtype=np.float32))
+    momentum, params = torch.zeros(d), torch.zeros(d)
+    key = secrets.token_bytes(32)
+    out: dict[str, float] = {}
+    for name, kind in (("", wire.KIND_SIGNS), ("_fp32", wire.KIND_FP32)):
+        def compress(kind: int = kind) -> np.ndarray:
+            all_finite(grad)
+            return encode_shard(kind, grad, sender=0, step=1, shard=0, key=key,
+                                momentum=momentum, beta=0.9)
+
+        t_encode = best_time(compress, repeats)
+        message = compress()
+        actor = VoteActor(0, 0, d, kind, keys=[key])
+        t_check = best_time(lambda actor=actor, message=message: actor.read(message, 1, 0),
+                            repeats)
+        voted, _ = actor.vote(1, message, authenticated=True)
+        scratch = torch.empty(d)
+        t_apply = best_time(lambda kind=kind, voted=voted, scratch=scratch: apply_vote(
+            voted, params, kind=kind, step=1, shard=0, lr=1e-3, weight_decay=1e-4,
+            scratch=scratch), repeats)
+        out[f"encode{name}_bytes_per_s"] = 4 * d / t_encode
+        out[f"apply{name}_bytes_per_s"] = 4 * d / t_apply
+        if not name:
+            out["check_bytes_per_s"] = message.nbytes / t_check
+        else:
+            out["check_bytes_per_s"] = min(out["check_bytes_per_s"], message.nbytes / t_check)
+    return out
+
+
+def busy_cpu_seconds() -> float:
+    """CPU seconds every core of the machine has spent busy since boot (``/proc/stat``)."""
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
 def ray_ping_pong(payload_bytes: int, calls: int) -> dict[str, float]:
-    """Median seconds of an actor call with an empty and with a ``payload_bytes`` argument."""
+    """Median seconds of an actor call with an empty and with a ``payload_bytes`` argument, and
+    the machine's busy CPU seconds per call of each kind."""
     os.environ.setdefault("RAY_max_direct_call_object_size", str(netns_cluster.DIRECT_CALL_BYTES))
     import ray
 
@@ -91,22 +146,25 @@ def ray_ping_pong(payload_bytes: int, calls: int) -> dict[str, float]:
         big = np.zeros(payload_bytes, dtype=np.uint8)
         ray.get(echo.ping.remote(small))
 
-        def median_call(message: np.ndarray, n: int) -> float:
-            times = []
+        def median_call(message: np.ndarray, n: int) -> tuple[float, float]:
+            times, cpu0 = [], busy_cpu_seconds()
             for _ in range(n):
                 t0 = time.perf_counter()
                 ray.get(echo.ping.remote(message))
                 times.append(time.perf_counter() - t0)
-            return float(np.median(times))
+            return float(np.median(times)), (busy_cpu_seconds() - cpu0) / n
 
-        t_small = median_call(small, calls)
-        t_big = median_call(big, max(5, calls // 20))
+        t_small, cpu_small = median_call(small, calls)
+        t_big, cpu_big = median_call(big, max(5, calls // 20))
         ray.kill(echo)
     finally:
         ray.shutdown()
     return {"message_overhead": t_small,
             "host_bytes_per_s": payload_bytes / max(t_big - t_small, 1e-9),
+            "call_cpu": cpu_small,
+            "cpu_bytes_per_s": payload_bytes / max(cpu_big - cpu_small, 1e-9),
             "ping_pong_small_s": t_small, "ping_pong_payload_s": t_big,
+            "cpu_small_s": cpu_small, "cpu_payload_s": cpu_big,
             "payload_bytes": payload_bytes}
 
 
@@ -136,8 +194,53 @@ def tcp_latency(rounds: int = 2000) -> float:
     return float(np.median(times)) / 2
 
 
-def link_rates(rates: list[str]) -> dict[str, dict[str, object]]:
-    """Bytes per second per direction for each rate: from the running cluster's tc if its rate
+CALIBRATION_NS = ("rscal0", "rscal1")  # never the cluster's rs*: both may exist at once
+
+
+def tcp_goodput(rate: str, seconds: float = 4.0) -> float:
+    """Bytes per second one TCP stream carries from one namespace to another through a veth
+    pair shaped like a cluster node's link (``netns_cluster._shape`` on both ends): what a
+    link of ``rate`` gives a transfer, headers and the token bucket's pacing included."""
+    ips = ("10.79.0.1", "10.79.0.2")
+    nbytes = int(netns_cluster._rate_bytes(rate) * seconds)
+
+    def run(*cmd: str) -> None:
+        subprocess.run(cmd, check=True, capture_output=True)
+
+    try:
+        for ns in CALIBRATION_NS:
+            run("ip", "netns", "add", ns)
+        run("ip", "-n", CALIBRATION_NS[0], "link", "add", "rscv0", "type", "veth", "peer",
+            "name", "rscv1", "netns", CALIBRATION_NS[1])
+        for i, ns in enumerate(CALIBRATION_NS):
+            run("ip", "-n", ns, "addr", "add", f"{ips[i]}/24", "dev", f"rscv{i}")
+            run("ip", "-n", ns, "link", "set", f"rscv{i}", "up")
+            netns_cluster._shape(ns, f"rscv{i}", rate, "")
+        receiver = subprocess.Popen(
+            ["ip", "netns", "exec", CALIBRATION_NS[1], sys.executable, "-c",
+             "import socket,time\n"
+             f"s=socket.create_server(('{ips[1]}',5999));c,_=s.accept();n=0;t0=None\n"
+             "b=bytearray(1<<20)\n"
+             "while (k:=c.recv_into(b)):\n"
+             "    t0=t0 or time.perf_counter();n+=k\n"
+             "print(n/(time.perf_counter()-t0))"], stdout=subprocess.PIPE, text=True)
+        sender = ("import socket,time\n"
+                  "for _ in range(100):\n"
+                  "    try:\n"
+                  f"        c=socket.create_connection(('{ips[1]}',5999));break\n"
+                  "    except OSError: time.sleep(0.1)\n"
+                  f"c.sendall(bytes({nbytes}));c.close()")
+        run("ip", "netns", "exec", CALIBRATION_NS[0], sys.executable, "-c", sender)
+        out, _ = receiver.communicate(timeout=120)
+        return float(out.strip())
+    finally:
+        for ns in CALIBRATION_NS:
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
+
+
+def link_rates(rates: list[str], measured: list[str]) -> dict[str, dict[str, object]]:
+    """Bytes per second per direction for each rate: one TCP stream's goodput through a shaped
+    veth pair for the rates in ``measured`` (as root), else the running cluster's tc rate if it
     is that one, else what netns_cluster.py hands tc."""
     live = None
     state = netns_cluster.ClusterState.load() if os.geteuid() == 0 else None
@@ -148,9 +251,15 @@ def link_rates(rates: list[str]) -> dict[str, dict[str, object]]:
         for qdisc in json.loads(shown.stdout or "[]"):
             if qdisc.get("kind") == "tbf":
                 live = (state.rate, float(qdisc["options"]["rate"]))
-    out = {}
+    out: dict[str, dict[str, object]] = {}
     for rate in rates:
-        if live and live[0] == rate:
+        if rate in measured and netns_cluster.missing_requirements() is None:
+            goodput = tcp_goodput(rate)
+            out[rate] = {"bytes_per_s": goodput, "tc_bytes_per_s": netns_cluster._rate_bytes(rate),
+                         "from": "one TCP stream through a veth pair shaped as a cluster node's "
+                                 f"link: {goodput / netns_cluster._rate_bytes(rate):.3f} of the "
+                                 "tbf rate"}
+        elif live and live[0] == rate:
             out[rate] = {"bytes_per_s": live[1], "from": "tc -j qdisc show (live cluster)"}
         else:
             out[rate] = {"bytes_per_s": netns_cluster._rate_bytes(rate),
@@ -166,6 +275,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calls", type=int, default=200, help="ping-pong calls")
     parser.add_argument("--payload-mb", type=float, default=4.0)
     parser.add_argument("--rates", default="100mbit,1gbit,10gbit,25gbit,100gbit")
+    parser.add_argument("--measure-rates", default="100mbit,1gbit",
+                        help="rates whose TCP goodput is measured through a shaped veth pair "
+                             "(as root; the cluster's rates); the others take tc's rate")
     parser.add_argument("--out", default="docs/results/scaling/params.json")
     args = parser.parse_args(argv)
     load_start = os.getloadavg()
@@ -173,15 +285,23 @@ def main(argv: list[str] | None = None) -> int:
     print(f"kernels (d={args.d}, load {load_start[0]:.1f}):")
     for name, value in kernels.items():
         print(f"  {name:20s} {value / 1e9:8.2f} G/s")
+    worker = worker_rates(args.d, args.repeats)
+    print(f"worker and vote-actor steps (load {os.getloadavg()[0]:.1f}):")
+    for name, value in worker.items():
+        print(f"  {name:24s} {value / 1e9:8.2f} G/s")
     ray_figures = ray_ping_pong(int(args.payload_mb * 2**20), args.calls)
-    print(f"Ray call {1e6 * ray_figures['message_overhead']:.0f} us, Ray bytes "
-          f"{ray_figures['host_bytes_per_s'] / 1e9:.2f} GB/s (load {os.getloadavg()[0]:.1f})")
+    print(f"Ray call {1e6 * ray_figures['message_overhead']:.0f} us "
+          f"({1e6 * ray_figures['call_cpu']:.0f} us of CPU), Ray bytes "
+          f"{ray_figures['host_bytes_per_s'] / 1e9:.2f} GB/s "
+          f"({ray_figures['cpu_bytes_per_s'] / 1e9:.2f} GB per CPU second) "
+          f"(load {os.getloadavg()[0]:.1f})")
     latency = tcp_latency()
     print(f"TCP one-way latency (loopback) {1e6 * latency:.1f} us")
-    links = link_rates(args.rates.split(","))
+    links = link_rates(args.rates.split(","), args.measure_rates.split(","))
     for rate, link in links.items():
         print(f"  link {rate}: {link['bytes_per_s'] / 1e6:.1f} MB/s ({link['from']})")
-    params = {"kernels": kernels, "ray": ray_figures, "latency": latency, "links": links,
+    params = {"kernels": kernels, "worker": worker, "ray": ray_figures, "latency": latency,
+              "links": links,
               "cores": os.cpu_count(), "kernel_d": args.d,
               "loadavg_start": load_start, "loadavg_end": os.getloadavg(),
               "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

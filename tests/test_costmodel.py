@@ -58,11 +58,40 @@ def test_ddp_hook_topologies():
 
 
 def test_shared_cores_bound_the_round_by_total_cpu_work():
-    # CPU: 4 workers x (8 + 4) + vote 4 + calls 0.4 = 52.4 ms on 2 cores = 26.2 > 24.4 critical
-    exchange = vote_s1(M, D, MACHINE)
+    # CPU: 4 workers x (8 + 4) + vote 4 + 4 calls x 0.1 ms of CPU = 52.4 ms on 2 cores = 26.2,
+    # above the 24.4 ms critical path
+    exchange = vote_s1(M, D, MACHINE.with_(call_cpu=1e-4))
     assert exchange.cpu == pytest.approx(52.4e-3)
     assert exchange.seconds(2) == pytest.approx(26.2e-3)
     assert exchange.seconds(math.inf) == pytest.approx(24.4e-3)
+
+
+def test_ray_paths_charge_the_worker_steps_the_checks_and_rays_cpu():
+    """The trainer's worker steps replace the bare kernels; the vote actor checks every
+    message; Ray's CPU per call and per message byte enters the CPU sum only."""
+    full = MACHINE.with_(encode_bytes_per_s=2e6, apply_bytes_per_s=16e6,
+                         encode_fp32_bytes_per_s=8e6, apply_fp32_bytes_per_s=32e6,
+                         check_bytes_per_s=2e6, call_cpu=1e-3, cpu_bytes_per_s=1e6)
+    # vote S=1: compress 32000 B at 2 MB/s = 16 + gather 4 + checks 4 x 1000 B at 2 MB/s = 2
+    # + vote 4 + broadcast 4 + apply 32000 B at 16 MB/s = 2 + 4 calls x 0.1 = 32.4 ms
+    s1 = vote_s1(M, D, full)
+    assert s1.critical == pytest.approx(32.4e-3)
+    # CPU: 4 x (16 + 2) + checks 2 + vote 4 + 4 calls x 1 ms + 8 messages x 1000 B at 1 MB/s
+    assert s1.cpu == pytest.approx((72 + 2 + 4 + 4 + 8) * 1e-3)
+    # vote S=M: 16 + 2 x (1 + 0.75) + check 1000 B at 2 MB/s = 0.5 + vote 1 + 2 + 0.4 = 23.4 ms
+    sm = vote_sm(M, D, full)
+    assert sm.critical == pytest.approx(23.4e-3)
+    # CPU: 4 x (16 + 2) + 4 x (0.5 + 1) + 16 calls x 1 ms + 8000 B at 1 MB/s
+    assert sm.cpu == pytest.approx((72 + 6 + 16 + 8) * 1e-3)
+    # fp32 PS: compress 32000 B at 8 MB/s = 4 + 2 x (1 + 96) + checks 4 x 32000 B at 2 MB/s
+    # = 64 + sum 4 + apply 1 + 0.4 = 267.4 ms
+    ps = ps_fp32(M, D, full)
+    assert ps.critical == pytest.approx(267.4e-3)
+    # CPU: 4 x (4 + 1) + 64 + 4 + 4 calls x 1 ms + 8 x 32000 B at 1 MB/s = 256
+    assert ps.cpu == pytest.approx((20 + 64 + 4 + 4 + 256) * 1e-3)
+    # The collectives do not run through Ray actors: unchanged.
+    assert ring_allreduce(M, D, full) == ring_allreduce(M, D, MACHINE)
+    assert hook_sharded(M, D, full) == hook_sharded(M, D, MACHINE)
 
 
 def test_host_rate_below_the_link_rate_limits_ray_paths_only():
