@@ -17,7 +17,8 @@ refused with Ray's own message, which the README quotes.
 Phase 2, on a new cluster whose node 3 does not see one folder (an empty tmpfs covers it in a
 private mount namespace): the resume block continues the stored run to step 80, and every
 worker's final state in checkpoint.pt, and every step's loss, equal those of an uninterrupted
-80-step run of the same command on a local Ray. The README's command with a relative
+80-step run of the same command on a local Ray (started beside the second cluster, whose
+start and jobs leave the CPUs idle much of the time). The README's command with a relative
 ``--data-dir``, and a crowd job whose data folder node 3 lacks, each fail with raysign's one
 line naming the fix (and the node), without a traceback.
 
@@ -256,7 +257,9 @@ def ray_processes_of_the_cluster() -> list[str]:
             cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
         except OSError:
             continue
-        if proc.name.isdigit() and str(netns_cluster.STATE_DIR) in cmdline:
+        # The state folder as a path prefix: not the lock file beside it, which a command
+        # line taking the cluster's lock names (flock /tmp/raysign-netns.lock pytest ...).
+        if proc.name.isdigit() and f"{netns_cluster.STATE_DIR}/" in cmdline:
             found.append(cmdline)
     return found
 
@@ -327,6 +330,29 @@ def test_readme_cluster_commands_store_runs_and_resume_bit_identically_on_a_new_
     assert staged.is_dir() and not any(p.is_file() for p in staged.rglob("*"))
 
     old_sessions = set(state.temp_dirs()[0].glob("session_2*"))
+    # The reference: the resume command's options, uninterrupted, on a private local Ray (no
+    # address given, none in the environment), run beside phase 2 and read after it.
+    words = shlex.split(resume[0].split(" -- ", 1)[1])[2:]  # after `python scripts/run_...py`
+    at = words.index("--resume")
+    del words[at:at + 2]
+    values = {"$DATA": data, "$STORAGE": str(tmp_path / "reference")}
+    reference_log = tmp_path / "reference.log"
+    with open(reference_log, "w") as log:
+        reference_job = subprocess.Popen(
+            [sys.executable, "-m", "raysign.cli", "signsgd",
+             *[values.get(w, w) for w in words], "--no-progress"],
+            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+            env={k: v for k, v in os.environ.items() if not k.startswith("RAY_")})
+
+    def stop_reference() -> None:  # on a failure before it is read: SIGTERM lets its driver
+        if reference_job.poll() is None:  # shut its private Ray down
+            reference_job.terminate()
+            try:
+                reference_job.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                reference_job.kill()
+
+    request.addfinalizer(stop_reference)
 
     # Phase 2: a new cluster (node 3 without `hidden`). While the README's resume block runs,
     # two jobs that must stop at once: the README's first command with a relative --data-dir,
@@ -373,15 +399,7 @@ def test_readme_cluster_commands_store_runs_and_resume_bit_identically_on_a_new_
     assert "Traceback" not in job["logs"], job["logs"]
 
     lap("results read back, one-line failures checked")
-    # The reference: the resume command's options, uninterrupted, on a local Ray.
-    request.getfixturevalue("ray_session")
-    from raysign.cli import main
-
-    words = shlex.split(resume[0].split(" -- ", 1)[1])[2:]  # after `python scripts/run_...py`
-    at = words.index("--resume")
-    del words[at:at + 2]
-    values = {"$DATA": data, "$STORAGE": str(tmp_path / "reference")}
-    assert main(["signsgd", *[values.get(w, w) for w in words], "--no-progress"]) == 0
+    assert reference_job.wait(timeout=600) == 0, reference_log.read_text()[-6000:]
     reference_run = next((tmp_path / "reference" / "signsgd").iterdir())
     reference = load_checkpoint(reference_run / "checkpoint.pt")
     assert reference["step"] == 80
