@@ -367,6 +367,11 @@ def four_ranks(tmp_path_factory) -> Path:
     return spawn(exactness_rank, WORLD, tmp_path_factory.mktemp("exactness"))
 
 
+# The tests that read ``four_ranks`` run in one pytest-xdist process: split over two, each
+# process would spawn the WORLD ranks again.
+ONE_SPAWN = pytest.mark.xdist_group("comm-hooks-four-ranks")
+
+
 def load_ranks(out: Path, name: str, world: int = WORLD) -> list[dict]:
     return [dict(np.load(out / f"{name}-{rank}.npz")) for rank in range(world)]
 
@@ -404,6 +409,7 @@ def assert_buckets_were_rebuilt(out: Path, name: str) -> None:
 
 
 # --------------------------------------------------------------------------------- tests
+@ONE_SPAWN
 @pytest.mark.parametrize("name", ["allgather", "sharded"])
 def test_vote_equals_numpy_algorithm_1_through_the_bucket_rebuild(four_ranks, name,
                                                                    one_torch_thread):
@@ -412,10 +418,12 @@ def test_vote_equals_numpy_algorithm_1_through_the_bucket_rebuild(four_ranks, na
     assert expected.ties > 0, "with M = 4 some coordinates tie and the tie rule decides"
 
 
+@ONE_SPAWN
 def test_momentum_zero_is_signsgd_with_majority_vote(four_ranks, one_torch_thread):
     assert_ranks_follow_the_reference(four_ranks, "signsgd_sharded")
 
 
+@ONE_SPAWN
 def test_negating_rank_is_outvoted_exactly_as_numpy_algorithm_1(four_ranks, one_torch_thread):
     expected = assert_ranks_follow_the_reference(four_ranks, "byzantine_allgather",
                                                  honest=[0, 1, 2])
@@ -424,11 +432,13 @@ def test_negating_rank_is_outvoted_exactly_as_numpy_algorithm_1(four_ranks, one_
         "the attack changed some vote (the scenario tests something)"
 
 
+@ONE_SPAWN
 @pytest.mark.parametrize("name", ["scaled_allgather", "error_feedback_sharded"])
 def test_scaled_sign_and_error_feedback_equal_numpy(four_ranks, name, one_torch_thread):
     assert_ranks_follow_the_reference(four_ranks, name)
 
 
+@ONE_SPAWN
 def test_state_dict_round_trip_resumes_bit_identically(four_ranks):
     uninterrupted = load_ranks(four_ranks, "allgather")
     for rank, resumed in enumerate(load_ranks(four_ranks, "resume")):

@@ -136,6 +136,11 @@ def live_head():
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+# The tests that join ``live_head`` run in one pytest-xdist process: split over two, each
+# process would start a head of its own.
+ONE_HEAD = pytest.mark.xdist_group("connect-live-head")
+
+
 @pytest.fixture
 def ray_tmpdir():
     tmp = short_temp_dir()
@@ -143,6 +148,7 @@ def ray_tmpdir():
     shutil.rmtree(tmp, ignore_errors=True)
 
 
+@ONE_HEAD
 def test_a_run_without_address_starts_its_own_instance_beside_a_live_head(live_head):
     tmp, _, head_session = live_head
     before = sessions(tmp)
@@ -198,6 +204,7 @@ def test_joining_a_cluster_that_is_not_there_fails_in_one_line_naming_the_fix(
     assert time.monotonic() - start < 60
 
 
+@ONE_HEAD
 def test_address_auto_joins_the_head_and_warns_that_fp32_messages_exceed_its_inline_size(
         live_head):
     tmp, _, head_session = live_head
@@ -214,6 +221,7 @@ def test_address_auto_joins_the_head_and_warns_that_fp32_messages_exceed_its_inl
     assert "RAY_max_direct_call_object_size=8388608 ray start" in warning
 
 
+@ONE_HEAD
 def test_ray_address_joins_the_head_without_warning_when_vote_messages_fit(live_head):
     tmp, address, head_session = live_head
     # As `ray job submit` runs a driver: $RAY_ADDRESS, and token authentication on.
