@@ -30,8 +30,10 @@ Assumptions, shared by every formula (each method's docstring names its own):
    phases that wait for each other (gather, then vote, then broadcast) add up.
 3. Kernels run at their measured throughputs (bytes/s of the stated side), independent of size.
 4. ``cores``: the CPU cores that all M nodes share (the validation machine: 2). The round then
-   takes at least all the CPU work of all nodes divided by ``cores``; with ``cores=inf`` (one
-   machine per node) only the critical path counts. The CPU work of a Ray path is its workers'
+   takes at least all the CPU work of all nodes divided by ``cores``; and the steps every
+   worker runs at the same moment (compress and apply: ``Round.parallel``) take M / cores
+   times their length when M > cores; with ``cores=inf`` (one machine per node) only the
+   critical path counts. The CPU work of a Ray path is its workers'
    compress and apply steps, the vote actors' checks and votes, and what Ray itself spends:
    ``call_cpu`` per actor call and one CPU second per ``cpu_bytes_per_s`` message bytes.
 5. Overlap (``step_time``): without overlap the step is compute + communication; with overlap
@@ -140,15 +142,20 @@ class Machine:
 
 class Round(NamedTuple):
     """One exchange: ``critical`` seconds on the slowest chain of waits, ``cpu`` seconds of CPU
-    work summed over all nodes, and what bounds it."""
+    work summed over all nodes, and what bounds it; ``parallel`` seconds of the critical path
+    that all ``width`` workers run at the same moment (their compress and apply steps)."""
 
     critical: float
     cpu: float
     bottleneck: str
+    parallel: float = 0.0
+    width: int = 1
 
     def seconds(self, cores: float) -> float:
-        """Assumption 4: at least the total CPU work over the shared cores."""
-        return max(self.critical, self.cpu / cores)
+        """Assumption 4: on ``cores`` shared cores the workers' simultaneous steps take
+        ``width / cores`` times as long, and the round at least all CPU work over the cores."""
+        crowded = self.parallel * (max(1.0, self.width / cores) - 1.0)
+        return max(self.critical + crowded, self.cpu / cores)
 
 
 def _link(nbytes: float, machine: Machine, through_ray: bool = True) -> float:
@@ -195,7 +202,7 @@ def vote_s1(m: int, d: int, machine: Machine) -> Round:
     wire = 2 * (machine.latency + _link((m - 1) * b, machine)) if m > 1 else 0.0
     critical = compress + wire + actor + apply + calls
     cpu = m * (compress + apply) + actor + machine.ray_cpu(m, 2 * m * b)
-    return Round(critical, cpu, "node 0's link (vote actor)")
+    return Round(critical, cpu, "node 0's link (vote actor)", compress + apply, m)
 
 
 def vote_sm(m: int, d: int, machine: Machine) -> Round:
@@ -219,7 +226,7 @@ def vote_sm(m: int, d: int, machine: Machine) -> Round:
     wire = 2 * (machine.latency + _link((m - 1) * b / m, machine)) if m > 1 else 0.0
     critical = compress + wire + actor + apply + calls
     cpu = m * (compress + apply) + m * actor + machine.ray_cpu(m * m, 2 * m * b)
-    return Round(critical, cpu, "every node's link, evenly")
+    return Round(critical, cpu, "every node's link, evenly", compress + apply, m)
 
 
 def ps_fp32(m: int, d: int, machine: Machine) -> Round:
@@ -242,7 +249,7 @@ def ps_fp32(m: int, d: int, machine: Machine) -> Round:
     wire = 2 * (machine.latency + _link((m - 1) * f, machine)) if m > 1 else 0.0
     cpu = m * (compress + apply) + actor + machine.ray_cpu(m, 2 * m * f)
     return Round(compress + wire + actor + apply + calls, cpu,
-                 "node 0's link (parameter server)")
+                 "node 0's link (parameter server)", compress + apply, m)
 
 
 def ring_allreduce(m: int, d: int, machine: Machine, element_bytes: int = FP32_BYTES) -> Round:
@@ -260,7 +267,7 @@ def ring_allreduce(m: int, d: int, machine: Machine, element_bytes: int = FP32_B
     data = d * element_bytes
     wire = 2 * (m - 1) * (machine.latency + _link(data / m, machine, through_ray=False))
     reduce = (m - 1) / m * data / machine.sum_bytes_per_s
-    return Round(wire + reduce, m * reduce, "every link, evenly (ring)")
+    return Round(wire + reduce, m * reduce, "every link, evenly (ring)", reduce, m)
 
 
 def hook_allgather(m: int, d: int, machine: Machine) -> Round:
@@ -277,7 +284,7 @@ def hook_allgather(m: int, d: int, machine: Machine) -> Round:
     vote = m * b / machine.vote_bytes_per_s
     wire = (m - 1) * (machine.latency + _link(b, machine, through_ray=False))
     return Round(pack + wire + vote + unpack, m * (pack + vote + unpack),
-                 "every rank's inbound link, (M-1) d/8")
+                 "every rank's inbound link, (M-1) d/8", pack + vote + unpack, m)
 
 
 def hook_sharded(m: int, d: int, machine: Machine) -> Round:
@@ -295,7 +302,7 @@ def hook_sharded(m: int, d: int, machine: Machine) -> Round:
     vote = b / machine.vote_bytes_per_s
     wire = 2 * (m - 1) * (machine.latency + _link(b / m, machine, through_ray=False))
     return Round(pack + wire + vote + unpack, m * (pack + vote + unpack),
-                 "every link, evenly (all-to-all)")
+                 "every link, evenly (all-to-all)", pack + vote + unpack, m)
 
 
 @dataclass(frozen=True)
@@ -353,7 +360,8 @@ def powersgd(m: int, layout: LowRankLayout, rank: int, machine: Machine) -> Roun
     first = ring_allreduce(m, max(p_values, 1), machine)
     second = ring_allreduce(m, max(q_values, 1), machine) if q_values else Round(0.0, 0.0, "")
     return Round(first.critical + second.critical + matmul,
-                 first.cpu + second.cpu + m * matmul, "every link, evenly (two rings)")
+                 first.cpu + second.cpu + m * matmul, "every link, evenly (two rings)",
+                 first.parallel + second.parallel + matmul, m)
 
 
 METHODS: dict[str, Callable[[int, int, Machine], Round]] = {

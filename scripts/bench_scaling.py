@@ -105,9 +105,11 @@ def machine_from(params: dict[str, Any], bandwidth: float, cores: float) -> Mach
 
 
 def busiest_link_bytes(method: str, m: int, d: int) -> float:
-    """Bytes per round through the busiest link direction, by the model's arithmetic (message
-    bodies only: no headers, no TCP/IP)."""
-    return {"vote S=1": (m - 1) * d / 8, "vote S=M": (m - 1) * d / (8 * m),
+    """Bytes per round through the busiest link direction, both phases of the round, by the
+    model's arithmetic (message bodies only: no headers, no TCP/IP): node 0's inbound (gather)
+    or outbound (broadcast) link with one vote actor or server, every node's with S = M (it
+    sends M - 1 shards in the gather and M - 1 voted shards in the broadcast)."""
+    return {"vote S=1": (m - 1) * d / 8, "vote S=M": 2 * (m - 1) * d / (8 * m),
             "fp32 PS": (m - 1) * 4 * d, "ring all-reduce": 2 * (m - 1) / m * 4 * d}[method]
 
 

@@ -58,12 +58,22 @@ def test_ddp_hook_topologies():
 
 
 def test_shared_cores_bound_the_round_by_total_cpu_work():
-    # CPU: 4 workers x (8 + 4) + vote 4 + 4 calls x 0.1 ms of CPU = 52.4 ms on 2 cores = 26.2,
-    # above the 24.4 ms critical path
-    exchange = vote_s1(M, D, MACHINE.with_(call_cpu=1e-4))
-    assert exchange.cpu == pytest.approx(52.4e-3)
-    assert exchange.seconds(2) == pytest.approx(26.2e-3)
+    # CPU: 4 workers x (8 + 4) + vote 4 + 4 calls x 10 ms of CPU = 92 ms on 2 cores = 46,
+    # above the 24.4 ms critical path (36.4 with the workers' steps crowded on 2 cores)
+    exchange = vote_s1(M, D, MACHINE.with_(call_cpu=1e-2))
+    assert exchange.cpu == pytest.approx(92e-3)
+    assert exchange.seconds(2) == pytest.approx(46e-3)
     assert exchange.seconds(math.inf) == pytest.approx(24.4e-3)
+
+
+def test_workers_steps_crowd_when_there_are_fewer_cores_than_workers():
+    # vote S=1, M = 4 workers on 1 core: pack 8 + unpack 4 run on all four at once, 4x as
+    # long: 24.4 + 3 x 12 = 60.4 ms of critical path, above the 52 ms CPU sum on one core
+    exchange = vote_s1(M, D, MACHINE)
+    assert exchange.seconds(1) == pytest.approx(60.4e-3)
+    # on 2 cores twice as long: 24.4 + 12 = 36.4 ms; on 4 or more no crowding
+    assert exchange.seconds(2) == pytest.approx(36.4e-3)
+    assert exchange.seconds(4) == pytest.approx(24.4e-3)
 
 
 def test_ray_paths_charge_the_worker_steps_the_checks_and_rays_cpu():
