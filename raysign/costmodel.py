@@ -154,8 +154,15 @@ class Round(NamedTuple):
     def seconds(self, cores: float) -> float:
         """Assumption 4: on ``cores`` shared cores the workers' simultaneous steps take
         ``width / cores`` times as long, and the round at least all CPU work over the cores."""
-        crowded = self.parallel * (max(1.0, self.width / cores) - 1.0)
-        return max(self.critical + crowded, self.cpu / cores)
+        return max(self.crowded_critical(cores), self.cpu / cores)
+
+    def crowded_critical(self, cores: float) -> float:
+        """The critical path with the simultaneous steps crowded onto ``cores``."""
+        return self.critical + self.parallel * (max(1.0, self.width / cores) - 1.0)
+
+    def bound(self, cores: float) -> str:
+        """What sets ``seconds(cores)``: "cpu" (all CPU work over the cores) or "critical path"."""
+        return "cpu" if self.cpu / cores > self.crowded_critical(cores) else "critical path"
 
 
 def _link(nbytes: float, machine: Machine, through_ray: bool = True) -> float:
@@ -182,8 +189,8 @@ def vote_s1(m: int, d: int, machine: Machine) -> Round:
     """Ray majority vote, one vote actor on worker 0's node (S = 1).
 
     Every worker compresses its d signs (``c``: ``4d / encode``, or ``4d / pack``); the M - 1
-    remote messages of d/8 bytes arrive through node 0's inbound link, the actor checks each
-    (``d/8 / check``) and votes M packed inputs (``M d/8 / vote``), and sends the result back
+    remote messages of d/8 bytes arrive through node 0's inbound link, the actor checks all M
+    (``d/8 / check`` each) and votes M packed inputs (``M d/8 / vote``), and sends the result back
     out through node 0's outbound link; every worker applies it (``a``: ``4d / apply``, or
     ``4d / unpack``). Gather and broadcast wait for each other (the vote needs every input),
     so with full-duplex links both directions still add::
@@ -214,7 +221,8 @@ def vote_sm(m: int, d: int, machine: Machine) -> Round:
         critical = c + 2 (alpha + (M-1) d/(8M) / B) + d/8 / check + d/8 / vote + a + M o
 
     (c, a: the worker steps as in ``vote_s1``; each worker makes M calls, each actor serves M;
-    they run side by side). Every link carries (M-1)/M of a message each way per phase: at most
+    the M actors' checks and votes run side by side, as the workers' steps do: all three are
+    ``Round.parallel``). Every link carries (M-1)/M of a message each way per phase: at most
     d/8, whatever M. CPU over all nodes: M (c + a) + M (check + vote of d/8) + M^2 calls and
     2 M d/8 message bytes through Ray.
     """
@@ -226,7 +234,7 @@ def vote_sm(m: int, d: int, machine: Machine) -> Round:
     wire = 2 * (machine.latency + _link((m - 1) * b / m, machine)) if m > 1 else 0.0
     critical = compress + wire + actor + apply + calls
     cpu = m * (compress + apply) + m * actor + machine.ray_cpu(m * m, 2 * m * b)
-    return Round(critical, cpu, "every node's link, evenly", compress + apply, m)
+    return Round(critical, cpu, "every node's link, evenly", compress + actor + apply, m)
 
 
 def ps_fp32(m: int, d: int, machine: Machine) -> Round:

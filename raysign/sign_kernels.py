@@ -195,7 +195,8 @@ def pack_words(x, out_words):
 def unpack_words(words, d, positive, negative, out):
     """``out[i]`` = ``negative`` if bit i of the int64 ``words`` is set else ``positive``, for
     float32 / float64 [d] ``out``: streaming stores from ``STREAM_MIN_BYTES`` on, plain below."""
-    if d * out.itemsize >= STREAM_MIN_BYTES:
+    # The streaming kernel writes whole cache lines from the data pointer on: contiguous only.
+    if d * out.itemsize >= STREAM_MIN_BYTES and out.strides[0] == out.itemsize:
         unpack_words_streaming(words, d, positive, negative, out)
     else:
         unpack_words_cached(words, d, positive, negative, out)

@@ -157,8 +157,7 @@ def validate(run_root: Path, params: dict[str, Any], out: Path) -> list[dict[str
                 rows.append({"M": m, "rate": rate, "method": r["method"], "d": d,
                              "measured_ms": 1e3 * measured, "predicted_ms": 1e3 * predicted,
                              "error": (predicted - measured) / measured,
-                             "bound": ("cpu" if exchange.cpu / machine.cores
-                                       > exchange.critical else "critical path"),
+                             "bound": exchange.bound(machine.cores),
                              "critical_ms": 1e3 * exchange.critical,
                              "cpu_predicted_ms": 1e3 * exchange.cpu,
                              "cpu_measured_ms": 1e3 * cpu,

@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -94,29 +93,31 @@ def _reference_checks(d: int, m: int, seed: int, rounds: int,
     return -rounds * vote, -summed / m, total / m
 
 
-def usage_counters(m: int) -> dict[str, float]:
-    """The machine's busy CPU seconds (all cores, from /proc/stat) and, on the namespace
-    cluster, the bytes and drops of every node's token bucket: ``sent_i`` (node i's own veth
-    end) and ``received_i`` (the bridge's end towards node i). Empty link counters elsewhere."""
-    with open("/proc/stat") as f:
-        fields = [int(v) for v in f.readline().split()[1:]]
-    idle = fields[3] + fields[4]  # idle, iowait
-    counters = {"cpu_s": (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")}
+def usage_counters(m: int, cpu_last: bool) -> dict[str, float]:
+    """On the namespace cluster: the user + system CPU seconds of every process in the M nodes'
+    namespaces (the driver's included; ``cpu_s``), and the bytes and drops of every node's token
+    bucket: ``sent_i`` (node i's own veth end) and ``received_i`` (the bridge's end towards node
+    i). ``cpu_last``: read the CPU after the links (a ``before`` snapshot), else first, so the
+    ``tc`` processes of the reading are not charged to the rounds. Empty elsewhere."""
     import netns_cluster
 
     if netns_cluster.ClusterState.load() is None:
-        return counters
+        return {}
+
+    def cpu() -> dict[str, float]:
+        pids = [pid for i in range(m)
+                for pid in netns_cluster.namespace_pids(netns_cluster.node_namespace(i))]
+        return {"cpu_s": netns_cluster.cpu_seconds(pids)}
+
+    counters = {} if cpu_last else cpu()
     for i in range(m):
         for key, ns, dev in (("sent", netns_cluster.node_namespace(i), f"rsn{i}"),
                              ("received", netns_cluster.BRIDGE_NS, f"rsh{i}")):
-            out = subprocess.run(["ip", "netns", "exec", ns, "tc", "-s", "-j", "qdisc", "show",
-                                  "dev", dev], capture_output=True, text=True, check=False)
-            shown = json.loads(out.stdout or "[]")
-            tbf = [q for q in shown if q.get("kind") == "tbf"]
-            if tbf:
-                counters[f"{key}_{i}"] = float(tbf[0]["bytes"])
-                counters[f"drops_{key}_{i}"] = float(tbf[0]["drops"])
-    return counters
+            tbf = netns_cluster.tbf_stats(ns, dev)
+            if tbf is not None:
+                counters[f"{key}_{i}"] = float(tbf["bytes"])
+                counters[f"drops_{key}_{i}"] = float(tbf["drops"])
+    return {**counters, **cpu()} if cpu_last else counters
 
 
 def per_round(before: dict[str, float], after: dict[str, float], rounds: int,
@@ -190,9 +191,9 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
         for label, bench in benches.items():
             for step in tqdm(range(total_rounds), desc=f"{rate} {label}"):
                 if step == args.warmup:
-                    before = usage_counters(m)
+                    before = usage_counters(m, cpu_last=True)
                 records[label].append(bench.round(step))
-            spent[label] = per_round(before, usage_counters(m), args.rounds)
+            spent[label] = per_round(before, usage_counters(m, cpu_last=False), args.rounds)
     for label, bench in benches.items():
         got = ray.get(bench.workers[0].parameter_values.remote())
         correct = (np.array_equal(got, vote_ref) if bench.kind == wire.KIND_SIGNS
@@ -210,9 +211,9 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
         gloo = GlooGroup(group, m, d, args.seed)
         gloo_nodes = len(set(gloo.placement()))
         gloo.allreduce_rounds(args.warmup)
-        before = usage_counters(m)
+        before = usage_counters(m, cpu_last=True)
         seconds = gloo.allreduce_rounds(args.rounds)
-        counted = per_round(before, usage_counters(m), args.rounds)
+        counted = per_round(before, usage_counters(m, cpu_last=False), args.rounds)
         got = ray.get(gloo.workers[0].mean_values.remote())
         rows.append(_summary_row(rate, "gloo all-reduce", "comm", seconds, None, nodes=m, d=d,
                                  vote_shards=0, bytes_sent_per_worker=2 * (m - 1) / m * 4 * d,
@@ -455,6 +456,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows-out", default="",
                         help="--attach: write the rows here (default: a new run folder)")
     args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error(f"--rounds {args.rounds}: at least one timed round")
     if args.params and args.steps:
         parser.error("--params sets the size of the communication round only: add --steps 0")
     if not args.attach:

@@ -15,8 +15,8 @@ Nothing is typed in:
   seconds the whole machine spends per call and per message byte there (``/proc/stat``);
 - network latency: half the round trip of a 1-byte TCP ping-pong over loopback (the namespace
   cluster's veths add no delay: this kernel has no ``sch_netem``);
-- link rates: what one TCP stream carries through two namespaces joined by a veth pair shaped
-  as ``netns_cluster.py`` shapes a node's link (``tbf`` at the rate, both ends), for the rates
+- link rates: what one TCP stream carries between two namespaces across a bridge, both links
+  shaped as ``netns_cluster.py`` shapes a node's (``tbf`` at the rate, both ends), for the rates
   the cluster is run at (``--measure-rates``; as root); the rates ``tc`` is given for the
   others, and where the stream cannot be measured.
 
@@ -121,16 +121,29 @@ def worker_rates(d: int, repeats: int) -> dict[str, float]:
     return out
 
 
-def busy_cpu_seconds() -> float:
-    """CPU seconds every core of the machine has spent busy since boot (``/proc/stat``)."""
-    with open("/proc/stat") as f:
-        fields = [int(v) for v in f.readline().split()[1:]]
-    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+def tree_cpu_seconds(root: int) -> float:
+    """User + system CPU seconds of process ``root`` and every process below it (a local Ray's
+    GCS, raylet and workers all descend from the driver that started it)."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    parents[int(entry)] = int(f.read().rpartition(")")[2].split()[1])
+            except OSError:
+                continue
+    tree, frontier = {root}, [root]
+    while frontier:
+        children = [pid for pid, ppid in parents.items() if ppid in frontier and pid not in tree]
+        tree.update(children)
+        frontier = children
+    return netns_cluster.cpu_seconds(sorted(tree))
 
 
 def ray_ping_pong(payload_bytes: int, calls: int) -> dict[str, float]:
     """Median seconds of an actor call with an empty and with a ``payload_bytes`` argument, and
-    the machine's busy CPU seconds per call of each kind."""
+    the CPU seconds per call of each kind that the driver and the local Ray it starts spend
+    (every process of the tree: the other work on the machine is not counted)."""
     os.environ.setdefault("RAY_max_direct_call_object_size", str(netns_cluster.DIRECT_CALL_BYTES))
     import ray
 
@@ -147,22 +160,26 @@ def ray_ping_pong(payload_bytes: int, calls: int) -> dict[str, float]:
         ray.get(echo.ping.remote(small))
 
         def median_call(message: np.ndarray, n: int) -> tuple[float, float]:
-            times, cpu0 = [], busy_cpu_seconds()
+            times, cpu0 = [], tree_cpu_seconds(os.getpid())
             for _ in range(n):
                 t0 = time.perf_counter()
                 ray.get(echo.ping.remote(message))
                 times.append(time.perf_counter() - t0)
-            return float(np.median(times)), (busy_cpu_seconds() - cpu0) / n
+            return float(np.median(times)), (tree_cpu_seconds(os.getpid()) - cpu0) / n
 
         t_small, cpu_small = median_call(small, calls)
         t_big, cpu_big = median_call(big, max(5, calls // 20))
         ray.kill(echo)
     finally:
         ray.shutdown()
+    if t_big <= t_small or cpu_big <= cpu_small:
+        raise RuntimeError(f"the {payload_bytes}-byte call ({t_big:.6f} s, {cpu_big:.6f} CPU s) "
+                           f"is not longer than the empty one ({t_small:.6f} s, "
+                           f"{cpu_small:.6f} CPU s): more --calls or a larger --payload-mb")
     return {"message_overhead": t_small,
-            "host_bytes_per_s": payload_bytes / max(t_big - t_small, 1e-9),
+            "host_bytes_per_s": payload_bytes / (t_big - t_small),
             "call_cpu": cpu_small,
-            "cpu_bytes_per_s": payload_bytes / max(cpu_big - cpu_small, 1e-9),
+            "cpu_bytes_per_s": payload_bytes / (cpu_big - cpu_small),
             "ping_pong_small_s": t_small, "ping_pong_payload_s": t_big,
             "cpu_small_s": cpu_small, "cpu_payload_s": cpu_big,
             "payload_bytes": payload_bytes}
@@ -194,30 +211,34 @@ def tcp_latency(rounds: int = 2000) -> float:
     return float(np.median(times)) / 2
 
 
-CALIBRATION_NS = ("rscal0", "rscal1")  # never the cluster's rs*: both may exist at once
+CALIBRATION_NS = ("rscalbr", "rscal0", "rscal1")  # never the cluster's rs*: both may be up
 
 
 def tcp_goodput(rate: str, seconds: float = 4.0) -> float:
-    """Bytes per second one TCP stream carries from one namespace to another through a veth
-    pair shaped like a cluster node's link (``netns_cluster._shape`` on both ends): what a
-    link of ``rate`` gives a transfer, headers and the token bucket's pacing included."""
+    """Bytes per second one TCP stream carries from one namespace to another across a bridge,
+    both nodes' links shaped as ``netns_cluster.py`` shapes a cluster node's (``_shape``: a
+    token bucket at ``rate`` on each veth end, so the bytes pass two buckets, as between two
+    cluster nodes): what a link of ``rate`` gives a transfer, headers and pacing included."""
+    bridge_ns, nodes = CALIBRATION_NS[0], CALIBRATION_NS[1:]
     ips = ("10.79.0.1", "10.79.0.2")
     nbytes = int(netns_cluster._rate_bytes(rate) * seconds)
-
-    def run(*cmd: str) -> None:
-        subprocess.run(cmd, check=True, capture_output=True)
-
+    receiver = None
     try:
-        for ns in CALIBRATION_NS:
-            run("ip", "netns", "add", ns)
-        run("ip", "-n", CALIBRATION_NS[0], "link", "add", "rscv0", "type", "veth", "peer",
-            "name", "rscv1", "netns", CALIBRATION_NS[1])
-        for i, ns in enumerate(CALIBRATION_NS):
-            run("ip", "-n", ns, "addr", "add", f"{ips[i]}/24", "dev", f"rscv{i}")
-            run("ip", "-n", ns, "link", "set", f"rscv{i}", "up")
-            netns_cluster._shape(ns, f"rscv{i}", rate, "")
+        netns_cluster._run("ip", "netns", "add", bridge_ns)
+        netns_cluster._run("ip", "-n", bridge_ns, "link", "add", "rscb", "type", "bridge")
+        netns_cluster._run("ip", "-n", bridge_ns, "link", "set", "rscb", "up")
+        for i, ns in enumerate(nodes):
+            netns_cluster._run("ip", "netns", "add", ns)
+            netns_cluster._run("ip", "-n", bridge_ns, "link", "add", f"rsch{i}", "type", "veth",
+                               "peer", "name", f"rscn{i}", "netns", ns)
+            netns_cluster._run("ip", "-n", bridge_ns, "link", "set", f"rsch{i}", "master", "rscb")
+            netns_cluster._run("ip", "-n", bridge_ns, "link", "set", f"rsch{i}", "up")
+            netns_cluster._run("ip", "-n", ns, "addr", "add", f"{ips[i]}/24", "dev", f"rscn{i}")
+            netns_cluster._run("ip", "-n", ns, "link", "set", f"rscn{i}", "up")
+            netns_cluster._shape(ns, f"rscn{i}", rate, "")
+            netns_cluster._shape(bridge_ns, f"rsch{i}", rate, "")
         receiver = subprocess.Popen(
-            ["ip", "netns", "exec", CALIBRATION_NS[1], sys.executable, "-c",
+            ["ip", "netns", "exec", nodes[1], sys.executable, "-c",
              "import socket,time\n"
              f"s=socket.create_server(('{ips[1]}',5999));c,_=s.accept();n=0;t0=None\n"
              "b=bytearray(1<<20)\n"
@@ -229,11 +250,17 @@ def tcp_goodput(rate: str, seconds: float = 4.0) -> float:
                   "    try:\n"
                   f"        c=socket.create_connection(('{ips[1]}',5999));break\n"
                   "    except OSError: time.sleep(0.1)\n"
-                  f"c.sendall(bytes({nbytes}));c.close()")
-        run("ip", "netns", "exec", CALIBRATION_NS[0], sys.executable, "-c", sender)
+                  f"chunk=bytes(1<<20);left={nbytes}\n"
+                  "while left>0:\n"
+                  "    c.sendall(chunk[:min(left,len(chunk))]);left-=len(chunk)\n"
+                  "c.close()")
+        netns_cluster._run("ip", "netns", "exec", nodes[0], sys.executable, "-c", sender)
         out, _ = receiver.communicate(timeout=120)
         return float(out.strip())
     finally:
+        if receiver is not None and receiver.poll() is None:
+            receiver.kill()
+            receiver.wait()
         for ns in CALIBRATION_NS:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
 
@@ -245,20 +272,17 @@ def link_rates(rates: list[str], measured: list[str]) -> dict[str, dict[str, obj
     live = None
     state = netns_cluster.ClusterState.load() if os.geteuid() == 0 else None
     if state is not None and state.rate != "none":
-        shown = subprocess.run(["ip", "netns", "exec", netns_cluster.node_namespace(0), "tc",
-                                "-j", "qdisc", "show", "dev", "rsn0"],
-                               capture_output=True, text=True, check=False)
-        for qdisc in json.loads(shown.stdout or "[]"):
-            if qdisc.get("kind") == "tbf":
-                live = (state.rate, float(qdisc["options"]["rate"]))
+        tbf = netns_cluster.tbf_stats(netns_cluster.node_namespace(0), "rsn0")
+        if tbf is not None:
+            live = (state.rate, float(tbf["options"]["rate"]))
     out: dict[str, dict[str, object]] = {}
     for rate in rates:
         if rate in measured and netns_cluster.missing_requirements() is None:
             goodput = tcp_goodput(rate)
             out[rate] = {"bytes_per_s": goodput, "tc_bytes_per_s": netns_cluster._rate_bytes(rate),
-                         "from": "one TCP stream through a veth pair shaped as a cluster node's "
-                                 f"link: {goodput / netns_cluster._rate_bytes(rate):.3f} of the "
-                                 "tbf rate"}
+                         "from": "one TCP stream between two namespaces across a bridge, links "
+                                 "shaped as a cluster node's: "
+                                 f"{goodput / netns_cluster._rate_bytes(rate):.3f} of the tbf rate"}
         elif live and live[0] == rate:
             out[rate] = {"bytes_per_s": live[1], "from": "tc -j qdisc show (live cluster)"}
         else:

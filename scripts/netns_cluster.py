@@ -462,6 +462,30 @@ def namespace_pids(ns: str) -> list[int]:
     return [int(p) for p in out if p.isdigit()]
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds the processes ``pids`` have spent so far (``/proc/<pid>/stat``;
+    a process that has exited counts 0): the cluster's own work, whatever else the machine runs."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+        except OSError:
+            continue  # exited
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def tbf_stats(ns: str, dev: str) -> dict | None:
+    """The token bucket on ``dev`` in namespace ``ns`` as ``tc -s -j`` shows it (its rate,
+    bytes sent and drops), or None where it has none."""
+    shown = _ns(ns, "tc", "-s", "-j", "qdisc", "show", "dev", dev, check=False).stdout
+    for qdisc in json.loads(shown or "[]"):
+        if qdisc.get("kind") == "tbf":
+            return qdisc
+    return None
+
+
 def exec_in(node: int, command: list[str], jobs: bool = False) -> int:
     """Run ``command`` inside node ``node``'s namespace with the driver environment (``jobs``:
     the environment of a ``ray job`` client, ``ClusterState.job_env``)."""

@@ -74,6 +74,12 @@ def test_workers_steps_crowd_when_there_are_fewer_cores_than_workers():
     # on 2 cores twice as long: 24.4 + 12 = 36.4 ms; on 4 or more no crowding
     assert exchange.seconds(2) == pytest.approx(36.4e-3)
     assert exchange.seconds(4) == pytest.approx(24.4e-3)
+    assert exchange.bound(1) == "critical path"  # 60.4 crowded > 52 of CPU on one core
+    # 3 cores: 92 ms of CPU / 3 = 30.7 > 24.4 + 12 x (4/3 - 1) = 28.4 crowded
+    assert vote_s1(M, D, MACHINE.with_(call_cpu=1e-2)).bound(3) == "cpu"
+    # vote S=M: the M actors' votes (1 ms each) crowd too, twice as long on 2 cores:
+    # 16.9 + (8 + 1 + 4) = 29.9 ms (above the CPU sum, 4 x 13 = 52 ms over 2 cores = 26)
+    assert vote_sm(M, D, MACHINE).seconds(2) == pytest.approx(29.9e-3)
 
 
 def test_ray_paths_charge_the_worker_steps_the_checks_and_rays_cpu():

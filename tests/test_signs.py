@@ -215,6 +215,22 @@ def test_unpack_streams_from_the_threshold_on(monkeypatch):
     assert called == ["cached", "streaming", "streaming"]
 
 
+def test_unpack_words_writes_a_strided_output_element_by_element(monkeypatch):
+    """Above the threshold, an output with a stride (every second float of a buffer) takes the
+    plain stores, which follow the stride: the streaming kernel writes whole cache lines from
+    the data pointer on and would fill the gaps (or run past a reversed view's end)."""
+    from raysign import sign_kernels
+
+    monkeypatch.setattr(sign_kernels, "STREAM_MIN_BYTES", 0)
+    d = 1000
+    packed = np.random.default_rng(5).integers(0, 256, signs.packed_nbytes(d), dtype=np.uint8)
+    buffer = np.full(2 * d, 7.0, dtype=np.float32)
+    sign_kernels.unpack_words(packed.view(np.int64), d, np.float32(1), np.float32(-1),
+                              buffer[::2])
+    np.testing.assert_array_equal(buffer[::2], reference_unpack(packed, d, 1.0, np.float32))
+    np.testing.assert_array_equal(buffer[1::2], 7.0)  # the gaps untouched
+
+
 def test_unpack_words_streaming_falls_back_to_plain_stores_for_a_misaligned_output():
     """A float32 view one byte off (numpy allows it; an aligned vector store there would
     fault): plain stores throughout."""
