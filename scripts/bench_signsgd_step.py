@@ -186,8 +186,8 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
             for label, bench in benches.items():
                 records[label].append(bench.round(step))
     else:
-        # One method at a time, the machine's CPU time and every link's bytes counted around
-        # its timed rounds: no method's traffic spills into another's rounds.
+        # One method at a time, the CPU time of the cluster's processes and every link's bytes
+        # counted around its timed rounds: no method's traffic spills into another's rounds.
         for label, bench in benches.items():
             for step in tqdm(range(total_rounds), desc=f"{rate} {label}"):
                 if step == args.warmup:
@@ -443,7 +443,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--order", default="interleaved", choices=("interleaved", "blocks"),
                         help="communication rounds: the methods' rounds alternate (the same "
                              "machine load for each), or each method's rounds run as one block "
-                             "with the machine's CPU seconds and every link's bytes counted "
+                             "with the CPU seconds of the cluster's processes and every link's "
+                             "bytes counted "
                              "around it (columns *_per_round; the cost-model validation)")
     parser.add_argument("--priority", type=int, default=0,
                         help="as root: renice the cluster's processes to this niceness every "
