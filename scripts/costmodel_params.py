@@ -11,8 +11,9 @@ Nothing is typed in:
   and a vote actor's check of one arriving message (``VoteActor.read``: header and MAC);
 - per-call Ray overhead and the rate at which Ray moves message bytes: an actor ping-pong on a
   local Ray (2 CPUs) with an empty message and with a ``--payload-mb`` message, with the
-  direct transport's inline-argument limit (``netns_cluster.DIRECT_CALL_BYTES``); and the CPU
-  seconds the whole machine spends per call and per message byte there (``/proc/stat``);
+  direct transport's inline-argument limit (``netns_cluster.DIRECT_CALL_BYTES``); and the
+  user + system CPU seconds that the driver and its local Ray's processes spend per call and per
+  message byte there (``/proc/<pid>/stat`` over the driver's process tree);
 - network latency: half the round trip of a 1-byte TCP ping-pong over loopback (the namespace
   cluster's veths add no delay: this kernel has no ``sch_netem``);
 - link rates: what one TCP stream carries between two namespaces across a bridge, both links
@@ -266,9 +267,9 @@ def tcp_goodput(rate: str, seconds: float = 4.0) -> float:
 
 
 def link_rates(rates: list[str], measured: list[str]) -> dict[str, dict[str, object]]:
-    """Bytes per second per direction for each rate: one TCP stream's goodput through a shaped
-    veth pair for the rates in ``measured`` (as root), else the running cluster's tc rate if it
-    is that one, else what netns_cluster.py hands tc."""
+    """Bytes per second per direction for each rate: one TCP stream's goodput between two
+    shaped namespaces across a bridge for the rates in ``measured`` (as root), else the running
+    cluster's tc rate if it is that one, else what netns_cluster.py hands tc."""
     live = None
     state = netns_cluster.ClusterState.load() if os.geteuid() == 0 else None
     if state is not None and state.rate != "none":
@@ -300,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--payload-mb", type=float, default=4.0)
     parser.add_argument("--rates", default="100mbit,1gbit,10gbit,25gbit,100gbit")
     parser.add_argument("--measure-rates", default="100mbit,1gbit",
-                        help="rates whose TCP goodput is measured through a shaped veth pair "
+                        help="rates whose TCP goodput is measured between two shaped namespaces "
                              "(as root; the cluster's rates); the others take tc's rate")
     parser.add_argument("--out", default="docs/results/scaling/params.json")
     args = parser.parse_args(argv)
